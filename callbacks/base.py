@@ -1,0 +1,68 @@
+"""The callback events: the only way callbacks see the training loop.
+
+Order of events in `Trainer.fit` (the loop itself is trainer/loop.py):
+
+    on_fit_start
+      for each epoch:
+        on_train_epoch_start
+          for each batch:
+            on_train_batch_start
+            forward, loss, backward                   (accumulated over micro-batches)
+            on_before_optimizer_step                  (gradients final and unscaled: clip here)
+            optimizer.step, scheduler (per step)
+            on_train_batch_end
+        validation (every check_val_every_n_epoch)
+        on_validation_end(metrics)                   (metrics: {"val/loss": ..., "val/acc": ...})
+        scheduler (per epoch)
+        on_train_epoch_end                            (checkpoints are written here)
+    on_fit_end                                        (only when fit finished normally)
+    on_exception(error)                               (instead of on_fit_end; then the error rises)
+
+`on_train_batch_start`, `on_before_optimizer_step` and `on_train_batch_end` run once per
+optimizer step (after the last micro-batch of a gradient-accumulation group).
+
+Trainer attributes a callback may read: `model`, `optimizer`, `epoch`, `global_step`,
+`batch_idx`, `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `fast_dev_run`,
+`should_log` (this step's metrics are being logged), `last_loss` (a float, set on logging
+steps), `callback_metrics` (the latest validation metrics). A callback may set
+`trainer.should_stop = True`, call `trainer.log_metrics({...})` and
+`trainer.save_checkpoint(path)`.
+
+Only the events a callback overrides are called, so an idle callback costs nothing per step.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainer.loop import Trainer
+
+EVENTS = (
+    "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",
+    "on_train_batch_end", "on_validation_end", "on_train_epoch_end", "on_fit_end", "on_exception",
+)
+
+
+class Callback:
+    """Base class: override the events you need, and `state_dict` if you keep state."""
+
+    def on_fit_start(self, trainer: Trainer) -> None: ...
+    def on_train_epoch_start(self, trainer: Trainer) -> None: ...
+    def on_train_batch_start(self, trainer: Trainer) -> None: ...
+    def on_before_optimizer_step(self, trainer: Trainer) -> None: ...
+    def on_train_batch_end(self, trainer: Trainer) -> None: ...
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def on_train_epoch_end(self, trainer: Trainer) -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
+    def on_exception(self, trainer: Trainer, error: BaseException) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this callback (plain values and tensors only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def overrides(callback: Callback, event: str) -> bool:
+    """True when `callback` does something on `event` (its class overrides the base method)."""
+    return getattr(type(callback), event) is not getattr(Callback, event)

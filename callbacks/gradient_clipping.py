@@ -1,0 +1,50 @@
+"""Clips gradients where they are final (accumulated, all-reduced, unscaled) and logs their norm."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from callbacks.base import Callback
+from trainer.errors import UserError
+
+
+class GradientClipping(Callback):
+    """`algorithm=norm` rescales to a total 2-norm of at most `value`; `value` clamps each element.
+
+    With `value: null` nothing is clipped and the gradient norm is still logged on logging steps.
+    """
+
+    def __init__(self, value: float | None = None, algorithm: str = "norm") -> None:
+        if algorithm not in ("norm", "value"):
+            raise UserError(f"callbacks.gradient_clipping.algorithm={algorithm!r} is not valid; use 'norm' or 'value'")
+        if value is not None and value <= 0:
+            raise UserError(f"callbacks.gradient_clipping.value={value} must be positive (or null for no clipping)")
+        self.value = value
+        self.algorithm = algorithm
+        self._norm: torch.Tensor | None = None  # measured before the step, logged after it
+
+    def on_before_optimizer_step(self, trainer: Any) -> None:
+        if self.value is None and not trainer.should_log:
+            return
+        params = [p for p in trainer.model.parameters() if p.grad is not None]
+        if not params:
+            return
+        norm = total_norm(params)  # before clipping: what the loss landscape produced
+        if self.value is not None:
+            if self.algorithm == "norm":
+                torch.nn.utils.clip_grads_with_norm_(params, self.value, norm)
+            else:
+                torch.nn.utils.clip_grad_value_(params, self.value)
+        if trainer.should_log:
+            self._norm = norm
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        if self._norm is not None:
+            trainer.log_metrics({"train/grad_norm": self._norm.item()})
+            self._norm = None
+
+
+def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The 2-norm of all gradients together, computed on their device without a host sync."""
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))

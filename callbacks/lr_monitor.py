@@ -1,0 +1,22 @@
+"""Logs the learning rate of each parameter group (`lr`, or `lr/group<i>` for several groups)."""
+from __future__ import annotations
+
+from typing import Any
+
+from callbacks.base import Callback
+
+
+class LearningRateMonitor(Callback):
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self._log(trainer)
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        if trainer.should_log:
+            self._log(trainer)
+
+    def _log(self, trainer: Any) -> None:
+        groups = trainer.optimizer.param_groups
+        if len(groups) == 1:
+            trainer.log_metrics({"lr": groups[0]["lr"]})
+        else:
+            trainer.log_metrics({f"lr/group{i}": group["lr"] for i, group in enumerate(groups)})

@@ -1,0 +1,108 @@
+"""Saves `last.ckpt` and the best checkpoints by a monitored metric, never losing a good file.
+
+Files in `<run>/checkpoints/`:
+  last.ckpt                 the newest state (every epoch, and every N optimizer steps if asked)
+  epoch=E-step=S.ckpt       the `save_top_k` best by `monitor`
+  best.ckpt                 the best of them (a hard link, so no second copy is written)
+
+Every file appears atomically (see trainer/checkpoint.py); a file leaves only after its
+replacement is safely on disk. Checkpoints are written in `on_train_epoch_end`, after every
+`on_validation_end` handler ran, so the saved callback states (early stopping's counter) are
+those of the finished epoch.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from callbacks.base import Callback
+from callbacks.monitor import Monitor
+from trainer.checkpoint import fsync_dir, temporary_sibling
+
+log = logging.getLogger("trainer")
+
+
+class ModelCheckpoint(Callback):
+    def __init__(self, dirpath: str | None = None, monitor: str | None = "val/acc", mode: str = "max",
+                 save_top_k: int = 1, save_last: bool = True, every_n_epochs: int = 1,
+                 every_n_train_steps: int | None = None) -> None:
+        self.dirpath = Path(dirpath) if dirpath else None
+        self.monitor = Monitor("model_checkpoint", monitor, mode) if monitor else None
+        self.save_top_k = save_top_k
+        self.save_last = save_last
+        self.every_n_epochs = every_n_epochs
+        self.every_n_train_steps = every_n_train_steps
+        self.top_k: list[tuple[float, str]] = []  # (score, file name), best first
+        self._latest_score: float | None = None
+
+    @property
+    def best_path(self) -> Path | None:
+        return self.dir / "best.ckpt" if self.top_k else None
+
+    def on_fit_start(self, trainer: Any) -> None:
+        self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
+
+    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if self.monitor is not None:
+            self._latest_score = self.monitor.read(metrics)
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer, self.dir / "last.ckpt")
+
+    def on_train_epoch_end(self, trainer: Any) -> None:
+        score, self._latest_score = self._latest_score, None
+        if trainer.fast_dev_run or (trainer.epoch + 1) % self.every_n_epochs != 0:
+            return
+        written: Path | None = None
+        if score is not None and self._qualifies(score):
+            written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
+            self._save(trainer, written)
+            self._admit(score, written.name)
+        if self.save_last:
+            if written is not None:
+                _publish(written, self.dir / "last.ckpt")
+            else:
+                self._save(trainer, self.dir / "last.ckpt")
+
+    def _qualifies(self, score: float) -> bool:
+        if self.save_top_k == 0:
+            return False
+        if self.save_top_k < 0 or len(self.top_k) < self.save_top_k:
+            return self.monitor.better(score, None)
+        return self.monitor.better(score, self.top_k[-1][0])
+
+    def _admit(self, score: float, name: str) -> None:
+        """Adds the new file to the top k, then (only then) removes what fell out."""
+        self.top_k.append((score, name))
+        self.top_k.sort(key=lambda item: item[0], reverse=self.monitor.mode == "max")
+        if self.top_k[0][1] == name:
+            _publish(self.dir / name, self.dir / "best.ckpt")
+        if self.save_top_k > 0:
+            for _, dropped in self.top_k[self.save_top_k:]:
+                (self.dir / dropped).unlink(missing_ok=True)
+            del self.top_k[self.save_top_k:]
+
+    def _save(self, trainer: Any, path: Path) -> None:
+        if not trainer.fast_dev_run:
+            trainer.save_checkpoint(path)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"top_k": [list(item) for item in self.top_k]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.top_k = [(float(score), str(name)) for score, name in state["top_k"]]
+
+
+def _publish(source: Path, target: Path) -> None:
+    """Makes `target` name the same bytes as `source`, atomically (hard link; copy if unsupported)."""
+    tmp_name = temporary_sibling(target)
+    try:
+        os.link(source, tmp_name)
+    except OSError:
+        shutil.copyfile(source, tmp_name)
+    os.replace(tmp_name, target)
+    fsync_dir(target.parent)

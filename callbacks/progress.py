@@ -1,0 +1,65 @@
+"""A Rich progress bar with loss and ETA; plain periodic log lines when stdout is not a terminal."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from callbacks.base import Callback
+from trainer.console import console
+
+log = logging.getLogger("trainer")
+
+
+class RichProgressBar(Callback):
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+
+    def on_fit_start(self, trainer: Any) -> None:
+        # A live bar only makes sense on a terminal; CI logs, SLURM and pipes get plain lines.
+        if console.is_terminal and trainer.is_global_zero:
+            self.progress = Progress(
+                TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=console, transient=False,
+            )
+            self.progress.start()
+
+    def on_train_epoch_start(self, trainer: Any) -> None:
+        self.epoch_start = time.monotonic()
+        self.start_batch = trainer.batch_idx
+        if self.progress is not None:
+            self.task = self.progress.add_task("train", total=trainer.num_train_batches,
+                                               completed=trainer.batch_idx, epoch=_epoch(trainer), loss="")
+
+    def on_train_batch_end(self, trainer: Any) -> None:
+        if self.progress is not None:
+            loss = f"loss {trainer.last_loss:.4f}" if trainer.global_step >= trainer.log_every_n_steps else ""
+            self.progress.update(self.task, completed=trainer.batch_idx, loss=loss)
+        elif trainer.should_log and trainer.is_global_zero:
+            done = trainer.batch_idx - self.start_batch
+            left = trainer.num_train_batches - trainer.batch_idx
+            eta = timedelta(seconds=round((time.monotonic() - self.epoch_start) / max(done, 1) * left))
+            log.info("epoch %s batch %d/%d loss %.4f eta %s", _epoch(trainer), trainer.batch_idx,
+                     trainer.num_train_batches, trainer.last_loss, eta)
+
+    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+        if trainer.is_global_zero:
+            log.info("epoch %s %s", _epoch(trainer), "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    def on_fit_end(self, trainer: Any) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: Any, error: BaseException) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _epoch(trainer: Any) -> str:
+    return f"{trainer.epoch + 1}/{trainer.max_epochs}"

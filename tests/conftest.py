@@ -1,0 +1,82 @@
+"""Shared fixtures: the shared MNIST subset, synthetic data, a small Trainer, the `train` command."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from datasets.base import DataSplits, LoaderSettings
+from trainer.loop import Trainer
+from trainer.scheduling import LRSchedule
+from trainer.task import Task
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real MNIST subset: DATA_DIR when set (CI sets it), else ../shared/data."""
+    path = Path(os.environ.get("DATA_DIR", SHARED_DATA)).resolve()
+    if not (path / "MNIST" / "raw" / "train-images-idx3-ubyte").exists():
+        pytest.fail(f"the MNIST subset is missing under {path}; set DATA_DIR to ../shared/data")
+    return path
+
+
+def synthetic_splits(n: int = 256, features: int = 8, classes: int = 3, batch_size: int = 16,
+                     seed: int = 0) -> DataSplits:
+    """Linearly separable blobs: any working loop learns them in a few epochs."""
+    generator = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, features, generator=generator) * 3
+
+    def split(count: int) -> TensorDataset:
+        labels = torch.randint(0, classes, (count,), generator=generator)
+        return TensorDataset(centers[labels] + torch.randn(count, features, generator=generator), labels)
+
+    return DataSplits(train=split(n), val=split(n // 4), test=split(n // 4), num_classes=classes,
+                      input_shape=(features,), loader=LoaderSettings(batch_size=batch_size), name="blobs")
+
+
+class TinyNet(nn.Module):
+    def __init__(self, num_classes: int = 3, input_shape: tuple[int, ...] = (8,), dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(input_shape[0], 32), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(32, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
+                 lr: float = 0.05, **trainer_kwargs) -> Trainer:
+    """A set-up Trainer on synthetic data, seeded, ready for `fit`."""
+    torch.manual_seed(0)
+    splits = splits or synthetic_splits()
+    model = TinyNet(splits.num_classes, splits.input_shape)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    trainer_kwargs.setdefault("max_epochs", 3)
+    trainer_kwargs.setdefault("accelerator", "cpu")
+    trainer = Trainer(callbacks=callbacks or {}, run_dir=tmp_path, **trainer_kwargs)
+    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3))
+    return trainer
+
+
+def train_command() -> str:
+    """The installed console script, as a user would run it."""
+    found = shutil.which("train", path=str(Path(sys.executable).parent)) or shutil.which("train")
+    assert found, "the `train` console script is not installed; run the README's set-up command"
+    return found
+
+
+def run_train(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600,
+              command: str | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    return subprocess.run([command or train_command(), *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)

@@ -1,0 +1,125 @@
+"""Everything a run needs, built from the composed config with `hydra.utils.instantiate`.
+
+Each builder turns a failure into a UserError that names the config key, so a typo in a
+`_target_` or a bad argument reads as one line, not a traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import default_collate
+
+from callbacks.base import Callback
+from datasets.base import DataSplits
+from trainer.errors import UserError
+from trainer.loggers import Logger
+from trainer.loop import Trainer
+from trainer.scheduling import LRSchedule
+
+
+def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """`instantiate`, with errors reduced to one line naming `key` and the target."""
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        lines = [line.strip() for line in str(err).splitlines()
+                 if line.strip() and not line.strip().startswith("full_key")]
+        message = " ".join(lines).replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
+        raise UserError(f"config `{key}` ({node.get('_target_', '?')}): {message}") from err
+
+
+def data(cfg: DictConfig) -> DataSplits:
+    splits = instantiate_node(cfg.dataset, "dataset")
+    if not isinstance(splits, DataSplits):
+        raise UserError(f"config `dataset`: {cfg.dataset._target_} returned {type(splits).__name__}, "
+                        "not a datasets.DataSplits")
+    return splits
+
+
+def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
+    """Builds the model from the dataset's metadata (unless the config sets it) and checks the fit."""
+    metadata = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    built = instantiate_node(cfg.model, "model", **{k: v for k, v in metadata.items() if k not in cfg.model})
+    check_model_fits(built, splits)
+    return built
+
+
+def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
+    """One forward pass on two validation samples, so a mismatch fails before training starts."""
+    collate = splits.loader.collate_fn or default_collate
+    inputs, _ = collate([splits.val[i] for i in range(min(2, len(splits.val)))])
+    shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else "?"
+    was_training = model.training
+    model.eval()  # no dropout: the check must not draw from the RNG the run is seeded with
+    try:
+        with torch.no_grad():
+            outputs = model(inputs)
+    except (RuntimeError, ValueError, TypeError, IndexError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"model {type(model).__name__} does not fit dataset {splits.name or '?'} "
+                        f"(input shape {shape}): {first}; pick a model for this input or fix its size "
+                        "settings") from None
+    finally:
+        model.train(was_training)
+    expected = splits.num_classes if splits.task == "multiclass" else 1
+    if outputs.shape[-1] != expected:
+        raise UserError(f"model {type(model).__name__} outputs {outputs.shape[-1]} values per sample but dataset "
+                        f"{splits.name or '?'} ({splits.task}) needs {expected}; do not set model.num_classes by hand")
+
+
+def loss(cfg: DictConfig) -> nn.Module:
+    return instantiate_node(cfg.loss, "loss")
+
+
+def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
+    factory = instantiate_node(cfg.optimizer, "optimizer")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return factory(trainable)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"config `optimizer` ({cfg.optimizer._target_}): {err}") from None
+
+
+def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer) -> LRSchedule:
+    sched = cfg.scheduler
+    scheduler = None
+    if sched.get("lr_scheduler") is not None:
+        factory = instantiate_node(sched.lr_scheduler, "scheduler.lr_scheduler")
+        try:
+            scheduler = factory(optim)
+        except (TypeError, ValueError) as err:
+            raise UserError(f"config `scheduler.lr_scheduler` ({sched.lr_scheduler._target_}): {err}") from None
+    return LRSchedule(optim, scheduler, interval=sched.get("interval", "epoch"),
+                      monitor=sched.get("monitor"), warmup_steps=sched.get("warmup_steps", 0))
+
+
+def callbacks(cfg: DictConfig) -> dict[str, Callback]:
+    """The callbacks in config order; `callbacks.NAME=null` leaves one out."""
+    built: dict[str, Callback] = {}
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        callback = instantiate_node(node, f"callbacks.{name}")
+        if not isinstance(callback, Callback):
+            raise UserError(f"config `callbacks.{name}`: {node._target_} is not a callbacks.Callback")
+        built[name] = callback
+    return built
+
+
+def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Logger]:
+    return [instantiate_node(node, f"logger.{name}", log_dir=str(run_dir), purge_step=purge_step)
+            for name, node in (cfg.get("logger") or {}).items() if node is not None]
+
+
+def trainer(cfg: DictConfig, callbacks: dict[str, Callback], loggers: list[Logger], run_dir: Path) -> Trainer:
+    return instantiate_node(cfg.trainer, "trainer", seed=cfg.seed, callbacks=callbacks, loggers=loggers,
+                            run_dir=str(run_dir))

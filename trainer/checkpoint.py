@@ -1,0 +1,124 @@
+"""Checkpoint files: written atomically, read with `weights_only=True`, errors that name the file.
+
+A checkpoint is one dict of plain tensors and containers:
+  format_version, model (state_dict with plain parameter names), optimizer, lr_schedule,
+  precision (grad scaler), progress (epoch, batch within epoch, global step), callbacks
+  ({name: state}), rng (python, numpy, torch, cuda), config (the resolved config as YAML text).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import uuid
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.errors import UserError
+
+FORMAT_VERSION = 1
+
+
+def save_atomic(state: dict[str, Any], path: Path) -> None:
+    """Writes `state` so that `path` always holds either the old or the new complete file.
+
+    Temporary file in the same folder, flush, fsync, `os.replace`, fsync of the folder. On any
+    failure (unwritable folder, full disk) the temporary file is removed, the previous file at
+    `path` is untouched, and a UserError names the path.
+    """
+    tmp_name = temporary_sibling(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp_name, "xb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except OSError as err:
+        _discard(tmp_name)
+        raise UserError(f"cannot write checkpoint {path}: {err.strerror or err}; "
+                        "free disk space or choose a writable hydra.run.dir") from err
+    except BaseException:
+        _discard(tmp_name)
+        raise
+    fsync_dir(path.parent)
+
+
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A fresh hidden name beside `path`: same file system, so `os.replace` is atomic."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def fsync_dir(folder: Path) -> None:
+    """Makes a rename in `folder` durable (a no-op where folders cannot be opened)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a checkpoint with `weights_only=True`: a file from elsewhere cannot run code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({first_line}); "
+                        "use another checkpoint, e.g. checkpoints/last.ckpt of the run") from err
+    if not isinstance(state, dict) or "model" not in state:
+        raise UserError(f"checkpoint {path} is not a checkpoint of this toolkit (no 'model' key)")
+    return state
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model under torch.compile and DDP wrappers, so saved names carry no prefix."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str,
+                       strict: bool = True) -> tuple[list[str], list[str]]:
+    """Loads weights into `model`, explaining a mismatch instead of torch's wall of text.
+
+    Returns the missing and unexpected keys (empty when strict). Shapes that differ are always
+    an error, since no partial load can make sense of them.
+    """
+    target = unwrap(model)
+    own = target.state_dict()
+    shape_diffs = [f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+                   for key, value in weights.items() if key in own and own[key].shape != value.shape]
+    missing = [key for key in own if key not in weights]
+    unexpected = [key for key in weights if key not in own]
+    problems = []
+    if shape_diffs:
+        problems.append("shapes differ: " + "; ".join(shape_diffs[:5]))
+    if strict and missing:
+        problems.append("missing keys: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+    if strict and unexpected:
+        problems.append("unexpected keys: " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
+    if problems:
+        raise UserError(f"checkpoint {source} does not fit the model {type(target).__name__}: "
+                        + " | ".join(problems) + "; check that model=... matches the run that wrote it")
+    target.load_state_dict(weights, strict=False)
+    return missing, unexpected

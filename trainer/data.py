@@ -1,0 +1,86 @@
+"""DataLoaders whose order depends only on (seed, epoch), so an epoch can be resumed mid-way.
+
+The training sampler is torch's DistributedSampler (one replica when not distributed) with a
+`skip`: on resume the batches an interrupted epoch already consumed are never loaded.
+Evaluation shards the split without padding, so metrics reduced over ranks cover every sample
+exactly once.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from datasets.base import LoaderSettings
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start an epoch after its first `skip` samples."""
+
+    def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1,
+                 rank: int = 0, drop_last: bool = False) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         seed=seed, drop_last=drop_last)
+        self.skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
+
+
+class EvalShardSampler(Sampler[int]):
+    """Rank r takes samples r, r + world, r + 2*world, ...: no padding, no duplicates."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
+        self.indices = range(rank, len(dataset), num_replicas)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
+                 num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    sampler = ResumableSampler(dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank,
+                               drop_last=settings.drop_last)
+    return _loader(dataset, settings, settings.batch_size, sampler, device, seed)
+
+
+def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device,
+                num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    sampler = EvalShardSampler(dataset, num_replicas=num_replicas, rank=rank)
+    return _loader(dataset, settings, settings.eval_batch_size or settings.batch_size, sampler, device, 0)
+
+
+def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[int],
+            device: torch.device, seed: int) -> DataLoader:
+    workers = settings.num_workers
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+        collate_fn=settings.collate_fn, drop_last=settings.drop_last and isinstance(sampler, ResumableSampler),
+        pin_memory=settings.pin_memory and device.type == "cuda",
+        persistent_workers=settings.persistent_workers and workers > 0,
+        # The loader's own generator (re-seeded each epoch by the Trainer) gives the worker
+        # seeds; without it, every new iterator would draw from the global RNG and a resumed
+        # run would see different dropout masks than an uninterrupted one.
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def num_batches(loader: DataLoader, limit: int | float | None) -> int:
+    """Batches per pass after `limit` (int = count, float = fraction of the full pass)."""
+    full = len(loader)
+    if limit is None:
+        return full
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
+        raise ValueError(f"batch limit must be a non-negative int or float, got {limit!r}")
+    if isinstance(limit, float):
+        return min(full, max(1, math.floor(full * limit))) if limit > 0 else 0
+    return min(full, limit)

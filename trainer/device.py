@@ -1,0 +1,60 @@
+"""Choosing the device and making runs repeatable."""
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from trainer.errors import UserError
+
+
+def resolve_device(accelerator: str) -> torch.device:
+    """`auto` takes CUDA when a device is visible; asking for CUDA without one is an error."""
+    if accelerator == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if accelerator == "cuda" and not torch.cuda.is_available():
+        raise UserError("trainer.accelerator=cuda but no CUDA device is visible; "
+                        "use trainer.accelerator=auto or trainer.accelerator=cpu")
+    return torch.device(accelerator)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds python, numpy and torch (all CUDA devices too)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
+    """Deterministic kernels when asked; cuDNN autotuning only when asked (it is non-deterministic)."""
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; must be set before the first matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
+
+
+def rng_state() -> dict:
+    """Every random generator the run draws from, as plain tensors and containers."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor.
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def load_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

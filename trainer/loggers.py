@@ -1,0 +1,44 @@
+"""Experiment loggers. The Trainer calls them only on the global-zero process."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
+
+
+class Logger:
+    """Interface: scalars during the run, hyperparameters with final metrics at the end."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class TensorBoardLogger(Logger):
+    """Writes event files straight into the run folder (`tensorboard --logdir outputs`)."""
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+        # purge_step drops events at or after it that an interrupted run wrote, so a resumed
+        # run continues the same curves without duplicated points.
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(name, value, step)
+
+    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """Fills the HPARAMS tab; written into this run's own folder, not a timestamped sub-run."""
+        clean = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
+                 for key, value in params.items()}
+        experiment, session_start, session_end = hparams(clean, metrics)
+        for summary in (experiment, session_start, session_end):
+            self.writer.file_writer.add_summary(summary)
+
+    def flush(self) -> None:
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,0 +1,248 @@
+"""The Trainer: the whole training, validation and test loop in one file.
+
+Invariants worth knowing when reading the loop:
+- `global_step` counts optimizer steps (not batches); schedulers, `max_steps`, logging and
+  `every_n_train_steps` all speak of optimizer steps.
+- `batch_idx` is the number of batches of the current epoch already consumed; it only changes
+  at optimizer-step boundaries as far as checkpoints are concerned, so a checkpoint never holds
+  half an accumulation group.
+- The training loss reaches Python (`.item()`, a host sync) only on logging steps.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from callbacks.base import EVENTS, Callback, overrides
+from datasets.base import DataSplits
+from trainer import checkpoint, data
+from trainer.device import configure_determinism, load_rng_state, resolve_device, rng_state
+from trainer.errors import UserError
+from trainer.loggers import Logger
+from trainer.precision import Precision
+from trainer.scheduling import LRSchedule
+from trainer.task import Task
+
+log = logging.getLogger("trainer")
+
+
+class Trainer:
+    def __init__(self, *, accelerator: str = "auto", precision: str = "32", max_epochs: int = 10,
+                 max_steps: int = -1, accumulate_grad_batches: int = 1, check_val_every_n_epoch: int = 1,
+                 log_every_n_steps: int = 50, fast_dev_run: bool = False,
+                 limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, deterministic: bool = False,
+                 cudnn_benchmark: bool = False, seed: int = 42,
+                 callbacks: dict[str, Callback] | None = None, loggers: list[Logger] | None = None,
+                 run_dir: str | Path = ".") -> None:
+        for key, value in (("max_epochs", max_epochs), ("accumulate_grad_batches", accumulate_grad_batches),
+                           ("check_val_every_n_epoch", check_val_every_n_epoch),
+                           ("log_every_n_steps", log_every_n_steps)):
+            if value < 1:
+                raise UserError(f"trainer.{key}={value} must be at least 1")
+        self.device = resolve_device(str(getattr(accelerator, "value", accelerator)))
+        self.precision = Precision(precision, self.device)
+        configure_determinism(deterministic, cudnn_benchmark)
+        self.fast_dev_run = fast_dev_run
+        self.max_epochs = 1 if fast_dev_run else max_epochs
+        self.max_steps = max_steps
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.log_every_n_steps = 1 if fast_dev_run else log_every_n_steps
+        one_batch = 1 if fast_dev_run else None
+        self.limits = {"train": one_batch or limit_train_batches, "val": one_batch or limit_val_batches,
+                       "test": one_batch or limit_test_batches}
+        self.seed = seed
+        self.callbacks = dict(callbacks or {})
+        # Per event, only the callbacks that do something on it: idle ones cost nothing per step.
+        self._handlers = {event: [cb for cb in self.callbacks.values() if overrides(cb, event)] for event in EVENTS}
+        self.loggers = list(loggers or [])
+        self.run_dir = Path(run_dir)
+        self.is_global_zero = True
+        self.config_yaml = ""  # the resolved config, stored in every checkpoint by the caller
+
+        self.epoch = 0
+        self.batch_idx = 0
+        self.global_step = 0
+        self.should_stop = False
+        self.should_log = False
+        self.last_loss = float("nan")
+        self.callback_metrics: dict[str, float] = {}
+        self._epoch_finished = False
+
+    # ----------------------------------------------------------------------------------- setup
+    def setup(self, model: nn.Module, splits: DataSplits, optimizer: torch.optim.Optimizer,
+              lr_schedule: LRSchedule, task: Task) -> None:
+        """Moves the model to the device and builds the loaders; separate from `fit` for `test`."""
+        self.model = model.to(self.device)
+        self.optimizer = optimizer
+        self.lr_schedule = lr_schedule
+        self.task = task
+        self.splits = splits
+        self.train_loader = data.train_loader(splits.train, splits.loader, self.seed, self.device)
+        self.val_loader = data.eval_loader(splits.val, splits.loader, self.device)
+        self.test_loader = data.eval_loader(splits.test, splits.loader, self.device)
+        self.num_train_batches = data.num_batches(self.train_loader, self.limits["train"])
+        if self.num_train_batches == 0:
+            raise UserError("the training set gives no batch: lower dataset.batch_size or "
+                            "raise trainer.limit_train_batches")
+
+    # ------------------------------------------------------------------------------------- fit
+    def fit(self) -> None:
+        """Trains until `max_epochs`, `max_steps` or a callback's `should_stop`."""
+        self._call("on_fit_start")
+        try:
+            while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
+                self._train_epoch()
+                metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
+                self.lr_schedule.after_epoch(self.global_step, metrics)
+                if metrics:
+                    self._call("on_validation_end", metrics)
+                self._epoch_finished = True
+                self._call("on_train_epoch_end")
+                self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
+        except BaseException as error:
+            self._call("on_exception", error)
+            raise
+        finally:
+            for logger in self.loggers:
+                logger.flush()
+        self._call("on_fit_end")
+
+    def _step_limit_reached(self) -> bool:
+        return 0 <= self.max_steps <= self.global_step
+
+    def _train_epoch(self) -> None:
+        self.model.train()
+        sampler = self.train_loader.sampler
+        sampler.set_epoch(self.epoch)
+        sampler.skip = self.batch_idx * self.train_loader.batch_size  # resumed mid-epoch: never load them
+        self.train_loader.generator.manual_seed(self.seed + self.epoch)
+        self._call("on_train_epoch_start")
+        for batch in self.train_loader:
+            if self.batch_idx >= self.num_train_batches:
+                break
+            group_start = self.batch_idx - self.batch_idx % self.accumulate_grad_batches
+            group_size = min(self.accumulate_grad_batches, self.num_train_batches - group_start)
+            if self.batch_idx == group_start:
+                self._call("on_train_batch_start")
+            inputs, targets = _to_device(batch, self.device)
+            with self.precision.autocast():
+                loss = self.task.loss(self.model(inputs), targets)
+            # Each micro-batch carries its share of the group, so the step sees the group's mean
+            # loss; the last group of an epoch may be smaller and is still stepped.
+            self.precision.backward(loss / group_size if group_size > 1 else loss)
+            self.batch_idx += 1
+            if self.batch_idx - group_start == group_size:
+                self._optimizer_step(loss)
+                if self.should_stop or self._step_limit_reached():
+                    break
+
+    def _optimizer_step(self, loss: torch.Tensor) -> None:
+        self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
+        self.precision.unscale(self.optimizer)
+        self._call("on_before_optimizer_step")
+        self.precision.step(self.optimizer)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        self.lr_schedule.after_optimizer_step(self.global_step)
+        if self.should_log:
+            self.last_loss = loss.item()  # the only host sync of a training step
+            self.log_metrics({"train/loss": self.last_loss, "epoch": self.epoch})
+        self._call("on_train_batch_end")
+
+    # ------------------------------------------------------------------------------ evaluation
+    def _validate(self) -> dict[str, float]:
+        metrics = self.evaluate(self.val_loader, "val")
+        self.callback_metrics = metrics
+        self.log_metrics(metrics)
+        self.model.train()
+        return metrics
+
+    def test(self, ckpt_path: str | Path | None = None) -> dict[str, float]:
+        """Tests the model, after loading the weights of `ckpt_path` when given."""
+        if ckpt_path is not None:
+            state = checkpoint.load(ckpt_path)
+            checkpoint.load_model_weights(self.model, state["model"], str(ckpt_path))
+        metrics = self.evaluate(self.test_loader, "test")
+        self.log_metrics(metrics)
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, loader: torch.utils.data.DataLoader, split: str) -> dict[str, float]:
+        """Metrics of the model over `loader` (reduced over every rank), keyed `split/name`."""
+        self.model.eval()
+        metrics = self.task.metrics(self.device)
+        loss_meter = MeanMetric().to(self.device)
+        limit = data.num_batches(loader, self.limits[split])
+        for index, batch in enumerate(loader):
+            if index >= limit:
+                break
+            inputs, targets = _to_device(batch, self.device)
+            with self.precision.autocast():
+                outputs = self.model(inputs)
+            self.task.update(metrics, loss_meter, outputs.float(), targets)
+        results = {f"{split}/{name}": float(value) for name, value in metrics.compute().items()}
+        results[f"{split}/loss"] = float(loss_meter.compute())
+        return results
+
+    # ------------------------------------------------------------------------- logging, state
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, self.global_step)
+
+    def _call(self, event: str, *args: Any) -> None:
+        for callback in self._handlers[event]:
+            getattr(callback, event)(self, *args)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the loop is now."""
+        if self._epoch_finished:
+            position = {"epoch": self.epoch + 1, "batch_idx": 0}
+        else:
+            position = {"epoch": self.epoch, "batch_idx": self.batch_idx}
+        return {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "model": checkpoint.unwrap(self.model).state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "precision": self.precision.state_dict(),
+            "progress": {**position, "global_step": self.global_step},
+            "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
+            "rng": rng_state(),
+            "config": self.config_yaml,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        checkpoint.load_model_weights(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        self.precision.load_state_dict(state["precision"])
+        progress = state["progress"]
+        self.epoch, self.batch_idx, self.global_step = progress["epoch"], progress["batch_idx"], progress["global_step"]
+        for name, callback in self.callbacks.items():
+            if name in state["callbacks"]:
+                callback.load_state_dict(state["callbacks"][name])
+        load_rng_state(state["rng"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Writes the full state atomically; only the global-zero process writes."""
+        if self.is_global_zero:
+            checkpoint.save_atomic(self.state_dict(), Path(path))
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """Moves tensors (also inside tuples, lists and dicts) to `device` without blocking the host."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _to_device(value, device) for key, value in batch.items()}
+    return batch

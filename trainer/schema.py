@@ -1,0 +1,55 @@
+"""Typed schema of the primary config, so Hydra rejects a wrong type at composition time.
+
+`train trainer.max_epochs=abc` fails with the key and the expected type before any work starts.
+Groups whose content varies by option (model, dataset, ...) stay untyped (`Any`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+class Accelerator(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class TrainerSchema:
+    _target_: str = "trainer.loop.Trainer"
+    accelerator: Accelerator = Accelerator.auto
+    precision: str = "32"  # 32 | 16-mixed | bf16-mixed; checked in trainer/precision.py
+    accumulate_grad_batches: int = 1
+    max_epochs: int = 10
+    max_steps: int = -1
+    check_val_every_n_epoch: int = 1
+    log_every_n_steps: int = 50
+    fast_dev_run: bool = False
+    # int = number of batches, float = fraction of the epoch; checked in the Trainer.
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    deterministic: bool = False
+    cudnn_benchmark: bool = False
+
+
+@dataclass
+class TrainSchema:
+    seed: int = 42
+    model: Any = None
+    dataset: Any = None
+    loss: Any = None
+    optimizer: Any = None
+    scheduler: Any = None
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    callbacks: Optional[dict[str, Any]] = None
+    logger: Optional[dict[str, Any]] = None
+
+
+def register() -> None:
+    """Makes `train_schema` available to the defaults list of configs/train.yaml."""
+    ConfigStore.instance().store(name="train_schema", node=TrainSchema)

@@ -1,0 +1,69 @@
+"""What is learned: the loss, and the metrics that fit the dataset's kind of task.
+
+Metrics are torchmetrics objects: they accumulate over batches of unequal size and reduce
+their state over DDP ranks before computing, so values cover the whole split.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall,
+    MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
+)
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+from trainer.errors import UserError
+
+TASKS = ("multiclass", "binary", "regression")
+
+
+class Task:
+    def __init__(self, loss_fn: nn.Module, kind: str, num_classes: int) -> None:
+        if kind not in TASKS:
+            raise UserError(f"dataset task {kind!r} is unknown; expected one of {', '.join(TASKS)}")
+        self.loss_fn = loss_fn
+        self.kind = kind
+        self.num_classes = num_classes
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        outputs, targets = self._align(outputs, targets)
+        return self.loss_fn(outputs, targets)
+
+    def _align(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary and regression heads output (N, 1); their targets are (N,) floats."""
+        if self.kind != "multiclass":
+            if outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
+                outputs = outputs.squeeze(-1)
+            targets = targets.to(outputs.dtype)
+        return outputs, targets
+
+    def metrics(self, device: torch.device) -> MetricCollection:
+        """A fresh set of metrics for one evaluation pass; `loss` is averaged per sample."""
+        if self.kind == "multiclass":
+            common = dict(num_classes=self.num_classes, validate_args=False)
+            named: dict[str, Metric] = {
+                "acc": MulticlassAccuracy(average="micro", **common),
+                "precision": MulticlassPrecision(average="macro", **common),
+                "recall": MulticlassRecall(average="macro", **common),
+                "f1": MulticlassF1Score(average="macro", **common),
+            }
+        elif self.kind == "binary":
+            named = {"acc": BinaryAccuracy(validate_args=False), "precision": BinaryPrecision(validate_args=False),
+                     "recall": BinaryRecall(validate_args=False), "f1": BinaryF1Score(validate_args=False)}
+        else:
+            named = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
+        return MetricCollection(named).to(device)
+
+    def update(self, metrics: MetricCollection, loss_meter: MeanMetric, outputs: torch.Tensor,
+               targets: torch.Tensor) -> None:
+        """Adds one batch to the metrics; the loss is weighted by the batch size."""
+        outputs, targets = self._align(outputs, targets)
+        loss_meter.update(self.loss_fn(outputs, targets).detach(), weight=targets.shape[0])
+        if self.kind == "multiclass":
+            metrics.update(outputs.argmax(dim=-1), targets)
+        elif self.kind == "binary":
+            metrics.update(torch.sigmoid(outputs), targets.long())
+        else:
+            metrics.update(outputs, targets)
