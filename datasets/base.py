@@ -26,6 +26,8 @@ class DataSplits:
     """Train, validation and test sets with the metadata a model is built from.
 
     `task` is `multiclass`, `binary` or `regression`; it chooses the metrics.
+    `eval_transform` turns one raw input (a PIL image for image datasets) into a model input the
+    way the test split does; `predict` uses it on new files.
     """
     train: Dataset
     val: Dataset
@@ -36,6 +38,7 @@ class DataSplits:
     class_names: list[str] = field(default_factory=list)
     task: str = "multiclass"
     name: str = ""
+    eval_transform: Callable[[Any], Any] | None = None
 
 
 def carve_validation(train: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:

@@ -29,6 +29,6 @@ def build(name: str, root: str, mean: list[float], std: list[float], download: b
     return DataSplits(
         train=train_part, val=val_part, test=test,
         num_classes=len(train.classes), input_shape=tuple(image.shape),
-        class_names=[str(c) for c in train.classes], task="multiclass", name=name,
+        class_names=[str(c) for c in train.classes], task="multiclass", name=name, eval_transform=transform,
         loader=LoaderSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers),
     )
