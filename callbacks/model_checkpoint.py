@@ -5,7 +5,8 @@ Files in `<run>/checkpoints/`:
   epoch=E-step=S.ckpt       the `save_top_k` best by `monitor`
   best.ckpt                 the best of them (a hard link, so no second copy is written)
 
-Every file appears atomically (see trainer/checkpoint.py); a file leaves only after its
+On SIGTERM/SIGINT, `last.ckpt` is written at the step where the loop stopped. Every file
+appears atomically (see trainer/checkpoint.py); a file leaves only after its
 replacement is safely on disk. Checkpoints are written in `on_train_epoch_end`, after every
 `on_validation_end` handler ran, so the saved callback states (early stopping's counter) are
 those of the finished epoch.
@@ -21,6 +22,7 @@ from typing import Any
 from callbacks.base import Callback
 from callbacks.monitor import Monitor
 from trainer.checkpoint import fsync_dir, temporary_sibling
+from trainer.errors import Preempted
 
 log = logging.getLogger("trainer")
 
@@ -44,6 +46,9 @@ class ModelCheckpoint(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
+        # Temporary files of a process that was killed mid-write: never a valid checkpoint.
+        for stale in self.dir.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
@@ -67,6 +72,11 @@ class ModelCheckpoint(Callback):
                 _publish(written, self.dir / "last.ckpt")
             else:
                 self._save(trainer, self.dir / "last.ckpt")
+
+    def on_exception(self, trainer: Any, error: BaseException) -> None:
+        """On SIGTERM/SIGINT the loop stopped at a step boundary: keep that state to resume from."""
+        if isinstance(error, Preempted):
+            self._save(trainer, self.dir / "last.ckpt")
 
     def _qualifies(self, score: float) -> bool:
         if self.save_top_k == 0:

@@ -98,27 +98,27 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str,
-                       strict: bool = True) -> tuple[list[str], list[str]]:
+                       strict: bool = True) -> tuple[list[str], list[str], list[str]]:
     """Loads weights into `model`, explaining a mismatch instead of torch's wall of text.
 
-    Returns the missing and unexpected keys (empty when strict). Shapes that differ are always
-    an error, since no partial load can make sense of them.
+    Strict: any missing or unexpected key, or a shape that differs, is an error listing them.
+    Not strict (fine-tuning): what fits is loaded; returns the missing, unexpected and
+    shape-mismatched (skipped) keys for the caller to report.
     """
     target = unwrap(model)
     own = target.state_dict()
-    shape_diffs = [f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[key].shape)}"
-                   for key, value in weights.items() if key in own and own[key].shape != value.shape]
+    skipped = [key for key, value in weights.items() if key in own and own[key].shape != value.shape]
     missing = [key for key in own if key not in weights]
     unexpected = [key for key in weights if key not in own]
-    problems = []
-    if shape_diffs:
-        problems.append("shapes differ: " + "; ".join(shape_diffs[:5]))
-    if strict and missing:
-        problems.append("missing keys: " + ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
-    if strict and unexpected:
-        problems.append("unexpected keys: " + ", ".join(unexpected[:8]) + (" ..." if len(unexpected) > 8 else ""))
-    if problems:
+    if strict and (skipped or missing or unexpected):
+        problems = []
+        if skipped:
+            problems.append("shapes differ: " + "; ".join(
+                f"{key}: checkpoint {tuple(weights[key].shape)} vs model {tuple(own[key].shape)}" for key in skipped[:5]))
+        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+            if keys:
+                problems.append(f"{label}: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
         raise UserError(f"checkpoint {source} does not fit the model {type(target).__name__}: "
                         + " | ".join(problems) + "; check that model=... matches the run that wrote it")
-    target.load_state_dict(weights, strict=False)
-    return missing, unexpected
+    target.load_state_dict({key: value for key, value in weights.items() if key not in skipped}, strict=False)
+    return missing, unexpected, skipped

@@ -3,3 +3,17 @@
 
 class UserError(Exception):
     """Printed as a single line naming what is wrong and how to fix it; `train` exits with 2."""
+
+
+class Preempted(Exception):
+    """Raised at an optimizer-step boundary after SIGTERM or SIGINT; the checkpoint is written on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite (with `trainer.nonfinite_loss=stop`)."""

@@ -7,10 +7,15 @@ Invariants worth knowing when reading the loop:
   at optimizer-step boundaries as far as checkpoints are concerned, so a checkpoint never holds
   half an accumulation group.
 - The training loss reaches Python (`.item()`, a host sync) only on logging steps.
+- SIGTERM/SIGINT only set a flag; the loop acts on it at the next optimizer-step boundary, so
+  the checkpoint written on the way out is a state the uninterrupted run also passed through.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ from callbacks.base import EVENTS, Callback, overrides
 from datasets.base import DataSplits
 from trainer import checkpoint, data
 from trainer.device import configure_determinism, load_rng_state, resolve_device, rng_state
-from trainer.errors import UserError
+from trainer.errors import NonFiniteLoss, Preempted, UserError
 from trainer.loggers import Logger
 from trainer.precision import Precision
 from trainer.scheduling import LRSchedule
@@ -37,7 +42,8 @@ class Trainer:
                  log_every_n_steps: int = 50, fast_dev_run: bool = False,
                  limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
                  limit_test_batches: int | float | None = None, deterministic: bool = False,
-                 cudnn_benchmark: bool = False, seed: int = 42,
+                 cudnn_benchmark: bool = False, seed: int = 42, nonfinite_loss: str = "stop",
+                 init_from: str | None = None, init_strict: bool = True,
                  callbacks: dict[str, Callback] | None = None, loggers: list[Logger] | None = None,
                  run_dir: str | Path = ".") -> None:
         for key, value in (("max_epochs", max_epochs), ("accumulate_grad_batches", accumulate_grad_batches),
@@ -45,6 +51,11 @@ class Trainer:
                            ("log_every_n_steps", log_every_n_steps)):
             if value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
+        if nonfinite_loss not in ("stop", "skip"):
+            raise UserError(f"trainer.nonfinite_loss={nonfinite_loss!r} is not valid; use 'stop' or 'skip'")
+        self.nonfinite_loss = nonfinite_loss
+        self.init_from = init_from
+        self.init_strict = init_strict
         self.device = resolve_device(str(getattr(accelerator, "value", accelerator)))
         self.precision = Precision(precision, self.device)
         configure_determinism(deterministic, cudnn_benchmark)
@@ -74,6 +85,7 @@ class Trainer:
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
         self._epoch_finished = False
+        self._signal: int | None = None  # set by the SIGTERM/SIGINT handler during fit
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, model: nn.Module, splits: DataSplits, optimizer: torch.optim.Optimizer,
@@ -91,21 +103,36 @@ class Trainer:
         if self.num_train_batches == 0:
             raise UserError("the training set gives no batch: lower dataset.batch_size or "
                             "raise trainer.limit_train_batches")
+        # The optimizer step (1-based) whose loss first was NaN/inf; -1 while all were finite.
+        # Kept on the device so that watching for it costs no host sync.
+        self._first_nonfinite = torch.tensor(-1, device=self.device)
+        if self.init_from:
+            self._init_weights(self.init_from)
+
+    def _init_weights(self, path: str) -> None:
+        """Fine-tuning start: weights only, from any checkpoint of this toolkit; a fresh optimizer."""
+        missing, unexpected, skipped = checkpoint.load_model_weights(
+            self.model, checkpoint.load(path)["model"], path, strict=self.init_strict)
+        log.info("initialised weights from %s%s", path, "".join(
+            f"; {label}: {', '.join(keys)}" for label, keys in
+            (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
 
     # ------------------------------------------------------------------------------------- fit
     def fit(self) -> None:
-        """Trains until `max_epochs`, `max_steps` or a callback's `should_stop`."""
+        """Trains until `max_epochs`, `max_steps`, a callback's `should_stop`, or a stop signal."""
         self._call("on_fit_start")
         try:
-            while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
-                self._train_epoch()
-                metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
-                self.lr_schedule.after_epoch(self.global_step, metrics)
-                if metrics:
-                    self._call("on_validation_end", metrics)
-                self._epoch_finished = True
-                self._call("on_train_epoch_end")
-                self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
+            with self._stop_signals():
+                while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
+                    self._train_epoch()
+                    metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
+                    self._raise_if_nonfinite()
+                    self.lr_schedule.after_epoch(self.global_step, metrics)
+                    if metrics:
+                        self._call("on_validation_end", metrics)
+                    self._epoch_finished = True
+                    self._call("on_train_epoch_end")
+                    self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
         except BaseException as error:
             self._call("on_exception", error)
             raise
@@ -113,6 +140,30 @@ class Trainer:
             for logger in self.loggers:
                 logger.flush()
         self._call("on_fit_end")
+
+    @contextlib.contextmanager
+    def _stop_signals(self) -> Iterator[None]:
+        """SIGTERM and SIGINT ask the loop to stop at the next step; a second SIGINT aborts at once."""
+        def request_stop(signum: int, frame: object) -> None:
+            if self._signal is not None and signum == signal.SIGINT:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+            self._signal = signum
+            log.warning("%s received: stopping after the current step (Ctrl-C again to abort at once)",
+                        signal.Signals(signum).name)
+
+        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        for signum in previous:
+            signal.signal(signum, request_stop)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _raise_if_stop_requested(self) -> None:
+        if self._signal is not None:
+            raise Preempted(self._signal)
 
     def _step_limit_reached(self) -> bool:
         return 0 <= self.max_steps <= self.global_step
@@ -124,6 +175,7 @@ class Trainer:
         sampler.skip = self.batch_idx * self.train_loader.batch_size  # resumed mid-epoch: never load them
         self.train_loader.generator.manual_seed(self.seed + self.epoch)
         self._call("on_train_epoch_start")
+        group_is_finite = True
         for batch in self.train_loader:
             if self.batch_idx >= self.num_train_batches:
                 break
@@ -134,12 +186,23 @@ class Trainer:
             inputs, targets = _to_device(batch, self.device)
             with self.precision.autocast():
                 loss = self.task.loss(self.model(inputs), targets)
+            if self.nonfinite_loss == "skip":
+                group_is_finite &= bool(torch.isfinite(loss))  # a host sync per batch, only in skip mode
+            else:
+                finite = torch.isfinite(loss.detach())
+                self._first_nonfinite = torch.where(~finite & (self._first_nonfinite < 0),
+                                                    self.global_step + 1, self._first_nonfinite)
             # Each micro-batch carries its share of the group, so the step sees the group's mean
             # loss; the last group of an epoch may be smaller and is still stepped.
             self.precision.backward(loss / group_size if group_size > 1 else loss)
             self.batch_idx += 1
             if self.batch_idx - group_start == group_size:
-                self._optimizer_step(loss)
+                if group_is_finite:
+                    self._optimizer_step(loss)
+                else:
+                    self._skip_step()
+                group_is_finite = True
+                self._raise_if_stop_requested()
                 if self.should_stop or self._step_limit_reached():
                     break
 
@@ -153,8 +216,24 @@ class Trainer:
         self.lr_schedule.after_optimizer_step(self.global_step)
         if self.should_log:
             self.last_loss = loss.item()  # the only host sync of a training step
+            self._raise_if_nonfinite()
             self.log_metrics({"train/loss": self.last_loss, "epoch": self.epoch})
         self._call("on_train_batch_end")
+
+    def _skip_step(self) -> None:
+        """`nonfinite_loss=skip`: drop this group's gradients; the step does not count."""
+        self.optimizer.zero_grad(set_to_none=True)
+        log.warning("non-finite loss at step %d (epoch %d, batch %d): step skipped",
+                    self.global_step + 1, self.epoch + 1, self.batch_idx)
+
+    def _raise_if_nonfinite(self) -> None:
+        """Stops with the step whose loss went NaN/inf; called before anything is logged or saved."""
+        bad_step = int(self._first_nonfinite)
+        if bad_step >= 0:
+            raise NonFiniteLoss(
+                f"the training loss became NaN or infinite at step {bad_step}; training stopped and the "
+                "checkpoints written before it are kept. Lower optimizer.lr, set "
+                "callbacks.gradient_clipping.value, or use trainer.nonfinite_loss=skip")
 
     # ------------------------------------------------------------------------------ evaluation
     def _validate(self) -> dict[str, float]:
@@ -183,6 +262,7 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index >= limit:
                 break
+            self._raise_if_stop_requested()  # a long validation must not delay a preemption
             inputs, targets = _to_device(batch, self.device)
             with self.precision.autocast():
                 outputs = self.model(inputs)
@@ -232,7 +312,11 @@ class Trainer:
         load_rng_state(state["rng"])
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Writes the full state atomically; only the global-zero process writes."""
+        """Writes the full state atomically; only the global-zero process writes.
+
+        A state whose loss went non-finite is never written: the last good file stays.
+        """
+        self._raise_if_nonfinite()
         if self.is_global_zero:
             checkpoint.save_atomic(self.state_dict(), Path(path))
 

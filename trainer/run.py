@@ -2,19 +2,27 @@
 from __future__ import annotations
 
 import json
+import logging
+import shlex
+import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import build
+from trainer import build, checkpoint, resume
 from trainer.console import print_config, print_metrics, print_model_summary
 from trainer.device import seed_everything
+from trainer.errors import Preempted
 from trainer.task import Task
+
+log = logging.getLogger("trainer")
 
 
 def run(cfg: DictConfig) -> float | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    resume_from = resume.checkpoint_path(cfg.resume, run_dir) if cfg.resume else None
+    state = checkpoint.load(resume_from) if resume_from else None
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     model = build.model(cfg, splits)
@@ -25,12 +33,28 @@ def run(cfg: DictConfig) -> float | None:
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     fast_dev_run = cfg.trainer.fast_dev_run
-    loggers = [] if fast_dev_run else build.loggers(cfg, run_dir)
+    # A resumed run drops the TensorBoard points the interrupted one wrote after its checkpoint.
+    purge_step = state["progress"]["global_step"] + 1 if state else None
+    loggers = [] if fast_dev_run else build.loggers(cfg, run_dir, purge_step)
     trainer = build.trainer(cfg, callbacks, loggers, run_dir)
     trainer.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     trainer.setup(model, splits, optimizer, lr_schedule, task)
+    if state:
+        trainer.load_state_dict(state, str(resume_from))
+        log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
+                 trainer.batch_idx, trainer.global_step)
     try:
-        trainer.fit()
+        try:
+            trainer.fit()
+        except Preempted as stop:
+            last = run_dir / resume.LAST
+            if last.is_file():
+                log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
+                            trainer.global_step, last, _resume_command(last))
+            else:
+                log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
+                            "is off)", stop, trainer.epoch + 1, trainer.global_step)
+            raise
         checkpointer = callbacks.get("model_checkpoint")
         best = getattr(checkpointer, "best_path", None)
         final = {**trainer.callback_metrics, **trainer.test(best)}
@@ -46,6 +70,12 @@ def run(cfg: DictConfig) -> float | None:
             logger.close()
     monitor = getattr(getattr(checkpointer, "monitor", None), "name", None)
     return final.get(monitor) if monitor else None
+
+
+def _resume_command(last: Path) -> str:
+    """The user's own command line, with `resume=` pointing at the checkpoint just written."""
+    args = [arg for arg in sys.argv[1:] if not arg.startswith(("resume=", "hydra.run.dir="))]
+    return shlex.join(["train", *args, f"resume={last}"])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

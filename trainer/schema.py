@@ -35,11 +35,15 @@ class TrainerSchema:
     limit_test_batches: Any = None
     deterministic: bool = False
     cudnn_benchmark: bool = False
+    nonfinite_loss: str = "stop"  # stop | skip
+    init_from: Optional[str] = None  # checkpoint to take weights from (fresh optimizer)
+    init_strict: bool = True
 
 
 @dataclass
 class TrainSchema:
     seed: int = 42
+    resume: Optional[str] = None  # checkpoint file, run folder, or "latest"
     model: Any = None
     dataset: Any = None
     loss: Any = None

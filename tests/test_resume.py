@@ -1,0 +1,259 @@
+"""Exact resume, preemption, crash safety, init_from and non-finite losses."""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from callbacks import EarlyStopping, ModelCheckpoint
+from callbacks.base import Callback
+from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
+from trainer import checkpoint
+from trainer.errors import NonFiniteLoss, Preempted, UserError
+from trainer.scheduling import LRSchedule
+
+
+class SignalAtStep(Callback):
+    """Sends this process a real signal after optimizer step `step`."""
+
+    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int = 4):
+    """Adam, a step scheduler, dropout, early stopping and checkpoints: all state that must survive."""
+    callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/loss", mode="min"),
+                 "early_stopping": EarlyStopping(patience=100), **(extra or {})}
+    trainer = make_trainer(run_dir, callbacks=callbacks, max_epochs=max_epochs, seed=7)
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=5, gamma=0.9)
+    trainer.lr_schedule = LRSchedule(trainer.optimizer, scheduler, interval="step", warmup_steps=3)
+    return trainer
+
+
+def weights(trainer) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
+
+
+@pytest.mark.parametrize("stop_step", [16, 23], ids=["epoch_boundary", "mid_epoch"])
+def test_resume_after_sigterm_is_bit_identical(tmp_path, stop_step):
+    reference = stateful_trainer(tmp_path / "ref")
+    reference.fit()
+
+    interrupted = stateful_trainer(tmp_path / "run", extra={"signal": SignalAtStep(stop_step)})
+    with pytest.raises(Preempted):
+        interrupted.fit()
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert state["progress"]["global_step"] == stop_step
+
+    resumed = stateful_trainer(tmp_path / "run")
+    resumed.load_state_dict(state, "last.ckpt")
+    resumed.fit()
+    assert resumed.global_step == reference.global_step == 64
+    assert_bit_identical(weights(resumed), weights(reference))
+    assert resumed.callbacks["early_stopping"].state_dict() == reference.callbacks["early_stopping"].state_dict()
+
+
+def test_sigint_also_stops_at_a_step_and_saves(tmp_path):
+    trainer = stateful_trainer(tmp_path, extra={"signal": SignalAtStep(5, signal.SIGINT)})
+    with pytest.raises(Preempted) as stop:
+        trainer.fit()
+    assert stop.value.signum == signal.SIGINT
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")["progress"]["global_step"] == 5
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored after fit
+
+
+def test_second_ctrl_c_aborts_at_once(tmp_path):
+    class DoubleInterrupt(Callback):
+        def on_train_batch_end(self, trainer):
+            if trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+
+    trainer = stateful_trainer(tmp_path, extra={"signal": DoubleInterrupt()})
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert trainer.global_step == 2
+
+
+def _write_checkpoints_forever(path: str) -> None:
+    model = TinyNet()
+    step = 0
+    while True:
+        step += 1
+        checkpoint.save_atomic({"model": model.state_dict(), "progress": {"global_step": step},
+                                "padding": torch.randn(200_000)}, Path(path))
+
+
+def test_kill_9_while_writing_never_breaks_last_ckpt(tmp_path):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    context = multiprocessing.get_context("fork")
+    rng = random.Random(0)
+    steps_seen = []
+    for _ in range(24):
+        writer = context.Process(target=_write_checkpoints_forever, args=(str(path),))
+        writer.start()
+        time.sleep(rng.uniform(0.05, 0.4))
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.join()
+        if path.exists():  # the very first kill may come before any write finished
+            steps_seen.append(checkpoint.load(path)["progress"]["global_step"])
+    assert len(steps_seen) >= 20
+    # Leftover temporary files are what a killed writer leaves; the next run removes them.
+    trainer = make_trainer(tmp_path, callbacks={"ckpt": ModelCheckpoint()}, max_epochs=1, limit_train_batches=1)
+    trainer.fit()
+    assert not list(path.parent.glob(".*.tmp"))
+
+
+def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
+    class PoisonAfter(Callback):
+        def on_train_batch_end(self, trainer):
+            if trainer.global_step == 20:  # epoch 2: after the epoch-1 checkpoint
+                with torch.no_grad():
+                    trainer.model.net[0].weight.fill_(math.inf)
+
+    trainer = stateful_trainer(tmp_path, extra={"poison": PoisonAfter()})
+    trainer.log_every_n_steps = 4
+    with pytest.raises(NonFiniteLoss, match="at step 21"):
+        trainer.fit()
+    last = checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")
+    assert last["progress"]["global_step"] == 16
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+
+
+def test_non_finite_loss_skip_mode_skips_only_bad_steps(tmp_path):
+    splits = synthetic_splits()
+    inputs, labels = splits.train.tensors
+    inputs[:16] = math.nan  # the first batch of the first epoch's order is unknown: poison one sample per batch
+    poisoned = torch.zeros(len(inputs), dtype=torch.bool)
+    poisoned[:16] = True
+    trainer = make_trainer(tmp_path, splits=splits, max_epochs=1, nonfinite_loss="skip")
+    trainer.fit()
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert 0 < trainer.global_step < 16  # some of the 16 batches held a NaN sample and were skipped
+
+
+def test_init_from_loads_weights_only(tmp_path):
+    source = make_trainer(tmp_path / "src", max_epochs=1)
+    source.fit()
+    source.save_checkpoint(tmp_path / "src.ckpt")
+    target = make_trainer(tmp_path / "dst", init_from=str(tmp_path / "src.ckpt"))
+    assert_bit_identical(weights(target), weights(source))
+    assert not target.optimizer.state  # a fresh optimizer
+    assert target.global_step == 0
+
+
+def test_init_from_not_strict_skips_and_reports_a_new_head(tmp_path, caplog):
+    source = make_trainer(tmp_path / "src", max_epochs=1, limit_train_batches=1)
+    source.save_checkpoint(tmp_path / "src.ckpt")
+    five_classes = synthetic_splits(classes=5)
+    with pytest.raises(UserError, match=r"net.3.weight: checkpoint \(3, 32\) vs model \(5, 32\)"):
+        make_trainer(tmp_path / "a", splits=five_classes, init_from=str(tmp_path / "src.ckpt"))
+    with caplog.at_level("INFO", logger="trainer"):
+        target = make_trainer(tmp_path / "b", splits=five_classes, init_from=str(tmp_path / "src.ckpt"),
+                              init_strict=False)
+    assert "skipped (shape differs): net.3.weight, net.3.bias" in caplog.text
+    assert torch.equal(target.model.net[0].weight, source.model.net[0].weight)
+
+
+# ------------------------------------------------------------------------- the installed command
+MNIST_SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_batches=30",
+               "callbacks.early_stopping=null", "callbacks.progress_bar=null"]
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir) -> Path:
+    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
+    result = run_train(*MNIST_SHORT, f"hydra.run.dir={run_dir}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def start_train(run_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([train_command(), *MNIST_SHORT, *extra, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_step(run_dir: Path, timeout: float = 120) -> None:
+    """Waits until the run has written a mid-epoch checkpoint, i.e. it is well into training."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert time.monotonic() < deadline, "the run wrote no checkpoint"
+        time.sleep(0.1)
+
+
+def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path, data_dir, uninterrupted):
+    run_dir = tmp_path / "run"
+    proc = start_train(run_dir, data_dir, "callbacks.model_checkpoint.every_n_train_steps=7")
+    wait_for_step(run_dir)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "Resume with: train" in output and "resume=" in output
+    stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["progress"]["global_step"]
+    assert 0 < stopped_at < 60
+    result = run_train(*MNIST_SHORT, "callbacks.model_checkpoint.every_n_train_steps=7",
+                       f"resume={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    assert_bit_identical(final_weights(run_dir), final_weights(uninterrupted))
+    assert len(list(run_dir.glob(".hydra"))) == 1 and (run_dir / "metrics.json").is_file()
+
+
+def test_kill_9_then_resume_latest_matches_the_uninterrupted_run(tmp_path, data_dir, uninterrupted):
+    experiment_dir = tmp_path / "outputs" / "mnist_cnn"
+    run_dir = experiment_dir / "2026-01-01_00-00-00"
+    proc = start_train(run_dir, data_dir, "callbacks.model_checkpoint.every_n_train_steps=3")
+    wait_for_step(run_dir)
+    time.sleep(random.Random(1).uniform(0.0, 1.0))
+    proc.kill()
+    proc.communicate(timeout=30)
+    older = experiment_dir / "2025-01-01_00-00-00" / "checkpoints"
+    older.mkdir(parents=True)
+    (older / "last.ckpt").write_bytes(b"an older run: resume=latest must not pick it")
+    result = run_train(*MNIST_SHORT, "callbacks.model_checkpoint.every_n_train_steps=3", "resume=latest",
+                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr
+    assert f"resumed from {run_dir / 'checkpoints' / 'last.ckpt'}" in result.stdout + result.stderr
+    assert_bit_identical(final_weights(run_dir), final_weights(uninterrupted))
+
+
+def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir, uninterrupted):
+    bad = tmp_path / "checkpoints" / "last.ckpt"
+    bad.parent.mkdir()
+    data = (uninterrupted / "checkpoints" / "last.ckpt").read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    result = run_train(*MNIST_SHORT, f"resume={bad}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 2
+    assert f"checkpoint {bad} is truncated or corrupt" in result.stdout + result.stderr
+    assert bad.stat().st_size == len(data) // 3  # nothing overwrote the user's file
+
+
+def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):
+    for target, expected in ((tmp_path / "nope.ckpt", "no such checkpoint file or run folder"),
+                             ("latest", "resume=latest found no run")):
+        result = run_train(*MNIST_SHORT, f"resume={target}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+        assert result.returncode == 2
+        assert expected in result.stdout + result.stderr
