@@ -1,0 +1,71 @@
+"""The `evaluate`, `predict` and `export-model` console scripts: Hydra apps on a finished run folder.
+
+Each command owns the few keys of its primary config (configs/evaluate.yaml, predict.yaml,
+export.yaml); every other `key=value` on the command line overrides the run's saved config
+(`dataset.batch_size=256`) and is handed to the command as text, since the run's config is only
+known once `run=` is read. This module imports no torch, so `--help` answers quickly.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from trainer.cli import USER_ERROR_EXIT_CODE
+from trainer.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+# Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`).
+FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                              "-sc", "--shell-completion", "--info", "--experimental-rerun"})
+log = logging.getLogger("trainer")
+
+
+def split_overrides(args: list[str], own_keys: set[str]) -> tuple[list[str], list[str]]:
+    """Splits command-line arguments into Hydra's (flags, the command's keys) and the run's overrides."""
+    for_hydra: list[str] = []
+    for_run: list[str] = []
+    value_expected = False
+    for arg in args:
+        key = arg.split("=", 1)[0].lstrip("+~")
+        is_override = ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
+        if value_expected or not is_override or key.split(".")[0] in own_keys | {"hydra"}:
+            for_hydra.append(arg)
+        else:
+            for_run.append(arg)
+        value_expected = arg in FLAGS_WITH_VALUE
+    return for_hydra, for_run
+
+
+def _command(config_name: str, module: str) -> Callable[[], None]:
+    """A console-script entry point: Hydra composes `config_name`, `module.main(cfg, overrides)` runs."""
+
+    def entry_point() -> None:
+        own_keys = {str(key) for key in OmegaConf.load(CONFIGS / f"{config_name}.yaml")} - {"defaults", "hydra"}
+        sys.argv[1:], run_overrides = split_overrides(sys.argv[1:], own_keys)
+
+        @hydra.main(version_base="1.3", config_path="../configs", config_name=config_name)
+        def app(cfg: DictConfig) -> None:
+            try:
+                missing = sorted(OmegaConf.missing_keys(cfg))
+                if missing:
+                    raise UserError(f"{config_name} needs {' and '.join(f'{key}=...' for key in missing)}; "
+                                    f"see {Path(sys.argv[0]).name} --help")
+                importlib.import_module(module).main(cfg, run_overrides)
+            except UserError as err:
+                log.error("error: %s", err)
+                sys.exit(USER_ERROR_EXIT_CODE)
+
+        app()
+
+    return entry_point
+
+
+evaluate = _command("evaluate", "trainer.evaluate")
+predict = _command("predict", "trainer.predict")
+export_model = _command("export", "trainer.export")

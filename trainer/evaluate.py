@@ -1,0 +1,40 @@
+"""`evaluate run=<run folder>`: one checkpoint of a finished run, scored on its test or val split.
+
+The metrics come from the very path training used for `test/*` (a Trainer from the run's config,
+its unshuffled evaluation loader, `Trainer.evaluate`), so on the same checkpoint and split the
+numbers are the training run's own.
+"""
+from __future__ import annotations
+
+import json
+
+from omegaconf import DictConfig
+
+from trainer import build
+from trainer.console import print_metrics
+from trainer.errors import UserError
+from trainer.run_folder import RunFolder
+from trainer.scheduling import LRSchedule
+from trainer.task import Task
+
+SPLITS = ("test", "val")
+
+
+def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
+    if cfg.split not in SPLITS:
+        raise UserError(f"split={cfg.split} is not a split; use split=test or split=val")
+    run = RunFolder.open(cfg.run, overrides)
+    splits, model, ckpt = run.load_model(cfg.ckpt)
+    config = run.config
+    with run.named_in_errors():
+        trainer = build.trainer(config, {}, [], run.path)
+        optimizer = build.optimizer(config, model)  # `setup` takes one; it is never stepped
+        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None),
+                      Task(build.loss(config), splits.task, splits.num_classes))
+        loader = trainer.test_loader if cfg.split == "test" else trainer.val_loader
+        metrics = trainer.evaluate(loader, cfg.split)
+    print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt}")
+    target = run.path / f"eval_{cfg.split}.json"
+    target.write_text(json.dumps({**metrics, "checkpoint": str(ckpt)}, indent=2) + "\n")
+    print(f"wrote {target}")
+    return metrics

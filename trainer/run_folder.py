@@ -1,0 +1,132 @@
+"""A finished run folder, reopened: its saved config (plus the user's overrides), a checkpoint,
+and the model and data rebuilt from them. Shared by `evaluate`, `predict` and `export-model`.
+
+The config is `<run>/.hydra/config.yaml`, unresolved, so `${oc.env:DATA_DIR,data}` is resolved
+afresh and a run trained on another machine can be evaluated here.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from datasets.base import DataSplits
+from trainer import build, checkpoint
+from trainer.device import seed_everything
+from trainer.errors import UserError
+
+CONFIG = Path(".hydra") / "config.yaml"
+CHECKPOINTS = "checkpoints"
+REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    config: DictConfig
+
+    @classmethod
+    def open(cls, run: str, overrides: list[str]) -> RunFolder:
+        """Checks the folder, loads its config and applies `overrides` (`key=value`, `+key=value`, `~key`)."""
+        path = Path(run)
+        if not path.is_dir():
+            raise UserError(f"run folder {path} does not exist; pass run=<folder written by train>, "
+                            "e.g. run=outputs/mnist_cnn/<timestamp>")
+        if not (path / CONFIG).is_file():
+            raise UserError(f"run folder {path} has no {CONFIG}: it was not written by `train`; "
+                            "pass the folder that holds .hydra/ and checkpoints/")
+        try:
+            config = OmegaConf.load(path / CONFIG)
+        except (OmegaConfBaseException, ValueError, OSError) as err:
+            raise UserError(f"run folder {path}: {CONFIG} cannot be read ({err}); "
+                            "restore it from the checkpoint's `config` entry") from err
+        missing = [key for key in REQUIRED_SECTIONS if not isinstance(config, DictConfig) or key not in config]
+        if missing:
+            raise UserError(f"run folder {path}: {CONFIG} has no {', '.join(missing)}: it was written by an "
+                            "incompatible config; train the run again with this version")
+        folder = cls(path, config)
+        folder.apply_overrides(overrides)
+        # The weights come from the chosen checkpoint; a fine-tuning source the run started from
+        # must not be loaded (or even exist) again.
+        if "init_from" in config.trainer:
+            config.trainer.init_from = None
+        return folder
+
+    def apply_overrides(self, overrides: list[str]) -> None:
+        """Hydra's override syntax on the saved config; plain `key=value` must name an existing key."""
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides)
+        except HydraException as err:
+            raise UserError(f"cannot parse the overrides {' '.join(overrides)}: {err}") from None
+        for override in parsed:
+            key = override.key_or_group
+            exists = OmegaConf.select(self.config, key, default=_ABSENT) is not _ABSENT
+            if override.is_sweep_override():
+                raise UserError(f"{override.input_line}: sweeps are for `train -m`; give one value")
+            if override.is_delete():
+                if not exists:
+                    raise UserError(f"~{key}: the config of run {self.path} has no key `{key}`")
+                parent, _, leaf = key.rpartition(".")
+                (OmegaConf.select(self.config, parent) if parent else self.config).pop(leaf)
+                continue
+            if not exists and not (override.is_add() or override.is_force_add()):
+                raise UserError(f"{override.input_line}: the config of run {self.path} has no key `{key}`; "
+                                f"check the spelling, or add it with +{override.input_line}")
+            if exists and override.is_add():
+                raise UserError(f"{override.input_line}: `{key}` already exists in the config of run "
+                                f"{self.path}; drop the +")
+            value = override.value()
+            if isinstance(OmegaConf.select(self.config, key, default=None), DictConfig) and not isinstance(value, dict):
+                raise UserError(f"{override.input_line}: `{key}` is a section of the run's config and a run's "
+                                f"groups cannot be swapped after training; override its values ({key}.NAME=...)")
+            OmegaConf.update(self.config, key, value, merge=True, force_add=True)
+
+    def checkpoint(self, ckpt: str) -> Path:
+        """`best`, `last`, or a file: as given, else relative to the run folder or its checkpoints/."""
+        folder = self.path / CHECKPOINTS
+        if ckpt in ("best", "last"):
+            path = folder / f"{ckpt}.ckpt"
+            if path.is_file():
+                return path
+            present = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+            if not present:
+                raise UserError(f"run folder {self.path} has no checkpoint ({CHECKPOINTS}/ is empty or missing): "
+                                "runs with trainer.fast_dev_run=true or callbacks.model_checkpoint=null save none; "
+                                "train again without them")
+            raise UserError(f"run folder {self.path} has no {CHECKPOINTS}/{ckpt}.ckpt (it holds "
+                            f"{', '.join(present)}); pass ckpt=<one of them>")
+        for candidate in (Path(ckpt), self.path / ckpt, folder / ckpt):
+            if candidate.is_file():
+                return candidate
+        raise UserError(f"checkpoint {ckpt} not found as a file, in run folder {self.path} or in its "
+                        f"{CHECKPOINTS}/; pass ckpt=best, ckpt=last or an existing file")
+
+    @contextlib.contextmanager
+    def named_in_errors(self) -> Iterator[None]:
+        """Errors while rebuilding from the run's config name the run folder."""
+        try:
+            yield
+        except UserError as err:
+            if str(self.path) in str(err):
+                raise
+            raise UserError(f"run folder {self.path}: {err}") from err
+
+    def load_model(self, ckpt: str) -> tuple[DataSplits, nn.Module, Path]:
+        """The run's data and model, with the weights of checkpoint `ckpt`, in eval mode."""
+        path = self.checkpoint(ckpt)
+        with self.named_in_errors():
+            seed_everything(self.config.seed)
+            splits = build.data(self.config)
+            model = build.model(self.config, splits)
+            checkpoint.load_model_weights(model, checkpoint.load(path)["model"], str(path))
+        return splits, model.eval(), path
+
+
+_ABSENT = object()
