@@ -1,0 +1,155 @@
+"""`predict run=<run folder> inputs=<file, folder or glob>`: a trained model on new inputs.
+
+Each input goes through the run's evaluation transform (`DataSplits.eval_transform`), as the
+test split did. Images are first converted to the colour mode the model was trained on and, if
+the transform leaves them at another size, resized to the training size. `.txt` files give one
+input per non-empty line (text runs), `.csv` files one per row as {column: value} (table runs).
+An input that cannot be read or transformed is reported by name and skipped.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from PIL import Image
+from torch.utils.data import default_collate
+
+from datasets.base import DataSplits
+from trainer.device import resolve_device
+from trainer.errors import UserError
+from trainer.run_folder import RunFolder
+
+log = logging.getLogger("trainer")
+IMAGE_MODES = {1: "L", 3: "RGB"}  # channels of the model's input -> PIL mode
+# What a broken or foreign input raises while it is read and transformed: it is skipped, not fatal.
+INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError, UserError)
+
+
+def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
+    run = RunFolder.open(cfg.run, overrides)
+    files = find_inputs(str(cfg.inputs))
+    splits, model, _ = run.load_model(cfg.ckpt)
+    names, tensors, skipped = [], [], []
+
+    def skip(name: str, err: Exception) -> None:
+        skipped.append(name)
+        log.warning("skipped %s: %s", name, str(err).strip().splitlines()[0] if str(err).strip()
+                    else type(err).__name__)
+
+    for name, raw in read_inputs(files, skip):
+        try:
+            tensors.append(prepare(raw, splits))
+            names.append(name)
+        except INPUT_ERRORS as err:
+            skip(name, err)
+    if not tensors:
+        raise UserError(f"none of the inputs matched by inputs={cfg.inputs} could be read as inputs of run "
+                        f"{run.path} (see the lines above)")
+    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
+    outputs = predict_outputs(model.to(device), tensors, splits, device)
+    rows = [{"input": name, **decoded} for name, decoded in zip(names, decode(outputs, splits))]
+    for row in rows:
+        print(describe(row))
+    target = Path(cfg.output) if cfg.output else run.path / "predictions.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {len(rows)} predictions to {target}" + (f"; skipped {len(skipped)}: {', '.join(skipped)}"
+                                                          if skipped else ""))
+    return rows
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """A file, every file in a folder (sorted), or the files a glob (`**` recursive) matches."""
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    elif path.is_file():
+        files = [path]
+    else:
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+    if not files:
+        raise UserError(f"inputs={spec} is no file, no folder with files and no glob that matches a file; "
+                        "pass an image, a folder of images or a quoted glob such as 'inputs=digits/*.png'")
+    return files
+
+
+def read_inputs(files: list[Path], skip: Callable[[str, Exception], None]) -> Iterator[tuple[str, Any]]:
+    """(name, raw input) pairs; a file that cannot be read is handed to `skip` instead."""
+    for path in files:
+        try:
+            if path.suffix.lower() == ".txt":
+                lines = path.read_text(encoding="utf-8").splitlines()
+                yield from ((f"{path}:{number}", line) for number, line in enumerate(lines, 1) if line.strip())
+            elif path.suffix.lower() == ".csv":
+                with path.open(newline="", encoding="utf-8") as handle:
+                    # line 1 is the header
+                    rows = list(csv.DictReader(handle))
+                yield from ((f"{path}:{number}", row) for number, row in enumerate(rows, 2))
+            else:
+                with Image.open(path) as image:
+                    image.load()  # decode now: a truncated file fails here, under its own name
+                    yield str(path), image.copy()
+        except INPUT_ERRORS as err:
+            skip(str(path), err)
+
+
+def prepare(raw: Any, splits: DataSplits) -> torch.Tensor:
+    """One raw input to one model input, through the run's evaluation transform."""
+    transform = splits.eval_transform
+    if transform is None:
+        raise UserError(f"dataset {splits.name or '?'} gives no eval_transform, so new inputs cannot be prepared")
+    if not isinstance(raw, Image.Image):
+        return transform(raw)
+    shape = tuple(splits.input_shape)
+    image = raw.convert(IMAGE_MODES.get(shape[0], "RGB"))
+    tensor = transform(image)
+    if tuple(tensor.shape) != shape and len(shape) == 3:
+        tensor = transform(image.resize((shape[2], shape[1]), Image.Resampling.BILINEAR))
+    if tuple(tensor.shape) != shape:
+        raise ValueError(f"the image becomes {tuple(tensor.shape)} but the model takes {shape}")
+    return tensor
+
+
+@torch.no_grad()
+def predict_outputs(model: torch.nn.Module, tensors: list[torch.Tensor], splits: DataSplits,
+                    device: torch.device) -> torch.Tensor:
+    """The model's outputs for all inputs, in batches collated like the run's evaluation batches."""
+    collate = splits.loader.collate_fn or default_collate
+    batch_size = splits.loader.eval_batch_size or splits.loader.batch_size
+    outputs = []
+    for start in range(0, len(tensors), batch_size):
+        inputs, _ = collate([(tensor, 0) for tensor in tensors[start:start + batch_size]])
+        outputs.append(model(inputs.to(device)).float().cpu())
+    return torch.cat(outputs)
+
+
+def decode(outputs: torch.Tensor, splits: DataSplits) -> list[dict[str, Any]]:
+    """Per input: the class (index, name) and its probability, or the value for regression."""
+    if splits.task == "regression":
+        return [{"value": value} for value in outputs.reshape(len(outputs), -1)[:, 0].tolist()]
+    if splits.task == "binary":
+        positive = torch.sigmoid(outputs.reshape(len(outputs), -1)[:, 0])
+        indices = (positive > 0.5).long()
+        probabilities = torch.where(indices == 1, positive, 1 - positive)
+    else:
+        probabilities, indices = outputs.softmax(dim=-1).max(dim=-1)
+    names = splits.class_names
+    return [{"class_index": index, "class_name": names[index] if index < len(names) else str(index),
+             "probability": round(probability, 6)}
+            for index, probability in zip(indices.tolist(), probabilities.tolist())]
+
+
+def describe(row: dict[str, Any]) -> str:
+    """The terminal line for one prediction."""
+    if "value" in row:
+        return f"{row['input']}  {row['value']:.6g}"
+    return f"{row['input']}  {row['class_name']} (class {row['class_index']})  p={row['probability']:.4f}"
