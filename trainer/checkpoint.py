@@ -78,8 +78,9 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint {path} is truncated or corrupt ({first_line}); "
+        text = str(err).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); "
                         "use another checkpoint, e.g. checkpoints/last.ckpt of the run") from err
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a checkpoint of this toolkit (no 'model' key)")
