@@ -46,8 +46,11 @@ class ModelCheckpoint(Callback):
 
     def on_fit_start(self, trainer: Any) -> None:
         self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
+        # Under DDP every rank keeps the same bookkeeping (metrics are reduced over ranks), so
+        # each knows `best_path`; only the global-zero rank touches files.
+        self._writes = trainer.is_global_zero
         # Temporary files of a process that was killed mid-write: never a valid checkpoint.
-        for stale in self.dir.glob(".*.tmp"):
+        for stale in self.dir.glob(".*.tmp") if self._writes else ():
             stale.unlink(missing_ok=True)
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
@@ -69,7 +72,7 @@ class ModelCheckpoint(Callback):
             self._admit(score, written.name)
         if self.save_last:
             if written is not None:
-                _publish(written, self.dir / "last.ckpt")
+                self._publish(written, self.dir / "last.ckpt")
             else:
                 self._save(trainer, self.dir / "last.ckpt")
 
@@ -90,11 +93,15 @@ class ModelCheckpoint(Callback):
         self.top_k.append((score, name))
         self.top_k.sort(key=lambda item: item[0], reverse=self.monitor.mode == "max")
         if self.top_k[0][1] == name:
-            _publish(self.dir / name, self.dir / "best.ckpt")
+            self._publish(self.dir / name, self.dir / "best.ckpt")
         if self.save_top_k > 0:
-            for _, dropped in self.top_k[self.save_top_k:]:
+            for _, dropped in self.top_k[self.save_top_k:] if self._writes else ():
                 (self.dir / dropped).unlink(missing_ok=True)
             del self.top_k[self.save_top_k:]
+
+    def _publish(self, source: Path, target: Path) -> None:
+        if self._writes:
+            _publish(source, target)
 
     def _save(self, trainer: Any, path: Path) -> None:
         if not trainer.fast_dev_run:

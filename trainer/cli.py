@@ -1,16 +1,19 @@
 """The `train` console script: Hydra composes the config, `trainer.run` does the work.
 
 This module imports no torch, so `train --help` and `train --cfg job` answer quickly.
+With several devices the process Hydra started only launches the workers (trainer/launch.py);
+each worker comes back through this same entry point under torch elastic.
 """
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import resume, schema
+from trainer import launch, resume, schema
 
 schema.register()
 OmegaConf.register_new_resolver("run_folder", resume.run_folder, replace=True)
@@ -24,13 +27,24 @@ ABORTED_EXIT_CODE = 130
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
-def train(cfg: DictConfig) -> float | None:
+def _main(cfg: DictConfig) -> float | None:
     """Runs one job; returns the monitored validation metric so Hydra sweepers can optimise it."""
     from trainer.errors import Preempted, UserError
-    from trainer.run import run
 
     try:
-        return run(cfg)
+        if launch.should_launch(cfg):
+            return launch.launch_workers(cfg)
+        from trainer import distributed
+        from trainer.run import run
+
+        if launch.under_torchrun() and os.environ["RANK"] != "0":
+            log.setLevel(logging.WARNING)  # rank 0 speaks for the job; errors still show from every rank
+        try:
+            accelerator = cfg.trainer.accelerator
+            distributed.init(str(getattr(accelerator, "value", accelerator)), int(cfg.trainer.devices))
+            return launch.recorded(run)(cfg)
+        finally:
+            distributed.destroy()
     except UserError as err:
         log.error("%s", err)
         sys.exit(USER_ERROR_EXIT_CODE)
@@ -39,3 +53,16 @@ def train(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         log.error("aborted by a second Ctrl-C; the last checkpoint written before it is intact")
         sys.exit(ABORTED_EXIT_CODE)
+
+
+def train() -> None:
+    """The console script (also `python -m trainer.cli`, which is how launched workers start)."""
+    clean_up = launch.isolate_nonzero_rank(sys.argv)
+    try:
+        _main()
+    finally:
+        clean_up()
+
+
+if __name__ == "__main__":
+    train()

@@ -21,12 +21,13 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 
 from callbacks.base import EVENTS, Callback, overrides
 from datasets.base import DataSplits
-from trainer import checkpoint, data
-from trainer.device import configure_determinism, load_rng_state, resolve_device, rng_state
+from trainer import checkpoint, data, distributed
+from trainer.device import configure_determinism, load_rng_state, rng_state
 from trainer.errors import NonFiniteLoss, Preempted, UserError
 from trainer.loggers import Logger
 from trainer.precision import Precision
@@ -37,7 +38,8 @@ log = logging.getLogger("trainer")
 
 
 class Trainer:
-    def __init__(self, *, accelerator: str = "auto", precision: str = "32", max_epochs: int = 10,
+    def __init__(self, *, accelerator: str = "auto", strategy: str = "auto", devices: int = 1,
+                 sync_batchnorm: bool = False, compile: bool = False, precision: str = "32", max_epochs: int = 10,
                  max_steps: int = -1, accumulate_grad_batches: int = 1, check_val_every_n_epoch: int = 1,
                  log_every_n_steps: int = 50, fast_dev_run: bool = False,
                  limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
@@ -48,7 +50,7 @@ class Trainer:
                  run_dir: str | Path = ".") -> None:
         for key, value in (("max_epochs", max_epochs), ("accumulate_grad_batches", accumulate_grad_batches),
                            ("check_val_every_n_epoch", check_val_every_n_epoch),
-                           ("log_every_n_steps", log_every_n_steps)):
+                           ("log_every_n_steps", log_every_n_steps), ("devices", devices)):
             if value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
         if nonfinite_loss not in ("stop", "skip"):
@@ -56,7 +58,14 @@ class Trainer:
         self.nonfinite_loss = nonfinite_loss
         self.init_from = init_from
         self.init_strict = init_strict
-        self.device = resolve_device(str(getattr(accelerator, "value", accelerator)))
+        # Launching happens before the Trainer exists (trainer/launch.py): here the world is given.
+        self.world_size = distributed.world_size()
+        if devices > 1 and self.world_size == 1:
+            raise UserError(f"trainer.devices={devices} needs {devices} processes; start the run with the `train` "
+                            "command or torchrun, not by building a Trainer in one process")
+        self.sync_batchnorm = sync_batchnorm
+        self.compile = compile
+        self.device = distributed.device(str(getattr(accelerator, "value", accelerator)))
         self.precision = Precision(precision, self.device)
         configure_determinism(deterministic, cudnn_benchmark)
         self.fast_dev_run = fast_dev_run
@@ -74,7 +83,7 @@ class Trainer:
         self._handlers = {event: [cb for cb in self.callbacks.values() if overrides(cb, event)] for event in EVENTS}
         self.loggers = list(loggers or [])
         self.run_dir = Path(run_dir)
-        self.is_global_zero = True
+        self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = ""  # the resolved config, stored in every checkpoint by the caller
 
         self.epoch = 0
@@ -91,14 +100,15 @@ class Trainer:
     def setup(self, model: nn.Module, splits: DataSplits, optimizer: torch.optim.Optimizer,
               lr_schedule: LRSchedule, task: Task) -> None:
         """Moves the model to the device and builds the loaders; separate from `fit` for `test`."""
-        self.model = model.to(self.device)
+        self._wrap_model(model)
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
         self.task = task
         self.splits = splits
-        self.train_loader = data.train_loader(splits.train, splits.loader, self.seed, self.device)
-        self.val_loader = data.eval_loader(splits.val, splits.loader, self.device)
-        self.test_loader = data.eval_loader(splits.test, splits.loader, self.device)
+        shard = {"num_replicas": self.world_size, "rank": distributed.rank()}
+        self.train_loader = data.train_loader(splits.train, splits.loader, self.seed, self.device, **shard)
+        self.val_loader = data.eval_loader(splits.val, splits.loader, self.device, **shard)
+        self.test_loader = data.eval_loader(splits.test, splits.loader, self.device, **shard)
         self.num_train_batches = data.num_batches(self.train_loader, self.limits["train"])
         if self.num_train_batches == 0:
             raise UserError("the training set gives no batch: lower dataset.batch_size or "
@@ -108,6 +118,31 @@ class Trainer:
         self._first_nonfinite = torch.tensor(-1, device=self.device)
         if self.init_from:
             self._init_weights(self.init_from)
+
+    def _wrap_model(self, model: nn.Module) -> None:
+        """`model` on the device, under SyncBatchNorm, DDP and torch.compile as configured.
+
+        DDP wraps before compiling, as PyTorch recommends (the compiler then splits the graph at
+        DDP's gradient buckets). Evaluation runs the module without DDP (`_eval_model`): ranks may
+        hold shards of unequal length, and DDP's forward may call collectives.
+        """
+        if self.sync_batchnorm and self.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = model.to(self.device)
+        self.model = self._eval_model = model
+        self._ddp: DistributedDataParallel | None = None
+        if self.world_size > 1:
+            self.model = self._ddp = DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if self.compile:
+            self.model = torch.compile(self.model)
+            self._eval_model = self.model if self._ddp is None else torch.compile(model)
+
+    def _gradient_sync(self, last_of_group: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP all-reduces gradients only on the last micro-batch of an accumulation group."""
+        if self._ddp is None or last_of_group:
+            return contextlib.nullcontext()
+        return self._ddp.no_sync()
 
     def _init_weights(self, path: str) -> None:
         """Fine-tuning start: weights only, from any checkpoint of this toolkit; a fresh optimizer."""
@@ -184,17 +219,18 @@ class Trainer:
             if self.batch_idx == group_start:
                 self._call("on_train_batch_start")
             inputs, targets = _to_device(batch, self.device)
-            with self.precision.autocast():
-                loss = self.task.loss(self.model(inputs), targets)
-            if self.nonfinite_loss == "skip":
-                group_is_finite &= bool(torch.isfinite(loss))  # a host sync per batch, only in skip mode
-            else:
-                finite = torch.isfinite(loss.detach())
-                self._first_nonfinite = torch.where(~finite & (self._first_nonfinite < 0),
-                                                    self.global_step + 1, self._first_nonfinite)
-            # Each micro-batch carries its share of the group, so the step sees the group's mean
-            # loss; the last group of an epoch may be smaller and is still stepped.
-            self.precision.backward(loss / group_size if group_size > 1 else loss)
+            with self._gradient_sync(self.batch_idx + 1 - group_start == group_size):
+                with self.precision.autocast():
+                    loss = self.task.loss(self.model(inputs), targets)
+                if self.nonfinite_loss == "skip":
+                    group_is_finite &= bool(torch.isfinite(loss))  # a host sync per batch, only in skip mode
+                else:
+                    finite = torch.isfinite(loss.detach())
+                    self._first_nonfinite = torch.where(~finite & (self._first_nonfinite < 0),
+                                                        self.global_step + 1, self._first_nonfinite)
+                # Each micro-batch carries its share of the group, so the step sees the group's mean
+                # loss; the last group of an epoch may be smaller and is still stepped.
+                self.precision.backward(loss / group_size if group_size > 1 else loss)
             self.batch_idx += 1
             if self.batch_idx - group_start == group_size:
                 if group_is_finite:
@@ -245,6 +281,7 @@ class Trainer:
 
     def test(self, ckpt_path: str | Path | None = None) -> dict[str, float]:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
+        distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
             state = checkpoint.load(ckpt_path)
             checkpoint.load_model_weights(self.model, state["model"], str(ckpt_path))
@@ -256,6 +293,7 @@ class Trainer:
     def evaluate(self, loader: torch.utils.data.DataLoader, split: str) -> dict[str, float]:
         """Metrics of the model over `loader` (reduced over every rank), keyed `split/name`."""
         self.model.eval()
+        distributed.broadcast_buffers(checkpoint.unwrap(self.model))
         metrics = self.task.metrics(self.device)
         loss_meter = MeanMetric().to(self.device)
         limit = data.num_batches(loader, self.limits[split])
@@ -265,7 +303,7 @@ class Trainer:
             self._raise_if_stop_requested()  # a long validation must not delay a preemption
             inputs, targets = _to_device(batch, self.device)
             with self.precision.autocast():
-                outputs = self.model(inputs)
+                outputs = self._eval_model(inputs)
             self.task.update(metrics, loss_meter, outputs.float(), targets)
         results = {f"{split}/{name}": float(value) for name, value in metrics.compute().items()}
         results[f"{split}/loss"] = float(loss_meter.compute())
@@ -309,7 +347,9 @@ class Trainer:
         for name, callback in self.callbacks.items():
             if name in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][name])
-        load_rng_state(state["rng"])
+        # Each rank continues its own random streams; with another world size, rank 0's.
+        per_rank = state.get("rng_per_rank") or []
+        load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Writes the full state atomically; only the global-zero process writes.
@@ -317,8 +357,14 @@ class Trainer:
         A state whose loss went non-finite is never written: the last good file stays.
         """
         self._raise_if_nonfinite()
+        # A collective: callbacks save on every rank. After a stop signal the ranks may leave at
+        # different steps, so then each keeps its own state and no rank waits for another.
+        rng_states = distributed.gather_object(rng_state()) if self._signal is None else []
         if self.is_global_zero:
-            checkpoint.save_atomic(self.state_dict(), Path(path))
+            state = self.state_dict()
+            if len(rng_states) > 1:
+                state["rng_per_rank"] = rng_states
+            checkpoint.save_atomic(state, Path(path))
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

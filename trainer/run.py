@@ -10,7 +10,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import build, checkpoint, resume
+from trainer import build, checkpoint, distributed, resume
 from trainer.console import print_config, print_metrics, print_model_summary
 from trainer.device import seed_everything
 from trainer.errors import Preempted
@@ -20,22 +20,25 @@ log = logging.getLogger("trainer")
 
 
 def run(cfg: DictConfig) -> float | None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # Under torchrun each rank composed its own folder name; rank 0's is the run's.
+    run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
+    talks = distributed.is_global_zero()  # only rank 0 prints and writes files
     resume_from = resume.checkpoint_path(cfg.resume, run_dir) if cfg.resume else None
     state = checkpoint.load(resume_from) if resume_from else None
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     model = build.model(cfg, splits)
     callbacks = build.callbacks(cfg)
-    print_config(cfg, list(callbacks))
-    print_model_summary(model)
+    if talks:
+        print_config(cfg, list(callbacks))
+        print_model_summary(model)
     task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     fast_dev_run = cfg.trainer.fast_dev_run
     # A resumed run drops the TensorBoard points the interrupted one wrote after its checkpoint.
     purge_step = state["progress"]["global_step"] + 1 if state else None
-    loggers = [] if fast_dev_run else build.loggers(cfg, run_dir, purge_step)
+    loggers = build.loggers(cfg, run_dir, purge_step) if talks and not fast_dev_run else []
     trainer = build.trainer(cfg, callbacks, loggers, run_dir)
     trainer.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     trainer.setup(model, splits, optimizer, lr_schedule, task)
@@ -58,13 +61,14 @@ def run(cfg: DictConfig) -> float | None:
         checkpointer = callbacks.get("model_checkpoint")
         best = getattr(checkpointer, "best_path", None)
         final = {**trainer.callback_metrics, **trainer.test(best)}
-        if not fast_dev_run:
+        if talks and not fast_dev_run:
             (run_dir / "metrics.json").write_text(json.dumps(
                 {**final, "epoch": trainer.epoch, "global_step": trainer.global_step}, indent=2) + "\n")
             hparams = _flatten(OmegaConf.to_container(cfg, resolve=True))
             for logger in loggers:
                 logger.log_hyperparams(hparams, final)
-        print_metrics(final)
+        if talks:
+            print_metrics(final)
     finally:
         for logger in loggers:
             logger.close()

@@ -18,10 +18,19 @@ class Accelerator(str, Enum):
     cuda = "cuda"
 
 
+class Strategy(str, Enum):
+    auto = "auto"  # one process, or DDP when devices > 1 or under torchrun
+    ddp = "ddp"
+
+
 @dataclass
 class TrainerSchema:
     _target_: str = "trainer.loop.Trainer"
     accelerator: Accelerator = Accelerator.auto
+    strategy: Strategy = Strategy.auto
+    devices: int = 1  # processes on this machine (one per GPU); torchrun's --nproc_per_node wins
+    sync_batchnorm: bool = False
+    compile: bool = False
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed; checked in trainer/precision.py
     accumulate_grad_batches: int = 1
     max_epochs: int = 10
