@@ -1,12 +1,16 @@
 """What every dataset builder returns, and the pieces builders share."""
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset, Subset, random_split
+from hydra.utils import get_method
+from torch.utils.data import Dataset, random_split
+
+from trainer.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -26,8 +30,9 @@ class DataSplits:
     """Train, validation and test sets with the metadata a model is built from.
 
     `task` is `multiclass`, `binary` or `regression`; it chooses the metrics.
-    `eval_transform` turns one raw input (a PIL image for image datasets) into a model input the
-    way the test split does; `predict` uses it on new files.
+    `eval_transform` turns one raw input (a PIL image for image datasets, a string for text, a
+    row dict or list for tables) into a model input the way the test split does; `predict` uses
+    it on new files. `vocab_size` (text datasets) reaches the model like `num_classes`.
     """
     train: Dataset
     val: Dataset
@@ -39,20 +44,82 @@ class DataSplits:
     task: str = "multiclass"
     name: str = ""
     eval_transform: Callable[[Any], Any] | None = None
+    vocab_size: int | None = None
 
 
-def carve_validation(train: Dataset, val_fraction: float, seed: int) -> tuple[Subset, Subset]:
-    """Splits a validation set off the training set with its own fixed seed.
+class TransformedSubset(Dataset):
+    """The samples `indices` of `base`, with `transform` applied to each input (targets untouched).
 
-    The split does not depend on the run's seed, so runs with different seeds validate on the
-    same samples and `evaluate split=val` can rebuild it.
+    Train and validation can then share one loaded dataset and still get their own transforms.
     """
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"dataset.val_fraction must be between 0 and 1, got {val_fraction}")
-    n_val = max(1, round(len(train) * val_fraction))
-    generator = torch.Generator().manual_seed(seed)
-    train_part, val_part = random_split(train, [len(train) - n_val, n_val], generator=generator)
-    return train_part, val_part
+
+    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable[[Any], Any] | None) -> None:
+        self.base = base
+        self.indices = list(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        inputs, target = self.base[self.indices[index]]
+        return (self.transform(inputs) if self.transform else inputs), target
+
+
+def loader_settings(batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
+                    pin_memory: bool = True, persistent_workers: bool = True, drop_last: bool = False,
+                    collate_fn: str | Callable[[list[Any]], Any] | None = None,
+                    default_collate_fn: Callable[[list[Any]], Any] | None = None) -> LoaderSettings:
+    """LoaderSettings from a dataset config; `collate_fn` may be a dotted path (`my_pkg.collate`)."""
+    if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
+        raise UserError(f"dataset.batch_size={batch_size} / eval_batch_size={eval_batch_size} must be at least 1")
+    if num_workers < 0:
+        raise UserError(f"dataset.num_workers={num_workers} must be 0 (load in the main process) or more")
+    if isinstance(collate_fn, str):
+        try:
+            collate_fn = get_method(collate_fn)
+        except Exception as err:  # Hydra raises ImportError/ValueError variants for a bad path
+            raise UserError(f"dataset.collate_fn={collate_fn!r} is not an importable function ({err})") from None
+    return LoaderSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                          pin_memory=pin_memory, persistent_workers=persistent_workers, drop_last=drop_last,
+                          collate_fn=collate_fn or default_collate_fn)
+
+
+def split_indices(count: int, fractions: Sequence[float], seed: int) -> list[list[int]]:
+    """A fixed random partition of `range(count)`: the rest first, then one part per fraction.
+
+    The seed is the dataset's own (`val_split_seed`), not the run's: runs with different seeds
+    validate on the same samples, and `evaluate split=val` can rebuild the split.
+    """
+    if any(not 0.0 < f < 1.0 for f in fractions) or sum(fractions) >= 1.0:
+        raise UserError(f"dataset split fractions {list(fractions)} must each lie between 0 and 1 and sum below 1")
+    sizes = [max(1, round(count * f)) for f in fractions]
+    if count - sum(sizes) < 1:
+        raise UserError(f"the dataset has {count} samples: too few to split off {list(fractions)}")
+    parts = random_split(range(count), [count - sum(sizes), *sizes], generator=torch.Generator().manual_seed(seed))
+    return [list(part.indices) for part in parts]
+
+
+# Samples per split (train, val, test) that `dataset.fake=true` generates: enough for a few steps.
+FAKE_SIZES = (128, 32, 32)
+
+
+def read_csv_rows(path: str | Path, columns: Sequence[str], what: str) -> list[dict[str, str]]:
+    """The rows of a CSV file with a header, after checking it holds `columns` and at least one row."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what}: CSV file {path.resolve()} does not exist; set dataset.path to your file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        missing = [column for column in columns if column not in header]
+        if missing:
+            raise UserError(f"{what}: {path} has no column {', '.join(map(repr, missing))} (its columns: "
+                            f"{', '.join(header)}); set the dataset's column names to match")
+        rows = list(reader)
+    if not rows:
+        raise UserError(f"{what}: {path} has a header but no rows")
+    return rows
 
 
 def describe_missing_data(root: str | Path, what: str) -> str:

@@ -1,34 +1,50 @@
-"""torchvision's built-in image datasets (MNIST family, CIFAR-10), normalised as in the seeds."""
+"""torchvision's built-in image datasets (MNIST, FashionMNIST, CIFAR-10), normalised as in the seeds."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import torch
 import torchvision
-from torchvision.transforms import v2
 
-from datasets.base import DataSplits, LoaderSettings, carve_validation, describe_missing_data
+from datasets.base import DataSplits, describe_missing_data, loader_settings
+from datasets.images import fake_images, image_pipeline, image_splits
 from trainer.errors import UserError
 
+# Image shape (C, H, W) and class names of the datasets `fake=true` can stand in for without files.
+KNOWN = {
+    "MNIST": ((1, 28, 28), torchvision.datasets.MNIST.classes),
+    "FashionMNIST": ((1, 28, 28), torchvision.datasets.FashionMNIST.classes),
+    "CIFAR10": ((3, 32, 32), ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                              "truck"]),
+}
 
-def build(name: str, root: str, mean: list[float], std: list[float], download: bool = True,
-          val_fraction: float = 0.1, val_split_seed: int = 0, batch_size: int = 64,
-          eval_batch_size: int | None = None, num_workers: int = 0) -> DataSplits:
-    """Loads torchvision's `name` (e.g. MNIST) from `root`, downloading it when allowed."""
+
+def build(name: str, root: str, mean: list[float], std: list[float],
+          train_transforms: list[Callable[[Any], Any]] | None = None,
+          eval_transforms: list[Callable[[Any], Any]] | None = None, download: bool = True,
+          val_fraction: float = 0.1, val_split_seed: int = 0, fake: bool = False, **loader: Any) -> DataSplits:
+    """Loads torchvision's `name` from `root` (downloading it when allowed), or fakes it with `fake`.
+
+    `loader` holds the loader settings (batch_size, eval_batch_size, num_workers, pin_memory,
+    persistent_workers, drop_last, collate_fn); see `datasets.base.loader_settings`.
+    """
     dataset_class = getattr(torchvision.datasets, name, None)
     if dataset_class is None:
         raise UserError(f"dataset.name={name!r} is not a torchvision dataset")
-    transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    try:
-        train = dataset_class(root, train=True, download=download, transform=transform)
-        test = dataset_class(root, train=False, download=download, transform=transform)
-    except (RuntimeError, OSError) as err:  # torchvision raises RuntimeError for missing files
-        raise UserError(describe_missing_data(Path(root) / name, name)) from err
-    train_part, val_part = carve_validation(train, val_fraction, val_split_seed)
-    image, _ = train[0]
-    return DataSplits(
-        train=train_part, val=val_part, test=test,
-        num_classes=len(train.classes), input_shape=tuple(image.shape),
-        class_names=[str(c) for c in train.classes], task="multiclass", name=name, eval_transform=transform,
-        loader=LoaderSettings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers),
-    )
+    if fake:
+        if name not in KNOWN:
+            raise UserError(f"dataset.fake=true knows the shapes of {', '.join(KNOWN)} only, not {name}")
+        shape, class_names = KNOWN[name]
+        train, val, test = fake_images(shape, len(class_names))
+    else:
+        try:
+            train = dataset_class(root, train=True, download=download)
+            test = dataset_class(root, train=False, download=download)
+        except (RuntimeError, OSError) as err:  # torchvision raises RuntimeError for missing files
+            raise UserError(describe_missing_data(Path(root) / name, name)) from err
+        val, class_names = None, train.classes
+    return image_splits(train, val, test, class_names=[str(c) for c in class_names],
+                        train_transform=image_pipeline(train_transforms, mean, std),
+                        eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
+                        val_split_seed=val_split_seed, name=name, loader=loader_settings(**loader))

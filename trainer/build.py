@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
 
@@ -48,6 +48,8 @@ def data(cfg: DictConfig) -> DataSplits:
 def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
     """Builds the model from the dataset's metadata (unless the config sets it) and checks the fit."""
     metadata = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    if splits.vocab_size is not None:  # text datasets: the embedding's size
+        metadata["vocab_size"] = splits.vocab_size
     built = instantiate_node(cfg.model, "model", **{k: v for k, v in metadata.items() if k not in cfg.model})
     check_model_fits(built, splits)
     return built
@@ -81,12 +83,36 @@ def loss(cfg: DictConfig) -> nn.Module:
 
 
 def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
-    factory = instantiate_node(cfg.optimizer, "optimizer")
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    """The optimizer over all parameters, frozen ones included.
+
+    Frozen parameters (requires_grad False) never get a gradient, so the optimizer skips them
+    until a callback unfreezes them; holding them from the start keeps the optimizer's state
+    layout fixed, so checkpoints resume across an unfreeze. `optimizer.param_groups` gives
+    groups the model names (`model.param_groups()`, e.g. backbone/head) their own settings.
+    """
+    node = cfg.optimizer.copy()
+    with open_dict(node):
+        group_settings = node.pop("param_groups", None)
+    settings = OmegaConf.to_container(group_settings, resolve=True) if group_settings else {}
+    factory = instantiate_node(node, "optimizer")
     try:
-        return factory(trainable)
+        return factory(_param_groups(model, settings))
     except (TypeError, ValueError) as err:
         raise UserError(f"config `optimizer` ({cfg.optimizer._target_}): {err}") from None
+
+
+def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    named = model.param_groups() if callable(getattr(model, "param_groups", None)) else {}
+    if not named:
+        if settings:
+            raise UserError(f"optimizer.param_groups is set but model {type(model).__name__} names no parameter "
+                            "groups; remove it or use a model with param_groups() (e.g. TorchvisionClassifier)")
+        return [{"params": list(model.parameters())}]
+    unknown = sorted(set(settings) - set(named))
+    if unknown:
+        raise UserError(f"optimizer.param_groups.{unknown[0]}: model {type(model).__name__} has the groups "
+                        f"{', '.join(named)}")
+    return [{"params": params, **(settings.get(name) or {})} for name, params in named.items() if params]
 
 
 def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer) -> LRSchedule:

@@ -4,15 +4,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 
 
 class Logger:
-    """Interface: scalars during the run, hyperparameters with final metrics at the end."""
+    """Interface: scalars (and images) during the run, hyperparameters with final metrics at the end."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None: ...
+    def log_image(self, name: str, image: torch.Tensor, step: int) -> None: ...
     def flush(self) -> None: ...
     def close(self) -> None: ...
 
@@ -28,6 +30,10 @@ class TensorBoardLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
+
+    def log_image(self, name: str, image: torch.Tensor, step: int) -> None:
+        """`image` is (C, H, W), uint8 or float in [0, 1]."""
+        self.writer.add_image(name, image, step, dataformats="CHW")
 
     def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
         """Fills the HPARAMS tab; written into this run's own folder, not a timestamped sub-run."""

@@ -9,11 +9,12 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import (
-    BinaryAccuracy, BinaryF1Score, BinaryPrecision, BinaryRecall,
-    MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
+    BinaryAccuracy, BinaryConfusionMatrix, BinaryF1Score, BinaryPrecision, BinaryRecall,
+    MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from trainer.confusion import confusion_image
 from trainer.errors import UserError
 
 TASKS = ("multiclass", "binary", "regression")
@@ -39,8 +40,12 @@ class Task:
             targets = targets.to(outputs.dtype)
         return outputs, targets
 
-    def metrics(self, device: torch.device) -> MetricCollection:
-        """A fresh set of metrics for one evaluation pass; `loss` is averaged per sample."""
+    def metrics(self, device: torch.device, confusion_matrix: bool = False) -> MetricCollection:
+        """A fresh set of metrics for one evaluation pass (the loss is averaged separately, per sample).
+
+        `confusion_matrix` adds the (classes x classes) count matrix, which `summarize` turns
+        into an image; the trainer asks for it at test.
+        """
         if self.kind == "multiclass":
             common = dict(num_classes=self.num_classes, validate_args=False)
             named: dict[str, Metric] = {
@@ -54,7 +59,21 @@ class Task:
                      "recall": BinaryRecall(validate_args=False), "f1": BinaryF1Score(validate_args=False)}
         else:
             named = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
+        if confusion_matrix and self.kind == "multiclass":
+            named["confusion_matrix"] = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
+        elif confusion_matrix and self.kind == "binary":
+            named["confusion_matrix"] = BinaryConfusionMatrix(validate_args=False)
         return MetricCollection(named).to(device)
+
+    @staticmethod
+    def summarize(computed: dict[str, torch.Tensor],
+                  class_names: list[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Computed metrics split into scalars (for metrics.json) and images (the confusion matrix)."""
+        scalars = {name: float(value) for name, value in computed.items() if value.dim() == 0}
+        images = {}
+        if "confusion_matrix" in computed:
+            images["confusion_matrix"] = confusion_image(computed["confusion_matrix"], class_names)
+        return scalars, images
 
     def update(self, metrics: MetricCollection, loss_meter: MeanMetric, outputs: torch.Tensor,
                targets: torch.Tensor) -> None:

@@ -1,0 +1,27 @@
+"""The seeds' MLP: flatten, then Linear-ReLU-Dropout blocks of configurable widths, then a linear head."""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from models.blocks import checkpointed
+
+
+class MLP(nn.Module):
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], hidden_sizes: list[int] = (512, 256),
+                 dropout: float = 0.2, activation_checkpointing: bool = False) -> None:
+        super().__init__()
+        widths = [math.prod(input_shape), *hidden_sizes]
+        blocks = OrderedDict(
+            (f"block{i}", nn.Sequential(nn.Linear(n_in, n_out), nn.ReLU(), nn.Dropout(dropout)))
+            for i, (n_in, n_out) in enumerate(zip(widths, widths[1:]))
+        )
+        self.flatten = nn.Flatten()
+        self.blocks = checkpointed(nn.Sequential(blocks), activation_checkpointing)
+        self.head = nn.Linear(widths[-1], num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.flatten(x)))

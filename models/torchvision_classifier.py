@@ -1,0 +1,126 @@
+"""Any torchvision classification model by name, ready for transfer learning.
+
+The pretrained weights come from a local file (a state_dict, or one of this project's
+checkpoints) or, when online, a torchvision weights name (`DEFAULT`, `IMAGENET1K_V1`). The last
+linear layer (the head) is then replaced to fit the number of classes. `param_groups` splits the
+parameters into `backbone` and `head`, so the optimizer can give them different learning rates
+and `callbacks.BackboneUnfreeze` can unfreeze the backbone later.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from models.blocks import checkpointed
+from trainer.errors import UserError
+
+log = logging.getLogger(__name__)
+
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+
+class TorchvisionClassifier(nn.Module):
+    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
+                 freeze_backbone: bool = False, activation_checkpointing: bool = False) -> None:
+        super().__init__()
+        self.net = _pretrained(name, weights)
+        self.head_name = _last_linear(self.net, name)
+        old_head = self.net.get_submodule(self.head_name)
+        parent_name, _, attribute = self.head_name.rpartition(".")
+        setattr(self.net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
+        if activation_checkpointing:
+            _checkpoint_blocks(self.net, self.head_name, name)
+        if freeze_backbone:
+            if weights is None:
+                log.warning("model.freeze_backbone=true with model.weights=null: the frozen backbone is random; "
+                            "set model.weights to a weights file (or IMAGENET1K_V1 when online) to transfer")
+            self.set_backbone_trainable(False)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Backbone and head parameters, frozen ones included (see `set_backbone_trainable`)."""
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": []}
+        for param_name, param in self.net.named_parameters():
+            groups["head" if param_name.startswith(self.head_name + ".") else "backbone"].append(param)
+        return groups
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Freezes or unfreezes every backbone parameter; BatchNorm running statistics still adapt in training."""
+        for param in self.param_groups()["backbone"]:
+            param.requires_grad_(trainable)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _pretrained(name: str, weights: str | None) -> nn.Module:
+    """torchvision's `name` with its original head, loaded with `weights` (a file or a torchvision name)."""
+    available = torchvision.models.list_models(module=torchvision.models)
+    if name not in available:
+        raise UserError(f"model.name={name!r} is not a torchvision classification model; "
+                        f"pick one of e.g. resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, vit_b_16")
+    if weights is None or _is_file(weights):
+        net = torchvision.models.get_model(name, weights=None)
+        if weights is not None:
+            _load_file(net, Path(weights))
+        return net
+    try:
+        return torchvision.models.get_model(name, weights=weights)
+    except (KeyError, ValueError):
+        known = ", ".join(torchvision.models.get_model_weights(name).__members__)
+        raise UserError(f"model.weights={weights!r} is neither a file nor a weights name of {name} "
+                        f"({known})") from None
+    except OSError as err:  # urllib's URLError is an OSError
+        raise UserError(f"model.weights={weights}: could not download the {name} weights ({err}); "
+                        f"offline, download them elsewhere and set model.weights=/path/to/file.pth") from None
+
+
+def _is_file(weights: str) -> bool:
+    return Path(weights).suffix in WEIGHT_FILE_SUFFIXES or "/" in weights or Path(weights).exists()
+
+
+def _load_file(net: nn.Module, path: Path) -> None:
+    """Loads a state_dict (or this project's checkpoint) into `net`; a head of another size is skipped."""
+    if not path.is_file():
+        raise UserError(f"model.weights file {path} does not exist; give the path of a saved state_dict "
+                        "(torch.save(model.state_dict(), path)) or null for random weights")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"model.weights file {path} is not a readable weights file ({type(err).__name__}); "
+                        "save it with torch.save(model.state_dict(), path)") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # one of our checkpoints
+        state = {key.removeprefix("net."): value for key, value in state["model"].items()}
+    own = net.state_dict()
+    head = _last_linear(net, "")
+    fitting = {key: value for key, value in state.items()
+               if not (key.startswith(head + ".") and key in own and own[key].shape != value.shape)}
+    missing, unexpected = net.load_state_dict(fitting, strict=False)
+    missing = [key for key in missing if not key.startswith(head + ".")]
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: {len(missing)} weights "
+                        f"missing, {len(unexpected)} unexpected (e.g. {example}); was it saved from this model?")
+
+
+def _last_linear(net: nn.Module, name: str) -> str:
+    """The qualified name of the last `nn.Linear`: the classification head of torchvision models."""
+    linears = [module_name for module_name, module in net.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise UserError(f"model.name={name!r} has no linear classification head to replace; pick another model")
+    return linears[-1]
+
+
+def _checkpoint_blocks(net: nn.Module, head_name: str, name: str) -> None:
+    """Runs each top-level `nn.Sequential` stage (resnet's layer1-4, mobilenet's features) checkpointed."""
+    stages = [child_name for child_name, child in net.named_children()
+              if isinstance(child, nn.Sequential) and not head_name.startswith(child_name + ".")]
+    if not stages:
+        raise UserError(f"model.activation_checkpointing=true is not supported for {name} (no sequential "
+                        "stages); set it to false")
+    for stage in stages:
+        setattr(net, stage, checkpointed(getattr(net, stage), enabled=True))
