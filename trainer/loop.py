@@ -294,7 +294,7 @@ class Trainer:
         """Metrics of the model over `loader` (reduced over every rank), keyed `split/name`."""
         self.model.eval()
         distributed.broadcast_buffers(checkpoint.unwrap(self.model))
-        metrics = self.task.metrics(self.device)
+        metrics = self.task.metrics(self.device, confusion_matrix=split == "test")
         loss_meter = MeanMetric().to(self.device)
         limit = data.num_batches(loader, self.limits[split])
         for index, batch in enumerate(loader):
@@ -305,7 +305,10 @@ class Trainer:
             with self.precision.autocast():
                 outputs = self._eval_model(inputs)
             self.task.update(metrics, loss_meter, outputs.float(), targets)
-        results = {f"{split}/{name}": float(value) for name, value in metrics.compute().items()}
+        scalars, images = self.task.summarize(metrics.compute(), self.splits.class_names)
+        for name, image in images.items():
+            self.log_image(f"{split}/{name}", image)
+        results = {f"{split}/{name}": value for name, value in scalars.items()}
         results[f"{split}/loss"] = float(loss_meter.compute())
         return results
 
@@ -314,6 +317,12 @@ class Trainer:
         if self.is_global_zero:
             for logger in self.loggers:
                 logger.log_metrics(metrics, self.global_step)
+
+    def log_image(self, name: str, image: torch.Tensor) -> None:
+        """A uint8 (C, H, W) image, e.g. the test confusion matrix."""
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.log_image(name, image, self.global_step)
 
     def _call(self, event: str, *args: Any) -> None:
         for callback in self._handlers[event]:
