@@ -1,0 +1,87 @@
+"""Metrics against hand-computed values, accumulated over batches of unequal size; the confusion image."""
+from __future__ import annotations
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+from torchmetrics import MeanMetric
+
+from trainer.loggers import TensorBoardLogger
+from trainer.task import Task
+
+
+def accumulate(task: Task, batches: list[tuple[torch.Tensor, torch.Tensor]], confusion: bool = False):
+    metrics, loss = task.metrics(torch.device("cpu"), confusion_matrix=confusion), MeanMetric()
+    for outputs, targets in batches:
+        task.update(metrics, loss, outputs, targets)
+    return metrics.compute(), float(loss.compute())
+
+
+def one_hot_logits(predictions: list[int], classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(predictions), classes).float() * 5
+
+
+def test_multiclass_metrics_match_hand_computed_values():
+    # targets 0 0 0 1 1 2 | predictions 0 0 1 1 2 2, in batches of 4 and 2
+    targets, predictions = [0, 0, 0, 1, 1, 2], [0, 0, 1, 1, 2, 2]
+    logits = one_hot_logits(predictions, 3)
+    task = Task(nn.CrossEntropyLoss(), "multiclass", 3)
+    computed, _ = accumulate(task, [(logits[:4], torch.tensor(targets[:4])), (logits[4:], torch.tensor(targets[4:]))],
+                             confusion=True)
+    precision = [2 / 2, 1 / 2, 1 / 2]  # per class: correct / predicted
+    recall = [2 / 3, 1 / 2, 1 / 1]  # per class: correct / true
+    f1 = [2 * p * r / (p + r) for p, r in zip(precision, recall)]
+    assert float(computed["acc"]) == pytest.approx(4 / 6)
+    assert float(computed["precision"]) == pytest.approx(sum(precision) / 3)
+    assert float(computed["recall"]) == pytest.approx(sum(recall) / 3)
+    assert float(computed["f1"]) == pytest.approx(sum(f1) / 3)
+    assert computed["confusion_matrix"].tolist() == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
+
+
+def test_loss_is_averaged_per_sample_over_unequal_batches():
+    task = Task(nn.MSELoss(), "regression", 1)
+    outputs = torch.tensor([[1.0], [2.0], [3.0], [4.0], [5.0]])
+    targets = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])  # one error of 5 in the 1-sample batch
+    computed, loss = accumulate(task, [(outputs[:4], targets[:4]), (outputs[4:], targets[4:])])
+    assert loss == pytest.approx(25 / 5)  # not the mean of the two batch means (12.5)
+    assert float(computed["mse"]) == pytest.approx(25 / 5)
+    assert float(computed["mae"]) == pytest.approx(5 / 5)
+
+
+def test_binary_metrics_use_a_single_logit():
+    task = Task(nn.BCEWithLogitsLoss(), "binary", 1)
+    logits = torch.tensor([[3.0], [-3.0], [2.0], [-1.0], [4.0]])  # predictions 1 0 1 0 1
+    targets = torch.tensor([1, 0, 0, 1, 1])
+    computed, loss = accumulate(task, [(logits[:3], targets[:3]), (logits[3:], targets[3:])], confusion=True)
+    assert float(computed["acc"]) == pytest.approx(3 / 5)
+    assert float(computed["precision"]) == pytest.approx(2 / 3)
+    assert float(computed["recall"]) == pytest.approx(2 / 3)
+    assert computed["confusion_matrix"].tolist() == [[1, 1], [1, 2]]
+    expected = nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), targets.float())
+    assert loss == pytest.approx(float(expected))
+
+
+def test_summarize_keeps_scalars_and_draws_the_confusion_matrix():
+    task = Task(nn.CrossEntropyLoss(), "multiclass", 3)
+    computed, _ = accumulate(task, [(one_hot_logits([0, 1, 2, 2], 3), torch.tensor([0, 1, 2, 1]))], confusion=True)
+    scalars, images = task.summarize(computed, ["cat", "dog", "eel"])
+    assert set(scalars) == {"acc", "precision", "recall", "f1"} and scalars["acc"] == pytest.approx(0.75)
+    image = images["confusion_matrix"]
+    assert image.dtype == torch.uint8 and image.shape[0] == 3 and image.shape[1] > 60 and image.shape[2] > 60
+    assert len(image.unique()) > 2  # drawn: shaded cells and text, not a blank canvas
+
+
+def test_regression_has_no_confusion_matrix():
+    computed, _ = accumulate(Task(nn.MSELoss(), "regression", 1), [(torch.ones(2, 1), torch.zeros(2))],
+                             confusion=True)
+    assert set(computed) == {"mse", "mae"}
+
+
+def test_tensorboard_logger_writes_images(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_image("test/confusion_matrix", torch.full((3, 8, 10), 200, dtype=torch.uint8), step=7)
+    logger.close()
+    events = EventAccumulator(str(tmp_path)).Reload()
+    (image,) = events.Images("test/confusion_matrix")
+    assert (image.step, image.width, image.height) == (7, 10, 8)
