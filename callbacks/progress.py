@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from datetime import timedelta
 from typing import Any
 
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from callbacks.base import Callback
@@ -17,6 +19,7 @@ log = logging.getLogger("trainer")
 class RichProgressBar(Callback):
     def __init__(self) -> None:
         self.progress: Progress | None = None
+        self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
 
     def on_fit_start(self, trainer: Any) -> None:
         # A live bar only makes sense on a terminal; CI logs, SLURM and pipes get plain lines.
@@ -25,6 +28,7 @@ class RichProgressBar(Callback):
                 TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                 TimeRemainingColumn(), TextColumn("{task.fields[loss]}"), console=console, transient=False,
             )
+            self._swapped = _route_console_logging_through_rich()  # before start() redirects stdout
             self.progress.start()
 
     def on_train_epoch_start(self, trainer: Any) -> None:
@@ -59,6 +63,28 @@ class RichProgressBar(Callback):
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+        root = logging.getLogger()
+        for plain, rich in self._swapped:
+            root.removeHandler(rich)
+            root.addHandler(plain)
+        self._swapped = []
+
+
+def _route_console_logging_through_rich() -> list[tuple[logging.Handler, logging.Handler]]:
+    """While the bar is live, terminal log lines go through Rich, which prints them above the bar.
+
+    A plain StreamHandler writes straight to the terminal and would tear the bar apart; file
+    handlers (train.log) are left alone.
+    """
+    root = logging.getLogger()
+    swapped = []
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
+            rich = RichHandler(console=console, level=handler.level, show_path=False)
+            root.removeHandler(handler)
+            root.addHandler(rich)
+            swapped.append((handler, rich))
+    return swapped
 
 
 def _epoch(trainer: Any) -> str:
