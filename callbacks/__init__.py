@@ -6,6 +6,7 @@ from callbacks.gradient_clipping import GradientClipping
 from callbacks.lr_monitor import LearningRateMonitor
 from callbacks.model_checkpoint import ModelCheckpoint
 from callbacks.progress import RichProgressBar
+from callbacks.throughput import ThroughputMonitor
 
 __all__ = ["BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping", "LearningRateMonitor",
-           "ModelCheckpoint", "RichProgressBar"]
+           "ModelCheckpoint", "RichProgressBar", "ThroughputMonitor"]

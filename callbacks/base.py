@@ -22,11 +22,13 @@ Order of events in `Trainer.fit` (the loop itself is trainer/loop.py):
 optimizer step (after the last micro-batch of a gradient-accumulation group).
 
 Trainer attributes a callback may read: `model`, `optimizer`, `epoch`, `global_step`,
-`batch_idx`, `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `fast_dev_run`,
-`should_log` (this step's metrics are being logged), `last_loss` (a float, set on logging
-steps), `callback_metrics` (the latest validation metrics). A callback may set
-`trainer.should_stop = True`, call `trainer.log_metrics({...})` and
-`trainer.save_checkpoint(path)`.
+`batch_idx`, `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `world_size`
+(DDP processes), `device`, `train_loader`, `fast_dev_run`, `should_log` (this step's metrics
+are being logged), `last_loss` (a float, set on logging steps), `callback_metrics` (the latest
+validation metrics). A callback may set `trainer.should_stop = True`, call
+`trainer.log_metrics({...})` and `trainer.save_checkpoint(path)` (on every rank: only rank 0
+writes), and in `on_fit_end` add summary values to `callback_metrics`, which then join the
+final metrics table and metrics.json.
 
 Only the events a callback overrides are called, so an idle callback costs nothing per step.
 """

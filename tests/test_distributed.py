@@ -1,8 +1,10 @@
 """DDP on CPU with gloo: two real processes, compared against one process on the same samples."""
 from __future__ import annotations
 
+import json
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from callbacks import ModelCheckpoint
-from tests.conftest import TinyNet, synthetic_splits
+from callbacks.base import Callback
+from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
 from trainer import checkpoint, distributed
 from trainer.loop import Trainer
 from trainer.scheduling import LRSchedule
@@ -100,3 +103,59 @@ def test_checkpoints_hold_plain_names_and_every_ranks_rng(ddp_dir, two_processes
     assert not any(key.startswith(("module.", "_orig_mod.")) for key in state["model"])
     assert len(state["rng_per_rank"]) == 2
     torch.testing.assert_close(state["model"]["net.0.weight"], two_processes[0]["weights"]["net.0.weight"])
+
+
+# ----------------------------------------------------------------- the `train` command, end to end
+TINY = ("config=mnist_cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2")
+
+
+class RaiseOnRankOne(Callback):
+    """Fails rank 1 after its second optimizer step, while rank 0 carries on into the next one."""
+
+    def on_train_batch_end(self, trainer) -> None:
+        if trainer.global_step == 2 and not trainer.is_global_zero:
+            raise RuntimeError("boom on rank 1")
+
+
+def only_run_folder(root: Path) -> Path:
+    """The single run folder under `root`; fails if there are several, or stray empty ones."""
+    folders = [path.parent for path in root.rglob(".hydra")]
+    assert len(folders) == 1, folders
+    assert [path for path in root.rglob("*") if path.is_dir() and not any(path.iterdir())] == []
+    return folders[0]
+
+
+def assert_complete_run(run_dir: Path) -> None:
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # rank 0's only
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert len(state["rng_per_rank"]) == 2
+
+
+def test_train_with_two_devices_writes_one_run_folder(tmp_path, data_dir):
+    result = run_train(*TINY, "trainer.devices=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("final metrics") == 1  # rank 0 speaks for the job
+    assert_complete_run(only_run_folder(tmp_path / "outputs"))
+
+
+def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):
+    torchrun = Path(train_command()).with_name("torchrun")
+    # Microseconds in the folder name: the ranks would each compose a different one.
+    result = run_train("--standalone", "--nproc_per_node=2", "--no-python", train_command(), *TINY,
+                       "hydra.run.dir=outputs/${now:%H-%M-%S-%f}", cwd=tmp_path, command=str(torchrun),
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_complete_run(only_run_folder(tmp_path / "outputs"))
+
+
+def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, data_dir):
+    started = time.monotonic()
+    result = run_train(*TINY, "trainer.max_epochs=3", "trainer.devices=2",
+                       "+callbacks.boom._target_=tests.test_distributed.RaiseOnRankOne", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=REPO, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode != 0
+    assert "boom on rank 1" in result.stdout + result.stderr
+    assert time.monotonic() - started < 90  # ended, not hung until the process-group timeout
+    assert not (tmp_path / "run" / "metrics.json").exists()
