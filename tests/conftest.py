@@ -68,10 +68,10 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     return trainer
 
 
-def train_command() -> str:
-    """The installed console script, as a user would run it."""
-    found = shutil.which("train", path=str(Path(sys.executable).parent)) or shutil.which("train")
-    assert found, "the `train` console script is not installed; run the README's set-up command"
+def train_command(name: str = "train") -> str:
+    """An installed console script (`train` unless named), as a user would run it."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"the `{name}` console script is not installed; run the README's set-up command"
     return found
 
 
@@ -80,3 +80,19 @@ def run_train(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     return subprocess.run([command or train_command(), *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """A short real MNIST run folder (10 training batches), for evaluate, predict and export-model."""
+    run_dir = tmp_path_factory.mktemp("tiny") / "run"
+    result = run_train("config=mnist_cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
+                       "trainer.limit_val_batches=2", f"hydra.run.dir={run_dir}", cwd=REPO,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run_dir
+
+
+def run_command(name: str, *args: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    """One of the installed run-folder commands (`evaluate`, `predict`, `export-model`)."""
+    return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir)}, command=train_command(name))
