@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from hydra import compose, initialize_config_module
 from torch import nn
 
 from callbacks import ModelCheckpoint
 from callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
-from trainer import checkpoint, distributed
+from trainer import checkpoint, distributed, schema
 from trainer.loop import Trainer
 from trainer.scheduling import LRSchedule
 from trainer.task import Task
@@ -159,3 +160,13 @@ def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, data_dir):
     assert "boom on rank 1" in result.stdout + result.stderr
     assert time.monotonic() - started < 90  # ended, not hung until the process-group timeout
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_slurm_launcher_config_composes_with_one_gpu_per_device():
+    schema.register()
+    with initialize_config_module(version_base="1.3", config_module="configs"):
+        cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer.devices=4",
+                                                      "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.gpus_per_node, launcher.nodes, launcher.tasks_per_node, launcher.partition) == (4, 1, 1, "gpu")

@@ -59,10 +59,21 @@ def should_launch(cfg: DictConfig) -> bool:
 
 def launch_workers(cfg: DictConfig) -> float | None:
     """Runs `trainer.devices` workers on this machine; exits like the first worker that failed."""
+    import torch
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from trainer.errors import UserError
+
     devices = int(cfg.trainer.devices)
+    if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
+        raise UserError("trainer.devices starts workers on this node only; for several nodes run "
+                        "`torchrun --nnodes=N --nproc_per_node=G --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT "
+                        "--no-python train ...` on each node (see the README)")
+    visible = torch.cuda.device_count()
+    if cfg.trainer.accelerator != "cpu" and 0 < visible < devices:  # on CPU, workers share the cores
+        raise UserError(f"trainer.devices={devices} but only {visible} CUDA devices are visible; "
+                        f"lower trainer.devices")
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     # As torchrun does: N processes with all cores each would overload the machine.
