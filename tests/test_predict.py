@@ -1,0 +1,120 @@
+"""`predict` on a run trained in the test session, and the input handling of trainer/predict.py."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+from torch.utils.data import TensorDataset
+
+from datasets.base import DataSplits
+from tests.conftest import run_command
+from trainer import predict
+from trainer.errors import UserError
+from trainer.run_folder import RunFolder
+
+DIGITS = 5
+
+
+@pytest.fixture
+def digit_files(tmp_path, data_dir) -> Path:
+    """Test digits as PNG files, one of them RGB at twice the size, and one file that is no image."""
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    test_set = torchvision.datasets.MNIST(str(data_dir), train=False)
+    for index in range(DIGITS):
+        test_set[index][0].save(folder / f"digit{index}.png")
+    # Nearest-neighbour doubling: shrinking it back gives the same grey values.
+    test_set[0][0].resize((56, 56), 0).convert("RGB").save(folder / "rgb_big.png")
+    (folder / "broken.png").write_bytes(b"this is not a PNG")
+    return folder
+
+
+def _eager_predictions(run: Path, data_dir: Path) -> list[int]:
+    """What the run's model predicts for the first test digits, straight from the dataset."""
+    splits, model, _ = RunFolder.open(str(run), [f"dataset.root={data_dir}"]).load_model("best")
+    with torch.no_grad():
+        inputs = torch.stack([splits.test[index][0] for index in range(DIGITS)])
+        return model(inputs).argmax(dim=-1).tolist()
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_predict_a_folder_names_each_file_and_skips_the_unreadable(tiny_run, digit_files, tmp_path, data_dir):
+    result = run_command("predict", f"run={tiny_run}", f"inputs={digit_files}", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {Path(row["input"]).name: row for row in _rows(tiny_run / "predictions.csv")}
+    assert set(rows) == {f"digit{index}.png" for index in range(DIGITS)} | {"rgb_big.png"}
+    expected = _eager_predictions(tiny_run, data_dir)
+    assert [int(rows[f"digit{index}.png"]["class_index"]) for index in range(DIGITS)] == expected
+    assert rows["rgb_big.png"]["class_index"] == rows["digit0.png"]["class_index"]
+    for name, row in rows.items():
+        assert 0.0 < float(row["probability"]) <= 1.0
+        assert row["class_name"].startswith(row["class_index"])  # MNIST names: "7 - seven"
+        line = next(line for line in result.stdout.splitlines() if name in line)
+        assert f"{row['class_name']} (class {row['class_index']})" in line
+    assert f"skipped {digit_files / 'broken.png'}: cannot identify image file" in result.stdout
+
+
+def test_predict_a_glob_into_a_chosen_file(tiny_run, digit_files, tmp_path, data_dir):
+    output = tmp_path / "out" / "p.csv"
+    result = run_command("predict", f"run={tiny_run}", f"inputs={digit_files}/digit*.png", f"output={output}",
+                         cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [Path(row["input"]).name for row in _rows(output)] == [f"digit{index}.png" for index in range(DIGITS)]
+    assert "skipped" not in result.stdout
+
+
+def test_predict_fails_when_nothing_is_readable(tiny_run, tmp_path, data_dir):
+    (tmp_path / "junk.png").write_bytes(b"junk")
+    result = run_command("predict", f"run={tiny_run}", f"inputs={tmp_path / 'junk.png'}", cwd=tmp_path,
+                         data_dir=data_dir)
+    assert result.returncode == 2
+    assert "none of the inputs matched by inputs=" in result.stdout
+
+
+def test_inputs_that_match_nothing_are_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no file, no folder with files and no glob"):
+        predict.find_inputs(str(tmp_path / "*.png"))
+
+
+def _table_splits(task: str, classes: int) -> DataSplits:
+    """Splits of a table run: rows arrive as {column: text}, the transform picks the features."""
+    empty = TensorDataset(torch.zeros(0, 2))
+    return DataSplits(train=empty, val=empty, test=empty, num_classes=classes, input_shape=(2,), task=task,
+                      class_names=["no", "yes"][:classes] if task != "regression" else [],
+                      eval_transform=lambda row: torch.tensor([float(row["a"]), float(row["b"])]))
+
+
+def test_text_lines_and_csv_rows_become_inputs(tmp_path):
+    (tmp_path / "notes.txt").write_text("first line\n\nthird line\n")
+    (tmp_path / "rows.csv").write_text("a,b\n1,2\n3,oops\n")
+    skipped = []
+    items = list(predict.read_inputs([tmp_path / "notes.txt", tmp_path / "rows.csv"],
+                                     lambda name, err: skipped.append(name)))
+    assert items == [(f"{tmp_path / 'notes.txt'}:1", "first line"), (f"{tmp_path / 'notes.txt'}:3", "third line"),
+                     (f"{tmp_path / 'rows.csv'}:2", {"a": "1", "b": "2"}),
+                     (f"{tmp_path / 'rows.csv'}:3", {"a": "3", "b": "oops"})]
+    splits = _table_splits("multiclass", 2)
+    assert predict.prepare(items[2][1], splits).tolist() == [1.0, 2.0]
+    with pytest.raises(ValueError):  # the row is skipped by name, the others still predicted
+        predict.prepare(items[3][1], splits)
+    assert skipped == []
+
+
+def test_decoding_per_task():
+    outputs = torch.tensor([[2.0], [-1.0]])
+    binary = predict.decode(outputs, _table_splits("binary", 2))
+    assert [row["class_name"] for row in binary] == ["yes", "no"]
+    assert binary[0]["probability"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item(), abs=1e-6)
+    assert binary[1]["probability"] == pytest.approx(1 - torch.sigmoid(torch.tensor(-1.0)).item(), abs=1e-6)
+    assert predict.decode(outputs, _table_splits("regression", 1)) == [{"value": 2.0}, {"value": -1.0}]
+    multiclass = predict.decode(torch.tensor([[0.0, 3.0]]), _table_splits("multiclass", 2))
+    assert multiclass == [{"class_index": 1, "class_name": "yes",
+                           "probability": round(torch.tensor([0.0, 3.0]).softmax(0)[1].item(), 6)}]
+    assert predict.describe({"input": "x.csv:2", **multiclass[0]}) == "x.csv:2  yes (class 1)  p=0.9526"
