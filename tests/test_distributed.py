@@ -138,7 +138,13 @@ def test_train_with_two_devices_writes_one_run_folder(tmp_path, data_dir):
     result = run_train(*TINY, "trainer.devices=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("final metrics") == 1  # rank 0 speaks for the job
-    assert_complete_run(only_run_folder(tmp_path / "outputs"))
+    run_dir = only_run_folder(tmp_path / "outputs")
+    assert_complete_run(run_dir)
+    # The DDP checkpoint continues in one process, in the same folder.
+    result = run_train(*TINY, "trainer.max_epochs=2", f"resume={run_dir}", cwd=tmp_path,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 8
 
 
 def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):
