@@ -49,7 +49,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
         os.replace(staged, target)
     finally:
         staged.unlink(missing_ok=True)
-    write_metadata(target.parent, splits, ckpt)
+    write_metadata(target.parent, splits, ckpt, batch)
     print(f"wrote {target}: largest absolute difference to the eager model {difference:.3g} "
           f"on {len(batch)} test samples (tolerance {cfg.tolerance:g})")
     return difference
@@ -75,7 +75,11 @@ def torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> Runner:
     # load; the format was asked for explicitly, so its deprecation notices are not shown.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
-        traced = torch.jit.trace(model, example)
+        try:
+            traced = torch.jit.trace(model, example)
+        except RuntimeError as err:
+            raise UserError(f"format=torchscript: tracing {type(model).__name__} failed ({_reason(err)}); "
+                            "try format=onnx, or change the model's forward") from err
         torch.jit.save(traced, str(path))
         loaded = torch.jit.load(str(path))
     return lambda inputs: loaded(inputs)
@@ -95,6 +99,9 @@ def onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Runner:
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_shapes=(dims,))
     except ImportError as err:
         raise UserError(f"format=onnx needs onnx and onnxscript ({err}): pip install -e \".[export]\"") from None
+    except torch.onnx.OnnxExporterError as err:
+        raise UserError(f"format=onnx: torch.onnx cannot export {type(model).__name__} ({_reason(err)}); "
+                        "use format=torchscript, or change the model's forward") from err
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda inputs: torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: inputs.numpy()})[0])
 
@@ -114,9 +121,18 @@ def verify(model: nn.Module, runner: Runner, batch: torch.Tensor, tolerance: flo
     return difference
 
 
-def write_metadata(folder: Path, splits: DataSplits, ckpt: Path) -> None:
+def _reason(err: BaseException) -> str:
+    """The first line of the root cause: exporters wrap it in pages of advice."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
+def write_metadata(folder: Path, splits: DataSplits, ckpt: Path, batch: torch.Tensor) -> None:
     """What a deployment needs beside the file: input layout, class names, where the weights came from."""
-    shape = [*dynamic_dims(torch.zeros(1)).values(), *splits.input_shape]
+    dims = dynamic_dims(batch)
+    shape = [dims.get(index, size) for index, size in enumerate([len(batch), *splits.input_shape])]
     (folder / "model.json").write_text(json.dumps({
         "input": {"name": INPUT_NAME, "shape": shape}, "output": OUTPUT_NAME, "task": splits.task,
         "class_names": splits.class_names, "checkpoint": str(ckpt.resolve()),
