@@ -88,7 +88,8 @@ def test_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
 def test_help_lists_experiments_and_groups(tmp_path):
     result = run_train("--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert "config: mnist_cnn" in result.stdout and "optimizer: adagrad, adam, adamw, rmsprop, sgd" in result.stdout
+    assert "config: cifar10_cnn, cifar10_resnet18, fashion_mnist_cnn, imagefolder_resnet18, mnist_cnn" in result.stdout
+    assert "optimizer: adagrad, adam, adamw, rmsprop, sgd" in result.stdout
 
 
 def test_cfg_job_prints_the_config_without_training(tmp_path):
