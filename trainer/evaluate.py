@@ -33,7 +33,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
                       Task(build.loss(config), splits.task, splits.num_classes))
         loader = trainer.test_loader if cfg.split == "test" else trainer.val_loader
         metrics = trainer.evaluate(loader, cfg.split)
-    print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt}")
+    print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt.name}")
     target = run.path / f"eval_{cfg.split}.json"
     target.write_text(json.dumps({**metrics, "checkpoint": str(ckpt)}, indent=2) + "\n")
     print(f"wrote {target}")
