@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import Subset
 
 from datasets.base import FAKE_SIZES, DataSplits, loader_settings, read_csv_rows, split_indices
+from datasets.in_memory import InMemory
 from trainer.errors import UserError
 
 TABLE_TASKS = ("multiclass", "binary", "regression")
@@ -37,11 +38,13 @@ class RowEncoder:
 def build(path: str, target: str, features: list[str] | None = None, task: str = "regression",
           val_fraction: float = 0.15, test_fraction: float = 0.15, val_split_seed: int = 0,
           standardize: bool = True, fake: bool = False, fake_num_features: int = 8, fake_num_classes: int = 3,
-          **loader: Any) -> DataSplits:
+          in_memory: bool = True, **loader: Any) -> DataSplits:
     """Reads `path` (or with `fake` generates rows of the same width and classes).
 
     `features: null` takes every column but the target. For `multiclass` and `binary`, the
     target's distinct values (sorted) are the classes; `binary` needs exactly two.
+    `in_memory` batches the rows by index on the training device (the fast path); false feeds
+    them through a DataLoader.
     """
     if task not in TABLE_TASKS:
         raise UserError(f"dataset.task={task!r} is unknown; use one of {', '.join(TABLE_TASKS)}")
@@ -56,9 +59,11 @@ def build(path: str, target: str, features: list[str] | None = None, task: str =
     if standardize:
         train_inputs = inputs[train_indices]
         mean, std = train_inputs.mean(dim=0), train_inputs.std(dim=0, correction=0).clamp(min=1e-8)
-    table = TensorDataset((inputs - mean) / std, targets)
+    table = InMemory((inputs - mean) / std, targets)
+    train, val, test = (table.subset(indices, None) if in_memory else Subset(table, indices)
+                        for indices in (train_indices, val_indices, test_indices))
     return DataSplits(
-        train=Subset(table, train_indices), val=Subset(table, val_indices), test=Subset(table, test_indices),
+        train=train, val=val, test=test,
         num_classes=len(class_names) if task == "multiclass" else 1, input_shape=(len(names),),
         loader=loader_settings(**loader), class_names=class_names, task=task,
         name=f"csv:{Path(path).name}", eval_transform=RowEncoder(names, mean, std),

@@ -10,6 +10,7 @@ from torchvision.datasets import FakeData
 from torchvision.transforms import v2
 
 from datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, TransformedSubset, split_indices
+from datasets.in_memory import BatchTransform, InMemory, decode_images
 
 
 def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[float],
@@ -32,21 +33,32 @@ def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[Dataset, 
 
 def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, class_names: list[str],
                  train_transform: v2.Compose, eval_transform: v2.Compose, val_fraction: float,
-                 val_split_seed: int, name: str, loader: LoaderSettings) -> DataSplits:
+                 val_split_seed: int, name: str, loader: LoaderSettings, in_memory: bool = False) -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
 
     A carved validation set shares the loaded training images but gets the evaluation
     transform, so it is never augmented. Without `test`, the validation set is also tested.
+    With `in_memory`, every split is decoded once into uint8 tensors (datasets/in_memory.py) and
+    transformed per batch on the training device, by the same steps and normalization.
     """
+    part = _in_memory_part if in_memory else TransformedSubset
+    if in_memory:
+        train, val, test = (None if split is None else decode_images(split) for split in (train, val, test))
     if val is None:
         train_indices, val_indices = split_indices(len(train), [val_fraction], val_split_seed)
-        train_part = TransformedSubset(train, train_indices, train_transform)
-        val_part = TransformedSubset(train, val_indices, eval_transform)
+        train_part = part(train, train_indices, train_transform)
+        val_part = part(train, val_indices, eval_transform)
     else:
-        train_part = TransformedSubset(train, range(len(train)), train_transform)
-        val_part = TransformedSubset(val, range(len(val)), eval_transform)
-    test_part = val_part if test is None else TransformedSubset(test, range(len(test)), eval_transform)
+        train_part = part(train, range(len(train)), train_transform)
+        val_part = part(val, range(len(val)), eval_transform)
+    test_part = val_part if test is None else part(test, range(len(test)), eval_transform)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
                       input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
                       name=name, eval_transform=eval_transform)
+
+
+def _in_memory_part(decoded: InMemory, indices: Sequence[int], pipeline: v2.Compose) -> InMemory:
+    """The samples `indices` with `pipeline` (as built by `image_pipeline`) applied per batch."""
+    steps, normalize = pipeline.transforms[1:-2], pipeline.transforms[-1]  # between ToImage and ToDtype
+    return decoded.subset(indices, BatchTransform(steps, normalize.mean, normalize.std))

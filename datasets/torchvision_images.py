@@ -23,8 +23,12 @@ KNOWN = {
 def build(name: str, root: str, mean: list[float], std: list[float],
           train_transforms: list[Callable[[Any], Any]] | None = None,
           eval_transforms: list[Callable[[Any], Any]] | None = None, download: bool = True,
-          val_fraction: float = 0.1, val_split_seed: int = 0, fake: bool = False, **loader: Any) -> DataSplits:
+          val_fraction: float = 0.1, val_split_seed: int = 0, fake: bool = False, in_memory: bool = True,
+          **loader: Any) -> DataSplits:
     """Loads torchvision's `name` from `root` (downloading it when allowed), or fakes it with `fake`.
+
+    `in_memory` decodes the images once and batches them on the training device (the fast
+    path); false runs the transforms per sample in the DataLoader (and its workers).
 
     `loader` holds the loader settings (batch_size, eval_batch_size, num_workers, pin_memory,
     persistent_workers, drop_last, collate_fn); see `datasets.base.loader_settings`.
@@ -47,4 +51,5 @@ def build(name: str, root: str, mean: list[float], std: list[float],
     return image_splits(train, val, test, class_names=[str(c) for c in class_names],
                         train_transform=image_pipeline(train_transforms, mean, std),
                         eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
-                        val_split_seed=val_split_seed, name=name, loader=loader_settings(**loader))
+                        val_split_seed=val_split_seed, name=name, loader=loader_settings(**loader),
+                        in_memory=in_memory)

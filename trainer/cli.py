@@ -15,6 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from trainer import launch, resume, schema
 
+# OpenMP threads that finished their share sleep instead of spinning (unless the user chose
+# otherwise). OpenMP reads this once, when torch loads, which is later than here: this module
+# imports no torch. With spinning threads a CPU run slows several-fold whenever other processes
+# share the cores; sleeping costs microseconds per parallel region on an idle machine.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 schema.register()
 OmegaConf.register_new_resolver("run_folder", resume.run_folder, replace=True)
 log = logging.getLogger("trainer")

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from datasets.base import LoaderSettings
+from datasets.in_memory import InMemory
 
 
 class ResumableSampler(DistributedSampler):
@@ -46,25 +47,60 @@ class EvalShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class DeviceTensorLoader:
+    """Batches of an `InMemory` dataset gathered by index on the device: the fast path.
+
+    It offers what the Trainer uses of a DataLoader (`sampler`, `batch_size`, `generator`,
+    `len()`, iteration yielding (inputs, targets)) and walks the same sampler, so the order,
+    sharding and mid-epoch `skip` are those of the DataLoader path. The dataset is moved to the
+    device once, here; each batch costs one gather and one batched transform.
+    """
+
+    def __init__(self, dataset: InMemory, batch_size: int, sampler: Sampler[int], device: torch.device,
+                 drop_last: bool, seed: int) -> None:
+        self.dataset = dataset.to(device)
+        self.batch_size = batch_size
+        self.sampler = sampler
+        self.drop_last = drop_last
+        # Re-seeded each epoch by the Trainer like a DataLoader's; nothing here draws from it
+        # (batch transforms use the global RNG, which checkpoints restore).
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        count = len(self.sampler)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.as_tensor(list(self.sampler), dtype=torch.long).to(self.dataset.device, non_blocking=True)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield self.dataset.batch(order[start:start + self.batch_size])
+
+
+Loader = DataLoader | DeviceTensorLoader
+
+
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
-                 num_replicas: int = 1, rank: int = 0) -> DataLoader:
+                 num_replicas: int = 1, rank: int = 0) -> Loader:
     sampler = ResumableSampler(dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank,
                                drop_last=settings.drop_last)
     return _loader(dataset, settings, settings.batch_size, sampler, device, seed)
 
 
 def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device,
-                num_replicas: int = 1, rank: int = 0) -> DataLoader:
+                num_replicas: int = 1, rank: int = 0) -> Loader:
     sampler = EvalShardSampler(dataset, num_replicas=num_replicas, rank=rank)
     return _loader(dataset, settings, settings.eval_batch_size or settings.batch_size, sampler, device, 0)
 
 
 def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[int],
-            device: torch.device, seed: int) -> DataLoader:
+            device: torch.device, seed: int) -> Loader:
+    drop_last = settings.drop_last and isinstance(sampler, ResumableSampler)
+    if isinstance(dataset, InMemory):
+        return DeviceTensorLoader(dataset, batch_size, sampler, device, drop_last, seed)
     workers = settings.num_workers
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=settings.collate_fn, drop_last=settings.drop_last and isinstance(sampler, ResumableSampler),
+        collate_fn=settings.collate_fn, drop_last=drop_last,
         pin_memory=settings.pin_memory and device.type == "cuda",
         persistent_workers=settings.persistent_workers and workers > 0,
         # The loader's own generator (re-seeded each epoch by the Trainer) gives the worker
@@ -74,7 +110,7 @@ def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler
     )
 
 
-def num_batches(loader: DataLoader, limit: int | float | None) -> int:
+def num_batches(loader: Loader, limit: int | float | None) -> int:
     """Batches per pass after `limit` (int = count, float = fraction of the full pass)."""
     full = len(loader)
     if limit is None:

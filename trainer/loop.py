@@ -290,7 +290,7 @@ class Trainer:
         return metrics
 
     @torch.no_grad()
-    def evaluate(self, loader: torch.utils.data.DataLoader, split: str) -> dict[str, float]:
+    def evaluate(self, loader: data.Loader, split: str) -> dict[str, float]:
         """Metrics of the model over `loader` (reduced over every rank), keyed `split/name`."""
         self.model.eval()
         distributed.broadcast_buffers(checkpoint.unwrap(self.model))
