@@ -81,10 +81,10 @@ def test_run_is_required(tmp_path, data_dir):
 
 
 def test_command_line_is_split_between_the_command_and_the_run_config():
-    args = ["run=R", "ckpt=last", "dataset.batch_size=256", "+model.extra=1", "~callbacks.lr_monitor",
+    args = ["run=R", "ckpt=checkpoints/epoch=001-step=57.ckpt", "dataset.batch_size=256", "+model.extra=1", "~callbacks.lr_monitor",
             "hydra.verbose=true", "-sc", "install=bash", "--cfg", "job"]
     own, run = split_overrides(args, {"run", "ckpt", "split"})
-    assert own == ["run=R", "ckpt=last", "hydra.verbose=true", "-sc", "install=bash", "--cfg", "job"]
+    assert own == ["run=R", "ckpt='checkpoints/epoch=001-step=57.ckpt'", "hydra.verbose=true", "-sc", "install=bash", "--cfg", "job"]
     assert run == ["dataset.batch_size=256", "+model.extra=1", "~callbacks.lr_monitor"]
 
 

@@ -34,12 +34,22 @@ def split_overrides(args: list[str], own_keys: set[str]) -> tuple[list[str], lis
     for arg in args:
         key = arg.split("=", 1)[0].lstrip("+~")
         is_override = ("=" in arg or arg.startswith("~")) and not arg.startswith("-")
+        if is_override and not value_expected:
+            arg = _quote_value(arg)
         if value_expected or not is_override or key.split(".")[0] in own_keys | {"hydra"}:
             for_hydra.append(arg)
         else:
             for_run.append(arg)
         value_expected = arg in FLAGS_WITH_VALUE
     return for_hydra, for_run
+
+
+def _quote_value(arg: str) -> str:
+    """`ckpt=epoch=3-step=120.ckpt` -> `ckpt='epoch=3-step=120.ckpt'`: Hydra's grammar wants `=` quoted."""
+    key, _, value = arg.partition("=")
+    if "=" not in value or "'" in value or value[:1] == '"':
+        return arg
+    return f"{key}='{value}'"
 
 
 def _command(config_name: str, module: str) -> Callable[[], None]:
