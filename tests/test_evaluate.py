@@ -91,7 +91,7 @@ def test_command_line_is_split_between_the_command_and_the_run_config():
 def _folder(tmp_path: Path) -> Path:
     (tmp_path / ".hydra").mkdir()
     config = {"seed": 1, "model": {"hidden": 8}, "dataset": {"root": "${oc.env:DATA_DIR,data}", "sizes": [1, 2]},
-              "loss": {}, "trainer": {"init_from": "gone.ckpt", "limit_test_batches": None}}
+              "loss": {}, "trainer": {"init_from": "gone.ckpt", "devices": 2, "limit_test_batches": None}}
     (tmp_path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -106,6 +106,7 @@ def test_overrides_follow_hydra_syntax_on_the_saved_config(tmp_path, monkeypatch
     assert "limit_test_batches" not in run.config.trainer
     assert run.config.dataset.root == "/elsewhere"  # resolved here, not where it was trained
     assert run.config.trainer.init_from is None  # the checkpoint gives the weights
+    assert run.config.trainer.devices == 1  # one process, whatever the run trained on
 
 
 @pytest.mark.parametrize("overrides, expected", [

@@ -51,12 +51,14 @@ class RunFolder:
         if missing:
             raise UserError(f"run folder {path}: {CONFIG} has no {', '.join(missing)}: it was written by an "
                             "incompatible config; train the run again with this version")
+        # The weights come from the chosen checkpoint; a fine-tuning source the run started from
+        # must not be loaded (or even exist) again. The commands run in one process: evaluation
+        # shards without padding, so one process scores what a multi-device run scored.
+        for key, value in (("init_from", None), ("devices", 1)):
+            if key in config.trainer:
+                config.trainer[key] = value
         folder = cls(path, config)
         folder.apply_overrides(overrides)
-        # The weights come from the chosen checkpoint; a fine-tuning source the run started from
-        # must not be loaded (or even exist) again.
-        if "init_from" in config.trainer:
-            config.trainer.init_from = None
         return folder
 
     def apply_overrides(self, overrides: list[str]) -> None:
