@@ -17,6 +17,7 @@ from callbacks import ModelCheckpoint
 from callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
 from trainer import checkpoint, distributed, schema
+from trainer.errors import UserError
 from trainer.loop import Trainer
 from trainer.scheduling import LRSchedule
 from trainer.task import Task
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 
 def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **kwargs) -> dict:
-    """Trains a dropout-free TinyNet on blobs; returns weights, metrics and the last checkpoint."""
+    """Trains a dropout-free net on blobs; returns its weights and metrics."""
     torch.manual_seed(0)
     # 260 training samples: four full batches of 64 and a last one of 4 (2 per rank). 65
     # validation and test samples give two shards of unequal length.
@@ -88,6 +89,11 @@ def test_accumulation_under_ddp_matches_one_big_batch(tmp_path, one_process):
     for rank_result in fit_ddp(tmp_path, batch_size=16, accumulate=2):
         for name, value in one_process["weights"].items():
             torch.testing.assert_close(rank_result["weights"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="trainer.sync_batchnorm=true needs CUDA"):
+        Trainer(accelerator="cpu", sync_batchnorm=True, run_dir=tmp_path)
 
 
 def test_evaluation_covers_the_whole_split_on_every_rank(one_process, two_processes):

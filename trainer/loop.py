@@ -66,6 +66,9 @@ class Trainer:
         self.sync_batchnorm = sync_batchnorm
         self.compile = compile
         self.device = distributed.device(str(getattr(accelerator, "value", accelerator)))
+        if sync_batchnorm and self.device.type != "cuda":
+            raise UserError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
+                            "kernel); set trainer.sync_batchnorm=false on CPU")
         self.precision = Precision(precision, self.device)
         configure_determinism(deterministic, cudnn_benchmark)
         self.fast_dev_run = fast_dev_run
