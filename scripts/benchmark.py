@@ -1,0 +1,292 @@
+"""Times the toolkit against the loop a user would write by hand, in one invocation.
+
+Two modes (both by default):
+
+* `process`: whole processes, alternated for `--rounds`: the toolkit's `train config=mnist_cnn`
+  (with its validation, checkpoints and TensorBoard), the seeds' hand-written loop
+  (scripts/handwritten_mnist.py: per-sample PIL transforms, no validation) and, when installed,
+  PyTorch Lightning (scripts/lightning_mnist.py). Wall time, steady epoch time (median of epochs
+  2..E), peak RSS and test accuracy; medians over rounds, ratios to the hand-written loop.
+  `train --help` is timed too.
+* `overhead`: the framework alone. One child process per measurement builds the same DataLoader
+  (the seeds' per-sample transforms) and model from the same seed, then either a plain loop or
+  `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time
+  and peak-memory ratios are what the Trainer costs (compare Lightning's parity benchmarks).
+
+    DATA_DIR=../shared/data python scripts/benchmark.py              # the README's table
+    DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+@dataclass
+class Sample:
+    """One child process: wall seconds, peak RSS (MiB), and what it reported."""
+    wall: float
+    peak_mib: float
+    report: dict = field(default_factory=dict)
+
+
+Contender = Callable[[argparse.Namespace, dict[str, str], Path, int], Sample]
+
+
+def run_child(command: list[str], env: dict[str, str], cwd: Path) -> tuple[Sample, str]:
+    """Runs `command` to the end; its own peak RSS comes from wait4's rusage (Linux: KiB)."""
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        output.seek(0)
+        text = output.read()
+    if process.returncode != 0:
+        sys.exit(f"benchmark: {' '.join(command)} failed with exit code {process.returncode}:\n{text[-3000:]}")
+    return Sample(wall, usage.ru_maxrss / 1024), text
+
+
+def json_lines(text: str) -> dict:
+    """The JSON objects a script printed, merged, with `epoch_seconds` collected in order."""
+    merged: dict = {"epoch_seconds": []}
+    for line in text.splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if "seconds" in record:
+                merged["epoch_seconds"].append(record["seconds"])
+            merged.update({k: v for k, v in record.items() if k not in ("seconds", "epoch")})
+    return merged
+
+
+def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
+    """Epoch durations from TensorBoard: gaps between the per-epoch `val/loss` points (epochs 2..E)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    times = [event.wall_time for event in events.Scalars("val/loss")]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
+# ------------------------------------------------------------------------------ process mode
+def toolkit(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
+    run_dir = work / f"toolkit_{index}"
+    command = [shutil.which("train") or "train", "config=mnist_cnn", f"trainer.max_epochs={args.epochs}",
+               f"hydra.run.dir={run_dir}"]
+    if args.limit_batches:
+        command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
+    sample, _ = run_child(command, env, REPO)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    sample.report = {"test_acc": metrics["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir)}
+    return sample
+
+
+def script(name: str) -> Contender:
+    """A benchmark script of scripts/, run in its own scratch folder (Lightning writes logs there)."""
+    def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
+        command = [sys.executable, str(SCRIPTS / name), "--epochs", str(args.epochs), "--data-dir", args.data_dir]
+        if args.limit_batches:
+            command += ["--limit-batches", str(args.limit_batches)]
+        folder = work / f"{Path(name).stem}_{index}"
+        folder.mkdir()
+        sample, text = run_child(command, env, folder)
+        sample.report = json_lines(text)
+        sample.report["steady_epoch_seconds"] = sample.report["epoch_seconds"][1:]  # without warm-up
+        return sample
+    return run
+
+
+def steady_epoch(sample: Sample) -> float | None:
+    """Median epoch time without the first epoch (warm-up, lazy imports, first allocations)."""
+    steady = sample.report["steady_epoch_seconds"]
+    return statistics.median(steady) if steady else None
+
+
+def time_help(env: dict[str, str], rounds: int) -> float:
+    return statistics.median(run_child([shutil.which("train") or "train", "--help"], env, REPO)[0].wall
+                             for _ in range(rounds))
+
+
+def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, console: Console) -> None:
+    contenders = {"toolkit (train config=mnist_cnn)": toolkit, "hand-written loop": script("handwritten_mnist.py")}
+    lightning = importlib.util.find_spec("lightning") is not None
+    if lightning:
+        contenders["PyTorch Lightning"] = script("lightning_mnist.py")
+    results: dict[str, list[Sample]] = {name: [] for name in contenders}
+    for index in range(args.rounds):  # alternate, so a busy moment hits every contender alike
+        for name, run in contenders.items():
+            sample = run(args, env, work, index)
+            results[name].append(sample)
+            console.print(f"round {index + 1}/{args.rounds} {name}: {sample.wall:.1f} s, "
+                          f"test acc {sample.report['test_acc']:.4f}")
+    baseline = results["hand-written loop"]
+    table = Table(title=f"Whole process, {args.epochs} epochs, median of {args.rounds} alternating rounds")
+    for column in ("", "wall s", "ratio", "epoch s", "ratio", "peak RSS MiB", "ratio", "test acc"):
+        table.add_column(column, justify="left" if not column else "right")
+    base_wall = statistics.median(s.wall for s in baseline)
+    base_epoch = _median_or_none([steady_epoch(s) for s in baseline])
+    base_rss = statistics.median(s.peak_mib for s in baseline)
+    for name, samples in results.items():
+        wall = statistics.median(s.wall for s in samples)
+        epoch = _median_or_none([steady_epoch(s) for s in samples])
+        rss = statistics.median(s.peak_mib for s in samples)
+        table.add_row(name, f"{wall:.1f}", f"{wall / base_wall:.2f}", _fmt(epoch),
+                      _fmt(epoch / base_epoch if epoch and base_epoch else None), f"{rss:.0f}",
+                      f"{rss / base_rss:.2f}", f"{statistics.median(s.report['test_acc'] for s in samples):.4f}")
+    if not lightning:
+        table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
+    console.print(table)
+    console.print(f"train --help: {time_help(env, max(3, args.rounds)):.2f} s (median)")
+
+
+# ----------------------------------------------------------------------------- overhead mode
+def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> None:
+    """One measurement: the plain loop or Trainer.fit on the same DataLoader; prints a JSON line."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    from callbacks.base import Callback
+    from datasets.torchvision_images import build
+    from models.mnist_cnn import MnistCNN
+    from trainer import data
+    from trainer.loop import Trainer
+    from trainer.scheduling import LRSchedule
+    from trainer.task import Task
+
+    seed = 42
+    splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)
+    loader = data.train_loader(splits.train, splits.loader, seed, torch.device("cpu"))
+    steps = min(len(loader), limit or len(loader))
+    torch.manual_seed(seed)
+    model = MnistCNN(10, splits.input_shape)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses: list[float] = []
+    if kind == "plain":
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            model.train()
+            loader.sampler.set_epoch(epoch)
+            loader.generator.manual_seed(seed + epoch)
+            for index, (inputs, targets) in enumerate(loader):
+                if index >= steps:
+                    break
+                loss = F.cross_entropy(model(inputs), targets)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.item())
+        seconds = time.perf_counter() - start
+    else:
+        class RecordLoss(Callback):
+            def on_train_batch_end(self, trainer: Trainer) -> None:
+                losses.append(trainer.last_loss)
+
+        trainer = Trainer(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
+                          check_val_every_n_epoch=epochs + 1, seed=seed, callbacks={"loss": RecordLoss()})
+        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 10))
+        trainer.train_loader = loader  # the very same DataLoader object the plain loop iterates
+        start = time.perf_counter()
+        trainer.fit()
+        seconds = time.perf_counter() - start
+    print(json.dumps({"losses": losses, "step_seconds": seconds / len(losses)}), flush=True)
+
+
+def overhead_mode(args: argparse.Namespace, env: dict[str, str], console: Console) -> None:
+    results: dict[str, list[Sample]] = {"plain": [], "trainer": []}
+    for index in range(args.rounds):
+        for kind in results:
+            command = [sys.executable, __file__, "--overhead-child", kind, "--data-dir", args.data_dir,
+                       "--overhead-epochs", str(args.overhead_epochs)]
+            if args.limit_batches:
+                command += ["--limit-batches", str(args.limit_batches)]
+            sample, text = run_child(command, env, REPO)
+            sample.report = json_lines(text)
+            results[kind].append(sample)
+            console.print(f"round {index + 1}/{args.rounds} {kind}: {sample.report['step_seconds'] * 1000:.1f} ms/step")
+    plain, trainer = results["plain"], results["trainer"]
+    difference = max(abs(a - b) for p, t in zip(plain, trainer) for a, b in zip(p.report["losses"], t.report["losses"]))
+    steps = {kind: statistics.median(s.report["step_seconds"] for s in samples) for kind, samples in results.items()}
+    rss = {kind: statistics.median(s.peak_mib for s in samples) for kind, samples in results.items()}
+    table = Table(title=f"Framework overhead: one DataLoader, {len(plain[0].report['losses'])} steps, "
+                        f"median of {args.rounds} alternating rounds")
+    for column in ("", "ms/step", "peak RSS MiB"):
+        table.add_column(column, justify="left" if not column else "right")
+    table.add_row("plain loop", f"{steps['plain'] * 1000:.1f}", f"{rss['plain']:.0f}")
+    table.add_row("Trainer.fit", f"{steps['trainer'] * 1000:.1f}", f"{rss['trainer']:.0f}")
+    table.add_row("ratio", f"{steps['trainer'] / steps['plain']:.3f}", f"{rss['trainer'] / rss['plain']:.2f}")
+    console.print(table)
+    console.print(f"losses: max abs difference {difference:.3g} over "
+                  f"{sum(len(s.report['losses']) for s in plain)} steps")
+
+
+# ------------------------------------------------------------------------------------ common
+def _median_or_none(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def machine() -> str:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "?")
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}; "
+            f"load average {os.getloadavg()[0]:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Toolkit vs hand-written loop on MNIST (see the module docstring).")
+    parser.add_argument("--mode", choices=("all", "process", "overhead"), default="all")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the whole-process runs")
+    parser.add_argument("--overhead-epochs", type=int, default=2, help="epochs of the overhead runs")
+    parser.add_argument("--limit-batches", type=int, default=None, help="training batches per epoch (smoke runs)")
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
+    parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs of 3 batches: checks that it runs")
+    parser.add_argument("--overhead-child", choices=("plain", "trainer"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.data_dir = str(Path(args.data_dir).resolve())
+    if args.overhead_child:
+        return overhead_child(args.overhead_child, args.data_dir, args.overhead_epochs, args.limit_batches)
+    if args.quick:
+        args.rounds, args.epochs, args.overhead_epochs, args.limit_batches = 1, 2, 1, 3
+    console = Console(width=120)
+    console.print(f"machine: {machine()}")
+    # Children see the same environment; PYTHONPATH lets the scripts import the repository's packages.
+    env = {**os.environ, "DATA_DIR": args.data_dir, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with tempfile.TemporaryDirectory(prefix="benchmark-") as work:
+        if args.mode in ("all", "process"):
+            process_mode(args, env, Path(work), console)
+        if args.mode in ("all", "overhead"):
+            overhead_mode(args, env, console)
+    console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The hand-written MNIST job (scripts/handwritten_mnist.py) as a PyTorch Lightning user writes it.
+
+Same data, transforms, model, optimizer and epochs; Lightning's defaults otherwise (its
+checkpoint and logger included). `benchmark.py` runs it only when `lightning` is installed;
+the project does not depend on it. Prints the same JSON lines as the hand-written script.
+
+    python scripts/lightning_mnist.py --data-dir ../shared/data --epochs 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+
+from models.mnist_cnn import MnistCNN
+
+
+class LitMnist(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = MnistCNN(num_classes=10, input_shape=(1, 28, 28))
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        data, target = batch
+        loss = F.cross_entropy(self.model(data), target)
+        self.log("train_loss", loss)
+        return loss
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        data, target = batch
+        self.log("test_acc", (self.model(data).argmax(dim=1) == target).float().mean())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+class EpochTimer(L.Callback):
+    """One JSON line per epoch, like the hand-written script."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        print(json.dumps({"epoch": trainer.current_epoch + 1, "seconds": time.perf_counter() - self.start}),
+              flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after N batches")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+
+    L.seed_everything(args.seed)
+    transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
+    train_set = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)
+    test_set = datasets.MNIST(args.data_dir, train=False, download=False, transform=transform)
+    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches, accelerator="cpu",
+                        enable_progress_bar=False, callbacks=[EpochTimer()])
+    module = LitMnist()
+    trainer.fit(module, DataLoader(train_set, batch_size=64, shuffle=True))
+    results = trainer.test(module, DataLoader(test_set, batch_size=1000), verbose=False)
+    print(json.dumps({"test_acc": results[0]["test_acc"]}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
