@@ -155,7 +155,7 @@ def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, cons
     if not lightning:
         table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
     console.print(table)
-    console.print(f"train --help: {time_help(env, max(3, args.rounds)):.2f} s (median)")
+    console.print(f"train --help: {time_help(env, args.rounds):.2f} s (median of {args.rounds})")
 
 
 # ----------------------------------------------------------------------------- overhead mode
