@@ -4,8 +4,9 @@ Two modes (both by default):
 
 * `process`: whole processes, alternated for `--rounds`: the toolkit's `train config=mnist_cnn`
   (with its validation, checkpoints and TensorBoard), the seeds' hand-written loop
-  (scripts/handwritten_mnist.py: per-sample PIL transforms, no validation) and, when installed,
-  PyTorch Lightning (scripts/lightning_mnist.py). Wall time, steady epoch time (median of epochs
+  (scripts/handwritten_mnist.py: per-sample PIL transforms, no validation), the same loop with
+  the toolkit's OpenMP setting (to separate what the data path and the thread setting are worth)
+  and, when installed, PyTorch Lightning (scripts/lightning_mnist.py). Wall time, steady epoch time (median of epochs
   2..E), peak RSS and test accuracy; medians over rounds, ratios to the hand-written loop.
   `train --help` is timed too.
 * `overhead`: the framework alone. One child process per measurement builds the same DataLoader
@@ -100,15 +101,14 @@ def toolkit(args: argparse.Namespace, env: dict[str, str], work: Path, index: in
     return sample
 
 
-def script(name: str) -> Contender:
+def script(name: str, **extra_env: str) -> Contender:
     """A benchmark script of scripts/, run in its own scratch folder (Lightning writes logs there)."""
     def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
         command = [sys.executable, str(SCRIPTS / name), "--epochs", str(args.epochs), "--data-dir", args.data_dir]
         if args.limit_batches:
             command += ["--limit-batches", str(args.limit_batches)]
-        folder = work / f"{Path(name).stem}_{index}"
-        folder.mkdir()
-        sample, text = run_child(command, env, folder)
+        folder = Path(tempfile.mkdtemp(prefix=f"{Path(name).stem}_{index}_", dir=work))
+        sample, text = run_child(command, {**env, **extra_env}, folder)
         sample.report = json_lines(text)
         sample.report["steady_epoch_seconds"] = sample.report["epoch_seconds"][1:]  # without warm-up
         return sample
@@ -127,7 +127,9 @@ def time_help(env: dict[str, str], rounds: int) -> float:
 
 
 def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, console: Console) -> None:
-    contenders = {"toolkit (train config=mnist_cnn)": toolkit, "hand-written loop": script("handwritten_mnist.py")}
+    contenders = {"toolkit (train config=mnist_cnn)": toolkit, "hand-written loop": script("handwritten_mnist.py"),
+                  # The same loop with the toolkit's thread setting: what the data path alone is worth.
+                  "hand-written, OMP_WAIT_POLICY=PASSIVE": script("handwritten_mnist.py", OMP_WAIT_POLICY="PASSIVE")}
     lightning = importlib.util.find_spec("lightning") is not None
     if lightning:
         contenders["PyTorch Lightning"] = script("lightning_mnist.py")
@@ -203,7 +205,8 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
 
         trainer = Trainer(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
                           check_val_every_n_epoch=epochs + 1, seed=seed, callbacks={"loss": RecordLoss()})
-        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 10))
+        task = Task(nn.CrossEntropyLoss(), "multiclass", 10)
+        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), task)
         trainer.train_loader = loader  # the very same DataLoader object the plain loop iterates
         start = time.perf_counter()
         trainer.fit()
@@ -219,7 +222,8 @@ def overhead_mode(args: argparse.Namespace, env: dict[str, str], console: Consol
                        "--overhead-epochs", str(args.overhead_epochs)]
             if args.limit_batches:
                 command += ["--limit-batches", str(args.limit_batches)]
-            sample, text = run_child(command, env, REPO)
+            # Both sides alike; sleeping OpenMP threads keep the timings steady on a shared machine.
+            sample, text = run_child(command, {"OMP_WAIT_POLICY": "PASSIVE", **env}, REPO)
             sample.report = json_lines(text)
             results[kind].append(sample)
             console.print(f"round {index + 1}/{args.rounds} {kind}: {sample.report['step_seconds'] * 1000:.1f} ms/step")

@@ -20,7 +20,7 @@ from datasets.in_memory import BatchTransform, InMemory, decode_images
 from models.mnist_cnn import MnistCNN
 from trainer import checkpoint, data
 from trainer.errors import Preempted
-from trainer.loop import Trainer
+from trainer.loop import Trainer, uses_channels_last
 from trainer.scheduling import LRSchedule
 from trainer.task import Task
 
@@ -200,3 +200,9 @@ def test_in_memory_table_rows_equal_the_tensor_dataset_rows():
     fast_rows = torch.stack([fast.test[i][0] for i in range(len(fast.test))])
     slow_rows = torch.stack([slow.test[i][0] for i in range(len(slow.test))])
     assert torch.equal(fast_rows, slow_rows)
+
+
+def test_channels_last_only_for_convolutional_models_on_cuda():
+    cnn, mlp = MnistCNN(10, (1, 28, 28)), nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    assert uses_channels_last(cnn, torch.device("cuda"))
+    assert not uses_channels_last(cnn, CPU) and not uses_channels_last(mlp, torch.device("cuda"))
