@@ -257,3 +257,26 @@ def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):
         result = run_train(*MNIST_SHORT, f"resume={target}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
         assert result.returncode == 2
         assert expected in result.stdout + result.stderr
+
+
+def test_ddp_ranks_stop_at_one_step_and_resume_exactly(tmp_path, data_dir):
+    """SIGTERM to the whole job (as SLURM or a terminal's Ctrl-C does): every rank stops at the same
+    step, rank 0 writes every rank's state, and the resumed job ends as an uninterrupted one."""
+    ddp = [*MNIST_SHORT, "trainer.strategy=ddp", "trainer.devices=2", "trainer.log_every_n_steps=2",
+           "callbacks.model_checkpoint.every_n_train_steps=3"]
+    reference = tmp_path / "reference"
+    assert run_train(*ddp, f"hydra.run.dir={reference}", cwd=REPO, env={"DATA_DIR": str(data_dir)}).returncode == 0
+
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([train_command(), *ddp, f"hydra.run.dir={run_dir}"], cwd=REPO,
+                            env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    wait_for_step(run_dir)
+    os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["progress"]["global_step"] % 2 == 0 and len(state["rng_per_rank"]) == 2
+    result = run_train(*ddp, f"resume={run_dir}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_bit_identical(final_weights(run_dir), final_weights(reference))

@@ -107,6 +107,15 @@ def gather_object(value: Any) -> list[Any]:
     return [torch.load(io.BytesIO(blob), weights_only=True) for blob in gathered]
 
 
+def max_over_ranks(value: int, device: torch.device) -> int:
+    """The largest `value` of all ranks (a collective: all ranks must call it at the same point)."""
+    if not dist.is_initialized():
+        return value
+    box = torch.tensor(value, device=device)
+    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    return int(box)
+
+
 def broadcast_buffers(module: nn.Module) -> None:
     """Gives every rank rank 0's buffers (BatchNorm statistics), so all ranks evaluate one model."""
     if dist.is_initialized():

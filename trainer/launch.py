@@ -60,6 +60,7 @@ def should_launch(cfg: DictConfig) -> bool:
 def launch_workers(cfg: DictConfig) -> float | None:
     """Runs `trainer.devices` workers on this machine; exits like the first worker that failed."""
     import torch
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -83,6 +84,11 @@ def launch_workers(cfg: DictConfig) -> float | None:
     log.info("starting %d worker processes (torch elastic); run folder %s", devices, run_dir)
     try:
         elastic_launch(config, sys.executable)("-m", "trainer.cli", *worker_arguments(hydra_cfg))
+    except SignalException as stop:
+        # Elastic has passed the signal on to the workers and waited for them: they agreed on a
+        # step, rank 0 wrote last.ckpt and printed how to resume.
+        log.warning("stopped by %s", stop.sigval.name)
+        sys.exit(128 + int(stop.sigval))
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         log.error("worker rank %d failed (exit code %d): %s", rank, failure.exitcode, _failure_text(failure.message))

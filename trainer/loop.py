@@ -209,8 +209,19 @@ class Trainer:
                 signal.signal(signum, handler)
 
     def _raise_if_stop_requested(self) -> None:
-        if self._signal is not None:
-            raise Preempted(self._signal)
+        """Acts on SIGTERM/SIGINT at an optimizer-step boundary.
+
+        Under DDP every rank must leave at the same step, or the one that goes on waits on a
+        collective the others never join: the ranks agree (one small all-reduce) on logging
+        steps only, so signals cost no extra sync on other steps.
+        """
+        signum = self._signal
+        if self.world_size > 1:
+            if self.global_step % self.log_every_n_steps:
+                return
+            signum = distributed.max_over_ranks(signum or 0, self.device) or None
+        if signum is not None:
+            raise Preempted(signum)
 
     def _step_limit_reached(self) -> bool:
         return 0 <= self.max_steps <= self.global_step
@@ -312,7 +323,8 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index >= limit:
                 break
-            self._raise_if_stop_requested()  # a long validation must not delay a preemption
+            if self.world_size == 1:  # ranks hold unequal shards: no collective in this loop
+                self._raise_if_stop_requested()  # a long validation must not delay a preemption
             inputs, targets = self._inputs_on_device(batch)
             with self.precision.autocast():
                 outputs = self._eval_model(inputs)
@@ -378,9 +390,9 @@ class Trainer:
         A state whose loss went non-finite is never written: the last good file stays.
         """
         self._raise_if_nonfinite()
-        # A collective: callbacks save on every rank. After a stop signal the ranks may leave at
-        # different steps, so then each keeps its own state and no rank waits for another.
-        rng_states = distributed.gather_object(rng_state()) if self._signal is None else []
+        # A collective: callbacks save on every rank at the same step (also after a stop signal,
+        # which the ranks agree on in `_raise_if_stop_requested`).
+        rng_states = distributed.gather_object(rng_state())
         if self.is_global_zero:
             state = self.state_dict()
             if len(rng_states) > 1:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -51,6 +50,8 @@ def run(cfg: DictConfig) -> float | None:
             trainer.fit()
         except Preempted as stop:
             last = run_dir / resume.LAST
+            if not talks:
+                raise
             if last.is_file():
                 log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
                             trainer.global_step, last, _resume_command(last))
@@ -77,9 +78,9 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def _resume_command(last: Path) -> str:
-    """The user's own command line, with `resume=` pointing at the checkpoint just written."""
-    args = [arg for arg in sys.argv[1:] if not arg.startswith(("resume=", "hydra.run.dir="))]
-    return shlex.join(["train", *args, f"resume={last}"])
+    """The user's own overrides, with `resume=` pointing at the checkpoint just written."""
+    overrides = [arg for arg in HydraConfig.get().overrides.task if not arg.startswith("resume=")]
+    return shlex.join(["train", *overrides, f"resume={last}"])
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:
