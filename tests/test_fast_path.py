@@ -206,3 +206,15 @@ def test_channels_last_only_for_convolutional_models_on_cuda():
     cnn, mlp = MnistCNN(10, (1, 28, 28)), nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     assert uses_channels_last(cnn, torch.device("cuda"))
     assert not uses_channels_last(cnn, CPU) and not uses_channels_last(mlp, torch.device("cuda"))
+
+
+def test_in_memory_mnist_augments_training_only_like_the_dataloader_path(data_dir: Path):
+    flip_all = [v2.RandomHorizontalFlip(p=1.0)]
+    fast, slow = (torchvision_images.build("MNIST", str(data_dir), [0.1307], [0.3081], download=False,
+                                           train_transforms=flip_all, in_memory=flag) for flag in (True, False))
+    for split in ("train", "val", "test"):
+        fast_x, fast_y = getattr(fast, split)[3]
+        slow_x, slow_y = getattr(slow, split)[3]
+        assert torch.equal(fast_x, slow_x) and int(fast_y) == slow_y
+    assert not torch.equal(fast.train[3][0], fast.eval_transform(v2.functional.to_pil_image(
+        fast.train.inputs[3])))  # training images are flipped, the others are not
