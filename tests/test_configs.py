@@ -8,13 +8,12 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from trainer import schema
+import trainer.cli  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml"))]
 
-schema.register()
 
 
 def compose_train(*overrides: str):
