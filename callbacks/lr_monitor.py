@@ -8,7 +8,8 @@ from callbacks.base import Callback
 
 class LearningRateMonitor(Callback):
     def on_train_epoch_start(self, trainer: Any) -> None:
-        self._log(trainer)
+        if trainer.batch_idx == 0:  # a resumed epoch already logged its start
+            self._log(trainer)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         if trainer.should_log:

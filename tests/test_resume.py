@@ -221,6 +221,15 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path, data_dir, u
     assert result.returncode == 0, result.stderr
     assert_bit_identical(final_weights(run_dir), final_weights(uninterrupted))
     assert len(list(run_dir.glob(".hydra"))) == 1 and (run_dir / "metrics.json").is_file()
+    # One TensorBoard run continued: every curve has the uninterrupted run's steps, none twice.
+    for tag in ("train/loss", "val/acc", "lr"):
+        assert scalar_steps(run_dir, tag) == scalar_steps(uninterrupted, tag), tag
+
+
+def scalar_steps(run_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return sorted(event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag))
 
 
 def test_kill_9_then_resume_latest_matches_the_uninterrupted_run(tmp_path, data_dir, uninterrupted):
