@@ -98,6 +98,12 @@ def unwrap(model: nn.Module) -> nn.Module:
             return model
 
 
+def load_weights(model: nn.Module, path: str | os.PathLike,
+                 strict: bool = True) -> tuple[list[str], list[str], list[str]]:
+    """The `model` weights of checkpoint file `path` into `model` (see `load_model_weights`)."""
+    return load_model_weights(model, load(path)["model"], str(path), strict=strict)
+
+
 def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str,
                        strict: bool = True) -> tuple[list[str], list[str], list[str]]:
     """Loads weights into `model`, explaining a mismatch instead of torch's wall of text.

@@ -158,8 +158,7 @@ class Trainer:
 
     def _init_weights(self, path: str) -> None:
         """Fine-tuning start: weights only, from any checkpoint of this toolkit; a fresh optimizer."""
-        missing, unexpected, skipped = checkpoint.load_model_weights(
-            self.model, checkpoint.load(path)["model"], path, strict=self.init_strict)
+        missing, unexpected, skipped = checkpoint.load_weights(self.model, path, strict=self.init_strict)
         log.info("initialised weights from %s%s", path, "".join(
             f"; {label}: {', '.join(keys)}" for label, keys in
             (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
@@ -306,8 +305,7 @@ class Trainer:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
         distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
-            state = checkpoint.load(ckpt_path)
-            checkpoint.load_model_weights(self.model, state["model"], str(ckpt_path))
+            checkpoint.load_weights(self.model, ckpt_path)
         metrics = self.evaluate(self.test_loader, "test")
         self.log_metrics(metrics)
         return metrics

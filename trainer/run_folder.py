@@ -127,7 +127,7 @@ class RunFolder:
             seed_everything(self.config.seed)
             splits = build.data(self.config)
             model = build.model(self.config, splits)
-            checkpoint.load_model_weights(model, checkpoint.load(path)["model"], str(path))
+            checkpoint.load_weights(model, path)
         return splits, model.eval(), path
 
 
