@@ -4,8 +4,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import torch.distributed as dist
-
 from callbacks.base import Callback
 from trainer.checkpoint import unwrap
 from trainer.errors import UserError
@@ -35,7 +33,7 @@ class BackboneUnfreeze(Callback):
                             "backbone parameter group; use a torchvision model or remove the callback")
         # DDP registers the trainable parameters when it wraps the model: parameters unfrozen
         # later would not have their gradients averaged, and the replicas would drift apart.
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if trainer.world_size > 1:
             raise UserError("callbacks.backbone_unfreeze does not work with several processes (DDP); train the "
                             "stages as two runs (the second with model.freeze_backbone=false and trainer.init_from)")
 

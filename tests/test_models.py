@@ -152,7 +152,7 @@ def test_backbone_unfreeze_trains_the_backbone_from_its_epoch():
     torch.manual_seed(0)
     model = TorchvisionClassifier("resnet18", 2, (3, 32, 32), freeze_backbone=True)
     optimizer = build.optimizer(optimizer_cfg(backbone={"lr": 0.01}), model)
-    trainer = SimpleNamespace(model=model, epoch=0)
+    trainer = SimpleNamespace(model=model, epoch=0, world_size=1)
     callback = BackboneUnfreeze(epoch=1)
     callback.on_fit_start(trainer)
 
@@ -175,4 +175,4 @@ def test_backbone_unfreeze_trains_the_backbone_from_its_epoch():
 
 def test_backbone_unfreeze_needs_a_model_with_a_backbone():
     with pytest.raises(UserError, match="model MLP has no backbone parameter group"):
-        BackboneUnfreeze(epoch=1).on_fit_start(SimpleNamespace(model=MLP(2, (4,)), epoch=0))
+        BackboneUnfreeze(epoch=1).on_fit_start(SimpleNamespace(model=MLP(2, (4,)), epoch=0, world_size=1))
