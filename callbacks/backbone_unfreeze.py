@@ -4,9 +4,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from callbacks.base import Callback
-from trainer.checkpoint import unwrap
-from trainer.errors import UserError
+from decltrain.callbacks.base import Callback
+from decltrain.trainer.checkpoint import unwrap
+from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from trainer.loop import Trainer
+    from decltrain.trainer.loop import Trainer
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",

@@ -5,8 +5,8 @@ import logging
 import math
 from typing import Any
 
-from callbacks.base import Callback
-from callbacks.monitor import Monitor
+from decltrain.callbacks.base import Callback
+from decltrain.callbacks.monitor import Monitor
 
 log = logging.getLogger("trainer")
 

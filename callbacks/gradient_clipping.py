@@ -5,8 +5,8 @@ from typing import Any
 
 import torch
 
-from callbacks.base import Callback
-from trainer.errors import UserError
+from decltrain.callbacks.base import Callback
+from decltrain.trainer.errors import UserError
 
 
 class GradientClipping(Callback):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from callbacks.base import Callback
+from decltrain.callbacks.base import Callback
 
 
 class LearningRateMonitor(Callback):

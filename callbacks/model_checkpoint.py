@@ -19,10 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from callbacks.base import Callback
-from callbacks.monitor import Monitor
-from trainer.checkpoint import fsync_dir, temporary_sibling
-from trainer.errors import Preempted
+from decltrain.callbacks.base import Callback
+from decltrain.callbacks.monitor import Monitor
+from decltrain.trainer.checkpoint import fsync_dir, temporary_sibling
+from decltrain.trainer.errors import Preempted
 
 log = logging.getLogger("trainer")
 

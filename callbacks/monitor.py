@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 
 class Monitor:

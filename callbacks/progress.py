@@ -10,8 +10,8 @@ from typing import Any
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from callbacks.base import Callback
-from trainer.console import console
+from decltrain.callbacks.base import Callback
+from decltrain.trainer.console import console
 
 log = logging.getLogger("trainer")
 

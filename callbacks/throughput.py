@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from callbacks.base import Callback
+from decltrain.callbacks.base import Callback
 
 
 class ThroughputMonitor(Callback):

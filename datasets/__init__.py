@@ -1,4 +1,4 @@
 """Dataset builders. Each returns a `DataSplits`: train/val/test plus the metadata models need."""
-from datasets.base import DataSplits, LoaderSettings
+from decltrain.datasets.base import DataSplits, LoaderSettings
 
 __all__ = ["DataSplits", "LoaderSettings"]

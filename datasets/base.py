@@ -10,7 +10,7 @@ import torch
 from hydra.utils import get_method
 from torch.utils.data import Dataset, random_split
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from torch.utils.data import Subset
 
-from datasets.base import FAKE_SIZES, DataSplits, loader_settings, read_csv_rows, split_indices
-from datasets.in_memory import InMemory
-from trainer.errors import UserError
+from decltrain.datasets.base import FAKE_SIZES, DataSplits, loader_settings, read_csv_rows, split_indices
+from decltrain.datasets.in_memory import InMemory
+from decltrain.trainer.errors import UserError
 
 TABLE_TASKS = ("multiclass", "binary", "regression")
 

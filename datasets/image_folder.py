@@ -11,9 +11,9 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
-from datasets.base import DataSplits, loader_settings
-from datasets.images import fake_images, image_pipeline, image_splits
-from trainer.errors import UserError
+from decltrain.datasets.base import DataSplits, loader_settings
+from decltrain.datasets.images import fake_images, image_pipeline, image_splits
+from decltrain.trainer.errors import UserError
 
 LAYOUT = "root/train/<class name>/<image files>, optional root/val/... and root/test/... alike"
 

@@ -9,8 +9,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import FakeData
 from torchvision.transforms import v2
 
-from datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, TransformedSubset, split_indices
-from datasets.in_memory import BatchTransform, InMemory, decode_images
+from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, TransformedSubset, split_indices
+from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
 
 
 def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[float],

@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from datasets.base import FAKE_SIZES, DataSplits, loader_settings, read_csv_rows, split_indices
+from decltrain.datasets.base import FAKE_SIZES, DataSplits, loader_settings, read_csv_rows, split_indices
 
 PAD, UNK = 0, 1
 TOKEN = re.compile(r"\w+|[^\w\s]")

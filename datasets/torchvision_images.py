@@ -7,9 +7,9 @@ from typing import Any
 
 import torchvision
 
-from datasets.base import DataSplits, describe_missing_data, loader_settings
-from datasets.images import fake_images, image_pipeline, image_splits
-from trainer.errors import UserError
+from decltrain.datasets.base import DataSplits, describe_missing_data, loader_settings
+from decltrain.datasets.images import fake_images, image_pipeline, image_splits
+from decltrain.trainer.errors import UserError
 
 # Image shape (C, H, W) and class names of the datasets `fake=true` can stand in for without files.
 KNOWN = {

@@ -1,8 +1,8 @@
 """Plain `nn.Module`s. Builders take `num_classes` and `input_shape` from the dataset's metadata."""
-from models.cifar_cnn import CifarCNN
-from models.mlp import MLP
-from models.mnist_cnn import MnistCNN
-from models.sequence_classifier import SequenceClassifier
-from models.torchvision_classifier import TorchvisionClassifier
+from decltrain.models.cifar_cnn import CifarCNN
+from decltrain.models.mlp import MLP
+from decltrain.models.mnist_cnn import MnistCNN
+from decltrain.models.sequence_classifier import SequenceClassifier
+from decltrain.models.torchvision_classifier import TorchvisionClassifier
 
 __all__ = ["MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TorchvisionClassifier"]

@@ -6,7 +6,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from models.blocks import checkpointed
+from decltrain.models.blocks import checkpointed
 
 
 def conv_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from models.blocks import checkpointed
+from decltrain.models.blocks import checkpointed
 
 
 class MLP(nn.Module):

@@ -16,8 +16,8 @@ import torch
 import torchvision
 from torch import nn
 
-from models.blocks import checkpointed
-from trainer.errors import UserError
+from decltrain.models.blocks import checkpointed
+from decltrain.trainer.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -167,13 +167,13 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     import torch.nn.functional as F
     from torch import nn
 
-    from callbacks.base import Callback
-    from datasets.torchvision_images import build
-    from models.mnist_cnn import MnistCNN
-    from trainer import data
-    from trainer.loop import Trainer
-    from trainer.scheduling import LRSchedule
-    from trainer.task import Task
+    from decltrain.callbacks.base import Callback
+    from decltrain.datasets.torchvision_images import build
+    from decltrain.models.mnist_cnn import MnistCNN
+    from decltrain.trainer import data
+    from decltrain.trainer.loop import Trainer
+    from decltrain.trainer.scheduling import LRSchedule
+    from decltrain.trainer.task import Task
 
     seed = 42
     splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)

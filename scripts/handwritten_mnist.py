@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from models.mnist_cnn import MnistCNN
+from decltrain.models.mnist_cnn import MnistCNN
 
 
 def main() -> None:

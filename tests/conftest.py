@@ -12,10 +12,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from datasets.base import DataSplits, LoaderSettings
-from trainer.loop import Trainer
-from trainer.scheduling import LRSchedule
-from trainer.task import Task
+from decltrain.datasets.base import DataSplits, LoaderSettings
+from decltrain.trainer.loop import Trainer
+from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
-from callbacks.gradient_clipping import total_norm
+from decltrain.callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
+from decltrain.callbacks.gradient_clipping import total_norm
 from tests.conftest import make_trainer
-from trainer import checkpoint
-from trainer.errors import UserError
+from decltrain.trainer import checkpoint
+from decltrain.trainer.errors import UserError
 
 
 class FakeTrainer:

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from tests.conftest import TinyNet, make_trainer
-from trainer import checkpoint
-from trainer.errors import UserError
+from decltrain.trainer import checkpoint
+from decltrain.trainer.errors import UserError
 
 
 def test_checkpoint_loads_with_weights_only_and_holds_everything(tmp_path):

@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-import trainer.cli  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
+import decltrain.trainer.cli  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config"]
@@ -33,7 +33,7 @@ def test_every_option_composes_and_resolves(group, option):
 def test_default_experiment_is_mnist_cnn():
     cfg = compose_train()
     assert cfg.hydra.runtime.choices.config == "mnist_cnn"
-    assert cfg.model._target_ == "models.MnistCNN"
+    assert cfg.model._target_ == "decltrain.models.MnistCNN"
     assert (cfg.optimizer._target_, cfg.optimizer.lr, cfg.dataset.batch_size) == ("torch.optim.Adam", 1e-3, 64)
     assert cfg.optimizer._partial_ and cfg.seed == 42
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from datasets import csv_table, image_folder, text_csv, torchvision_images
-from datasets.base import loader_settings
-from trainer.errors import UserError
+from decltrain.datasets import csv_table, image_folder, text_csv, torchvision_images
+from decltrain.datasets.base import loader_settings
+from decltrain.trainer.errors import UserError
 
 MNIST_NORM = {"mean": [0.1307], "std": [0.3081]}
 IMAGENET_NORM = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
@@ -166,7 +166,7 @@ def test_fake_text_needs_no_file(tmp_path):
 
 
 def test_loader_settings_resolve_a_collate_path():
-    settings = loader_settings(batch_size=8, collate_fn="datasets.text_csv.pad_collate", drop_last=True,
+    settings = loader_settings(batch_size=8, collate_fn="decltrain.datasets.text_csv.pad_collate", drop_last=True,
                                pin_memory=False, persistent_workers=False, num_workers=1)
     assert settings.collate_fn is text_csv.pad_collate
     assert (settings.batch_size, settings.drop_last, settings.num_workers) == (8, True, 1)

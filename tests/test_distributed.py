@@ -13,14 +13,14 @@ import torch.multiprocessing as mp
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from callbacks import ModelCheckpoint
-from callbacks.base import Callback
+from decltrain.callbacks import ModelCheckpoint
+from decltrain.callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
-from trainer import checkpoint, distributed, schema
-from trainer.errors import UserError
-from trainer.loop import Trainer
-from trainer.scheduling import LRSchedule
-from trainer.task import Task
+from decltrain.trainer import checkpoint, distributed, schema
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.loop import Trainer
+from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.task import Task
 
 
 def free_port() -> int:

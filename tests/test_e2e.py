@@ -95,7 +95,7 @@ def test_help_lists_experiments_and_groups(tmp_path):
 def test_cfg_job_prints_the_config_without_training(tmp_path):
     result = run_train("config=mnist_cnn", "--cfg", "job", cwd=tmp_path)
     assert result.returncode == 0
-    assert yaml.safe_load(result.stdout)["model"]["_target_"] == "models.MnistCNN"
+    assert yaml.safe_load(result.stdout)["model"]["_target_"] == "decltrain.models.MnistCNN"
     assert not (tmp_path / "outputs").exists()
 
 
@@ -131,11 +131,12 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=300)
-    assert (target / "configs" / "train.yaml").is_file()
+    assert (target / "decltrain" / "configs" / "train.yaml").is_file()
     env = {**os.environ, "PYTHONPATH": str(target)}
-    code = (f"import trainer; assert trainer.__file__.startswith({str(target)!r}), trainer.__file__\n"
-            "from trainer.cli import train; train()")
+    code = ("import decltrain.trainer as package\n"
+            f"assert package.__file__.startswith({str(target)!r}), package.__file__\n"
+            "from decltrain.trainer.cli import train; train()")
     result = subprocess.run([sys.executable, "-c", code, "--cfg", "job"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "models.MnistCNN" in result.stdout
+    assert "decltrain.models.MnistCNN" in result.stdout

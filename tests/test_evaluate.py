@@ -10,10 +10,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import run_command
-from trainer import evaluate
-from trainer.commands import split_overrides
-from trainer.errors import UserError
-from trainer.run_folder import RunFolder
+from decltrain.trainer import evaluate
+from decltrain.trainer.commands import split_overrides
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.run_folder import RunFolder
 
 
 def test_evaluate_reproduces_the_training_test_metrics(tiny_run, tmp_path, data_dir):

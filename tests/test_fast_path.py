@@ -11,18 +11,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
-from callbacks import ModelCheckpoint
-from callbacks.base import Callback
-from datasets import csv_table, torchvision_images
-from datasets.base import DataSplits, LoaderSettings, TransformedSubset
-from datasets.images import image_pipeline
-from datasets.in_memory import BatchTransform, InMemory, decode_images
-from models.mnist_cnn import MnistCNN
-from trainer import checkpoint, data
-from trainer.errors import Preempted
-from trainer.loop import Trainer, uses_channels_last
-from trainer.scheduling import LRSchedule
-from trainer.task import Task
+from decltrain.callbacks import ModelCheckpoint
+from decltrain.callbacks.base import Callback
+from decltrain.datasets import csv_table, torchvision_images
+from decltrain.datasets.base import DataSplits, LoaderSettings, TransformedSubset
+from decltrain.datasets.images import image_pipeline
+from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
+from decltrain.models.mnist_cnn import MnistCNN
+from decltrain.trainer import checkpoint, data
+from decltrain.trainer.errors import Preempted
+from decltrain.trainer.loop import Trainer, uses_channels_last
+from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.task import Task
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CPU = torch.device("cpu")

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from callbacks.base import Callback
+from decltrain.callbacks.base import Callback
 from tests.conftest import make_trainer, synthetic_splits
-from trainer.errors import UserError
-from trainer.scheduling import LRSchedule
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.scheduling import LRSchedule
 
 
 class EventRecorder(Callback):

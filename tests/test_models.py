@@ -8,10 +8,10 @@ import torch
 import torchvision
 from omegaconf import OmegaConf
 
-from callbacks import BackboneUnfreeze
-from models import MLP, CifarCNN, MnistCNN, SequenceClassifier, TorchvisionClassifier
-from trainer import build
-from trainer.errors import UserError
+from decltrain.callbacks import BackboneUnfreeze
+from decltrain.models import MLP, CifarCNN, MnistCNN, SequenceClassifier, TorchvisionClassifier
+from decltrain.trainer import build
+from decltrain.trainer.errors import UserError
 
 IMAGE_MODELS = [
     (lambda: MLP(10, (1, 28, 28), hidden_sizes=[32, 16]), (1, 28, 28), 10),

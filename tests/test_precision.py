@@ -4,12 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from callbacks.base import Callback
-from callbacks.gradient_clipping import total_norm
+from decltrain.callbacks.base import Callback
+from decltrain.callbacks.gradient_clipping import total_norm
 from tests.conftest import TinyNet, make_trainer
-from trainer import checkpoint
-from trainer.errors import UserError
-from trainer.precision import Precision
+from decltrain.trainer import checkpoint
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.precision import Precision
 
 
 class GradNorms(Callback):

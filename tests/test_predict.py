@@ -9,11 +9,11 @@ import torch
 import torchvision
 from torch.utils.data import TensorDataset
 
-from datasets.base import DataSplits
+from decltrain.datasets.base import DataSplits
 from tests.conftest import run_command
-from trainer import predict
-from trainer.errors import UserError
-from trainer.run_folder import RunFolder
+from decltrain.trainer import predict
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.run_folder import RunFolder
 
 DIGITS = 5
 

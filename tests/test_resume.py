@@ -14,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from callbacks import EarlyStopping, ModelCheckpoint
-from callbacks.base import Callback
+from decltrain.callbacks import EarlyStopping, ModelCheckpoint
+from decltrain.callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
-from trainer import checkpoint
-from trainer.errors import NonFiniteLoss, Preempted, UserError
-from trainer.scheduling import LRSchedule
+from decltrain.trainer import checkpoint
+from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
+from decltrain.trainer.scheduling import LRSchedule
 
 
 class SignalAtStep(Callback):

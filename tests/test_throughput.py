@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from callbacks import ThroughputMonitor
+from decltrain.callbacks import ThroughputMonitor
 from tests.conftest import make_trainer
 
 

@@ -15,12 +15,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
 
-from callbacks.base import Callback
-from datasets.base import DataSplits
-from trainer.errors import UserError
-from trainer.loggers import Logger
-from trainer.loop import Trainer
-from trainer.scheduling import LRSchedule
+from decltrain.callbacks.base import Callback
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.loggers import Logger
+from decltrain.trainer.loop import Trainer
+from decltrain.trainer.scheduling import LRSchedule
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:

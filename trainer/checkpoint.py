@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 FORMAT_VERSION = 1
 

@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import launch, resume, schema
+from decltrain.trainer import launch, resume, schema
 
 # OpenMP threads that finished their share sleep instead of spinning (unless the user chose
 # otherwise). OpenMP reads this once, when torch loads, which is later than here: this module
@@ -34,13 +34,13 @@ ABORTED_EXIT_CODE = 130
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     """Runs one job; returns the monitored validation metric so Hydra sweepers can optimise it."""
-    from trainer.errors import Preempted, UserError
+    from decltrain.trainer.errors import Preempted, UserError
 
     try:
         if launch.should_launch(cfg):
             return launch.launch_workers(cfg)
-        from trainer import distributed
-        from trainer.run import run
+        from decltrain.trainer import distributed
+        from decltrain.trainer.run import run
 
         if launch.under_torchrun() and os.environ["RANK"] != "0":
             log.setLevel(logging.WARNING)  # rank 0 speaks for the job; errors still show from every rank

@@ -16,8 +16,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from trainer.cli import USER_ERROR_EXIT_CODE
-from trainer.errors import UserError
+from decltrain.trainer.cli import USER_ERROR_EXIT_CODE
+from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 # Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`).
@@ -76,6 +76,6 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
     return entry_point
 
 
-evaluate = _command("evaluate", "trainer.evaluate")
-predict = _command("predict", "trainer.predict")
-export_model = _command("export", "trainer.export")
+evaluate = _command("evaluate", "decltrain.trainer.evaluate")
+predict = _command("predict", "decltrain.trainer.predict")
+export_model = _command("export", "decltrain.trainer.export")

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from datasets.base import LoaderSettings
-from datasets.in_memory import InMemory
+from decltrain.datasets.base import LoaderSettings
+from decltrain.datasets.in_memory import InMemory
 
 
 class ResumableSampler(DistributedSampler):

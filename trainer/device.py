@@ -7,7 +7,7 @@ import random
 import numpy as np
 import torch
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 
 def resolve_device(accelerator: str) -> torch.device:

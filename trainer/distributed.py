@@ -16,8 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from trainer.device import resolve_device
-from trainer.errors import UserError
+from decltrain.trainer.device import resolve_device
+from decltrain.trainer.errors import UserError
 
 T = TypeVar("T")
 

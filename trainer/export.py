@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from datasets.base import DataSplits
-from trainer import checkpoint, data
-from trainer.errors import UserError
-from trainer.run_folder import RunFolder
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer import checkpoint, data
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.run_folder import RunFolder
 
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 INPUT_NAME, OUTPUT_NAME = "input", "output"

@@ -64,7 +64,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from trainer.errors import UserError
+    from decltrain.trainer.errors import UserError
 
     devices = int(cfg.trainer.devices)
     if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
@@ -83,7 +83,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     log.info("starting %d worker processes (torch elastic); run folder %s", devices, run_dir)
     try:
-        elastic_launch(config, sys.executable)("-m", "trainer.cli", *worker_arguments(hydra_cfg))
+        elastic_launch(config, sys.executable)("-m", "decltrain.trainer.cli", *worker_arguments(hydra_cfg))
     except SignalException as stop:
         # Elastic has passed the signal on to the workers and waited for them: they agreed on a
         # step, rank 0 wrote last.ckpt and printed how to resume.

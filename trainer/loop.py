@@ -24,15 +24,15 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 
-from callbacks.base import EVENTS, Callback, overrides
-from datasets.base import DataSplits
-from trainer import checkpoint, data, distributed
-from trainer.device import configure_determinism, load_rng_state, rng_state
-from trainer.errors import NonFiniteLoss, Preempted, UserError
-from trainer.loggers import Logger
-from trainer.precision import Precision
-from trainer.scheduling import LRSchedule
-from trainer.task import Task
+from decltrain.callbacks.base import EVENTS, Callback, overrides
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer import checkpoint, data, distributed
+from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
+from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
+from decltrain.trainer.loggers import Logger
+from decltrain.trainer.precision import Precision
+from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.task import Task
 
 log = logging.getLogger("trainer")
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 CHOICES = ("32", "16-mixed", "bf16-mixed")
 

@@ -20,10 +20,10 @@ from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import default_collate
 
-from datasets.base import DataSplits
-from trainer.device import resolve_device
-from trainer.errors import UserError
-from trainer.run_folder import RunFolder
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer.device import resolve_device
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.run_folder import RunFolder
 
 log = logging.getLogger("trainer")
 IMAGE_MODES = {1: "L", 3: "RGB"}  # channels of the model's input -> PIL mode

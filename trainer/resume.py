@@ -42,7 +42,7 @@ def checkpoint_path(resume: str, run_dir: Path) -> Path:
 
     Raises UserError naming what is missing and how to fix it.
     """
-    from trainer.errors import UserError
+    from decltrain.trainer.errors import UserError
 
     path = Path(resume)
     if path.is_file():

@@ -9,11 +9,11 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from trainer import build, checkpoint, distributed, resume
-from trainer.console import print_config, print_metrics, print_model_summary
-from trainer.device import seed_everything
-from trainer.errors import Preempted
-from trainer.task import Task
+from decltrain.trainer import build, checkpoint, distributed, resume
+from decltrain.trainer.console import print_config, print_metrics, print_model_summary
+from decltrain.trainer.device import seed_everything
+from decltrain.trainer.errors import Preempted
+from decltrain.trainer.task import Task
 
 log = logging.getLogger("trainer")
 

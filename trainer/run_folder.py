@@ -17,10 +17,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from datasets.base import DataSplits
-from trainer import build, checkpoint
-from trainer.device import seed_everything
-from trainer.errors import UserError
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer import build, checkpoint, legacy_paths
+from decltrain.trainer.device import seed_everything
+from decltrain.trainer.errors import UserError
 
 CONFIG = Path(".hydra") / "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -51,6 +51,7 @@ class RunFolder:
         if missing:
             raise UserError(f"run folder {path}: {CONFIG} has no {', '.join(missing)}: it was written by an "
                             "incompatible config; train the run again with this version")
+        config = legacy_paths.upgrade(config)  # runs saved before the `decltrain` package name
         # The weights come from the chosen checkpoint; a fine-tuning source the run started from
         # must not be loaded (or even exist) again. The commands run in one process: evaluation
         # shards without padding, so one process scores what a multi-device run scored.

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from trainer.errors import UserError
+from decltrain.trainer.errors import UserError
 
 
 class LRSchedule:

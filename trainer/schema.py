@@ -25,7 +25,7 @@ class Strategy(str, Enum):
 
 @dataclass
 class TrainerSchema:
-    _target_: str = "trainer.loop.Trainer"
+    _target_: str = "decltrain.trainer.loop.Trainer"
     accelerator: Accelerator = Accelerator.auto
     strategy: Strategy = Strategy.auto
     devices: int = 1  # processes on this machine (one per GPU); torchrun's --nproc_per_node wins

@@ -14,8 +14,8 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from trainer.confusion import confusion_image
-from trainer.errors import UserError
+from decltrain.trainer.confusion import confusion_image
+from decltrain.trainer.errors import UserError
 
 TASKS = ("multiclass", "binary", "regression")
 
