@@ -46,15 +46,19 @@ def rng_state() -> dict:
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    # This process's own CUDA device only: under DDP each rank draws on its device alone, and a
+    # checkpoint must load where fewer devices are visible. A process that never touched CUDA
+    # has no stream there to continue (and asking would start a CUDA context).
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def load_rng_state(state: dict) -> None:
+    """Restores what `rng_state` saved; a CUDA state is skipped where no CUDA device is visible."""
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])  # onto this process's current device
