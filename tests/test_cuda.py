@@ -29,7 +29,7 @@ from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.datasets.in_memory import BatchTransform, InMemory
 from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.trainer import checkpoint
-from decltrain.trainer.device import load_rng_state, rng_state
+from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.loop import Trainer, compile_mode
 from decltrain.trainer.precision import Precision
@@ -160,6 +160,25 @@ def test_a_checkpoint_with_a_cuda_random_state_resumes_where_no_cuda_is_visible(
     assert resumed.global_step == 4
 
 
+def test_an_op_without_a_deterministic_kernel_stops_with_one_line_naming_it(tmp_path):
+    """On CUDA every ResNet hits this (adaptive pooling's backward); put_ has no deterministic CPU kernel."""
+    trainer = make_trainer(tmp_path, deterministic=True, max_epochs=1)
+    model = trainer.model
+
+    def forward_with_put(inputs: torch.Tensor) -> torch.Tensor:
+        torch.zeros(1).put_(torch.tensor([0]), torch.tensor([1.0]))
+        return model.net(inputs)
+
+    model.forward = forward_with_put
+    try:
+        with pytest.raises(UserError, match="trainer.deterministic=true, but the model uses put_, which has no "
+                                            "deterministic implementation on this device; set "
+                                            "trainer.deterministic=false"):
+            trainer.fit()
+    finally:
+        configure_determinism(False, False)  # the setting is global to the process
+
+
 @pytest.fixture
 def gpu_run(tiny_run, tmp_path) -> Path:
     """A copy of a run folder whose saved config names what a GPU run's does: CUDA-only settings."""
@@ -235,6 +254,16 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
 def test_deterministic_mid_epoch_resume_with_augmentation_on_the_device_is_bit_identical(tmp_path, data_dir):
     reference, resumed = interrupted_and_resumed([*SHORT, AUGMENT, "trainer.deterministic=true"], tmp_path, data_dir)
     assert_same_weights(reference, resumed)
+
+
+@pytest.mark.cuda
+def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_dir):
+    result = train("config=cifar10_resnet18", "dataset.fake=true", "model.freeze_backbone=false",
+                   "trainer.fast_dev_run=true", "trainer.accelerator=cuda", "trainer.deterministic=true",
+                   cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 2
+    assert "but the model uses adaptive_avg_pool2d_backward" in \
+        result.stdout + result.stderr
 
 
 @pytest.mark.cuda

@@ -37,6 +37,20 @@ def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
     torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
 
 
+NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
+
+
+def explain_nondeterministic(error: BaseException) -> UserError | None:
+    """torch's refusal of an op under `trainer.deterministic=true` (e.g. adaptive pooling's backward
+    on CUDA, in every ResNet) as one line naming the op and the fix; None for any other error."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or NO_DETERMINISTIC_KERNEL not in text:
+        return None
+    op = text.split(NO_DETERMINISTIC_KERNEL)[0].strip()
+    return UserError(f"trainer.deterministic=true, but the model uses {op}, which has no deterministic "
+                     "implementation on this device; set trainer.deterministic=false")
+
+
 def rng_state() -> dict:
     """Every random generator the run draws from, as plain tensors and containers."""
     np_state = np.random.get_state()

@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric
 from decltrain.callbacks.base import EVENTS, Callback, overrides
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer import checkpoint, data, distributed
-from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
+from decltrain.trainer.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.precision import Precision
@@ -181,6 +181,9 @@ class Trainer:
                     self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
         except BaseException as error:
             self._call("on_exception", error)
+            explained = explain_nondeterministic(error)
+            if explained:
+                raise explained from error
             raise
         finally:
             for logger in self.loggers:
