@@ -23,13 +23,19 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from benchmark import Contender, Sample, _fmt, _median_or_none, json_lines, run_child, script, steady_epoch, toolkit
+
+if TYPE_CHECKING:  # the parent process never imports torch; children import it where they use it
+    import torch
+    from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +56,7 @@ class Job:
 
 
 # ------------------------------------------------------------------------------ child processes
-def build_model(model: str, channels: int, size: int):  # -> nn.Module; torch is imported in children only
+def build_model(model: str, channels: int, size: int) -> nn.Module:
     from decltrain.models.mnist_cnn import MnistCNN
     from decltrain.models.torchvision_classifier import TorchvisionClassifier
 
@@ -62,7 +68,7 @@ def build_model(model: str, channels: int, size: int):  # -> nn.Module; torch is
 class Stopwatch:
     """Epoch wall times with the device's queued work included: a device sync at both ends."""
 
-    def __init__(self, device) -> None:  # a torch.device; torch is imported in children only
+    def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: list[float] = []
 
@@ -150,10 +156,11 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
                       check_val_every_n_epoch=job.epochs + 1, callbacks={"timer": EpochTimer()})
     trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 10))
     trainer.fit()
-    return {"epoch_seconds": watch.seconds, "samples": trainer.num_train_batches * job.batch_size, **peak_memory(device)}
+    samples = trainer.num_train_batches * job.batch_size
+    return {"epoch_seconds": watch.seconds, "samples": samples, **peak_memory(device)}
 
 
-def peak_memory(device) -> dict:
+def peak_memory(device: torch.device) -> dict:
     import torch
 
     return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {}
@@ -174,9 +181,9 @@ def child(kind: str, job: Job, precision: str) -> Contender:
 
 def samples_per_sec(sample: Sample) -> float | None:
     """Steady training samples/s: samples of an epoch over the median steady epoch."""
-    epoch, samples = steady_epoch(sample), sample.report.get("samples")
     if "run_dir" in sample.report:  # the toolkit's epochs include validation: take its own training rate
         return toolkit_training_rate(sample.report["run_dir"])
+    epoch, samples = steady_epoch(sample), sample.report.get("samples")
     return samples / epoch if epoch and samples else None
 
 
@@ -206,7 +213,7 @@ def alternate(contenders: dict[str, Contender], args: argparse.Namespace, env: d
     return results
 
 
-def median_of(samples: list[Sample], measure) -> float | None:
+def median_of(samples: list[Sample], measure: Callable[[Sample], float | None]) -> float | None:
     return _median_or_none([measure(sample) for sample in samples])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -48,17 +47,6 @@ class OverflowAt(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         first = next(checkpoint.unwrap(trainer.model).parameters())
         first.register_hook(lambda grad: grad * math.inf if trainer.global_step + 1 == self.step else grad)
-
-
-class SignalAtStep(Callback):
-    """SIGTERM to this process after optimizer step `step`: a preemption at a known step."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: Trainer) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Recorder:
@@ -214,7 +202,7 @@ SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_batche
 # Augmentation the in-memory path runs on the device: a vectorized crop, and a step run image by image.
 AUGMENT = ("dataset.train_transforms=[{_target_:torchvision.transforms.v2.RandomCrop,size:28,padding:2},"
            "{_target_:torchvision.transforms.v2.RandomRotation,degrees:10}]")
-STOP_AT_40 = ["+callbacks.stop._target_=tests.test_cuda.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
+STOP_AT_40 = ["+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
 
 
 def train(*args: str, cwd: Path, data_dir: Path, **env: str):
@@ -280,10 +268,11 @@ def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_sc
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("extra", [["trainer.precision=bf16-mixed", "trainer.compile=true", "trainer.cudnn_benchmark=true"],
-                                   ["trainer.compile=reduce-overhead"],
-                                   ["dataset.in_memory=false", "dataset.num_workers=2", "trainer.precision=16-mixed"]],
-                         ids=["bf16-compile-cudnn_benchmark", "cuda_graphs", "dataloader-workers-fp16"])
+@pytest.mark.parametrize("extra", [
+    ["trainer.precision=bf16-mixed", "trainer.compile=true", "trainer.cudnn_benchmark=true"],
+    ["trainer.compile=reduce-overhead"],
+    ["dataset.in_memory=false", "dataset.num_workers=2", "trainer.precision=16-mixed"],
+], ids=["bf16-compile-cudnn_benchmark", "cuda_graphs", "dataloader-workers-fp16"])
 def test_training_on_cuda_learns(tmp_path, data_dir, extra):
     run_dir = tmp_path / "run"
     result = train(*SHORT, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path, data_dir=data_dir)
@@ -371,7 +360,7 @@ def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_pat
     args = [*SHORT, "trainer.devices=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert train(*args, f"hydra.run.dir={reference}", cwd=tmp_path, data_dir=data_dir).returncode == 0
-    stopped = train(*args, "+callbacks.stop._target_=tests.test_cuda.SignalAtStep", "+callbacks.stop.step=20",
+    stopped = train(*args, "+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=20",
                     f"hydra.run.dir={resumed}", cwd=tmp_path, data_dir=data_dir)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout + stopped.stderr
     per_rank = last_state(resumed)["rng_per_rank"]
