@@ -14,6 +14,11 @@ Two modes (both by default):
   `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time
   and peak-memory ratios are what the Trainer costs (compare Lightning's parity benchmarks).
 
+Where CUDA is visible (`--device auto`, the default, or `--device cuda`) the device tables of
+scripts/device_benchmark.py run instead: the same MNIST contenders on the GPU with samples/s and
+peak GPU memory, the compute-only limit, compile modes, and a compute-bound ResNet-18 job in fp32
+and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke test.
+
     DATA_DIR=../shared/data python scripts/benchmark.py              # the README's table
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
 """
@@ -89,22 +94,27 @@ def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
 
 
 # ------------------------------------------------------------------------------ process mode
-def toolkit(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
-    run_dir = work / f"toolkit_{index}"
-    command = [shutil.which("train") or "train", "config=mnist_cnn", f"trainer.max_epochs={args.epochs}",
-               f"hydra.run.dir={run_dir}"]
-    if args.limit_batches:
-        command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
-    sample, _ = run_child(command, env, REPO)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    sample.report = {"test_acc": metrics["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir)}
-    return sample
+def toolkit(*overrides: str) -> Contender:
+    """`train config=mnist_cnn` with `overrides` (e.g. trainer.accelerator=cuda)."""
+    def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
+        run_dir = Path(tempfile.mkdtemp(prefix=f"toolkit_{index}_", dir=work)) / "run"
+        command = [shutil.which("train") or "train", "config=mnist_cnn", f"trainer.max_epochs={args.epochs}",
+                   *overrides, f"hydra.run.dir={run_dir}"]
+        if args.limit_batches:
+            command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
+        sample, _ = run_child(command, env, REPO)
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        sample.report = {"test_acc": metrics["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
+                         "run_dir": run_dir, "peak_memory_mb": metrics.get("perf/peak_memory_mb")}
+        return sample
+    return run
 
 
-def script(name: str, **extra_env: str) -> Contender:
+def script(name: str, *extra_args: str, **extra_env: str) -> Contender:
     """A benchmark script of scripts/, run in its own scratch folder (Lightning writes logs there)."""
     def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
-        command = [sys.executable, str(SCRIPTS / name), "--epochs", str(args.epochs), "--data-dir", args.data_dir]
+        command = [sys.executable, str(SCRIPTS / name), "--epochs", str(args.epochs), "--data-dir", args.data_dir,
+                   *extra_args]
         if args.limit_batches:
             command += ["--limit-batches", str(args.limit_batches)]
         folder = Path(tempfile.mkdtemp(prefix=f"{Path(name).stem}_{index}_", dir=work))
@@ -127,7 +137,7 @@ def time_help(env: dict[str, str], rounds: int) -> float:
 
 
 def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, console: Console) -> None:
-    contenders = {"toolkit (train config=mnist_cnn)": toolkit, "hand-written loop": script("handwritten_mnist.py"),
+    contenders = {"toolkit (train config=mnist_cnn)": toolkit(), "hand-written loop": script("handwritten_mnist.py"),
                   # The same loop with the toolkit's thread setting: what the data path alone is worth.
                   "hand-written, OMP_WAIT_POLICY=PASSIVE": script("handwritten_mnist.py", OMP_WAIT_POLICY="PASSIVE")}
     lightning = importlib.util.find_spec("lightning") is not None
@@ -265,7 +275,10 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Toolkit vs hand-written loop on MNIST (see the module docstring).")
-    parser.add_argument("--mode", choices=("all", "process", "overhead"), default="all")
+    parser.add_argument("--mode", choices=("all", "process", "overhead", "device"), default="all",
+                        help="all: process and overhead on the CPU, or the device tables on CUDA")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the device tables train (scripts/device_benchmark.py); auto: CUDA when visible")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the whole-process runs")
     parser.add_argument("--overhead-epochs", type=int, default=2, help="epochs of the overhead runs")
@@ -279,16 +292,25 @@ def main() -> None:
         return overhead_child(args.overhead_child, args.data_dir, args.overhead_epochs, args.limit_batches)
     if args.quick:
         args.rounds, args.epochs, args.overhead_epochs, args.limit_batches = 1, 2, 1, 3
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     console = Console(width=120)
     console.print(f"machine: {machine()}")
     # Children see the same environment; PYTHONPATH lets the scripts import the repository's packages.
     env = {**os.environ, "DATA_DIR": args.data_dir, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory(prefix="benchmark-") as work:
-        if args.mode in ("all", "process"):
-            process_mode(args, env, Path(work), console)
-        if args.mode in ("all", "overhead"):
-            overhead_mode(args, env, console)
+        if args.mode == "device" or (args.mode == "all" and args.device == "cuda"):
+            from device_benchmark import device_mode  # scripts/ is on the path of this script
+
+            device_mode(args, env, Path(work), console)
+        else:
+            if args.mode in ("all", "process"):
+                process_mode(args, env, Path(work), console)
+            if args.mode in ("all", "overhead"):
+                overhead_mode(args, env, console)
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

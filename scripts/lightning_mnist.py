@@ -4,7 +4,7 @@ Same data, transforms, model, optimizer and epochs; Lightning's defaults otherwi
 checkpoint and logger included). `benchmark.py` runs it only when `lightning` is installed;
 the project does not depend on it. Prints the same JSON lines as the hand-written script.
 
-    python scripts/lightning_mnist.py --data-dir ../shared/data --epochs 5
+    python scripts/lightning_mnist.py --data-dir ../shared/data --epochs 5 [--device cuda]
 """
 from __future__ import annotations
 
@@ -46,10 +46,17 @@ class EpochTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.start = time.perf_counter()
+        self.samples = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: object,
+                           batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.samples += len(batch[0])
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        print(json.dumps({"epoch": trainer.current_epoch + 1, "seconds": time.perf_counter() - self.start}),
-              flush=True)
+        if module.device.type == "cuda":
+            torch.cuda.synchronize(module.device)  # the epoch's work is done, not only queued
+        print(json.dumps({"epoch": trainer.current_epoch + 1, "seconds": time.perf_counter() - self.start,
+                          "samples": self.samples}), flush=True)
 
 
 def main() -> None:
@@ -58,18 +65,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after N batches")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
 
     L.seed_everything(args.seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_set = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)
     test_set = datasets.MNIST(args.data_dir, train=False, download=False, transform=transform)
-    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches, accelerator="cpu",
-                        enable_progress_bar=False, callbacks=[EpochTimer()])
+    trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches, accelerator=args.device,
+                        devices=1, enable_progress_bar=False, callbacks=[EpochTimer()])
     module = LitMnist()
     trainer.fit(module, DataLoader(train_set, batch_size=64, shuffle=True))
     results = trainer.test(module, DataLoader(test_set, batch_size=1000), verbose=False)
-    print(json.dumps({"test_acc": results[0]["test_acc"]}), flush=True)
+    peak = {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}
+    print(json.dumps({"test_acc": results[0]["test_acc"], **peak}), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import subprocess
 import sys
@@ -22,3 +23,16 @@ def test_quick_benchmark_prints_both_tables_with_equal_losses(data_dir: Path):
     assert re.search(r"ratio\s*│\s*[\d.]+\s*│\s*[\d.]+", out)  # overhead: step-time and memory ratios
     assert "losses: max abs difference 0 over 3 steps" in out  # the Trainer computes what the plain loop does
     assert re.search(r"train --help: [\d.]+ s", out)
+
+
+def test_device_benchmark_children_time_steady_epochs_of_the_trainer_and_the_compute_only_loop():
+    """The measurements behind the GPU tables, on the CPU with a tiny job (the tables: --mode device)."""
+    for kind in ("toolkit", "compute"):
+        result = subprocess.run([sys.executable, "scripts/device_benchmark.py", "--child", kind, "--device", "cpu",
+                                 "--precision", "bf16-mixed", "--model", "mnist_cnn", "--channels", "1", "--size", "28",
+                                 "--batch-size", "8", "--samples", "24", "--epochs", "2"],
+                                cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert len(report["epoch_seconds"]) == 2 and all(s > 0 for s in report["epoch_seconds"]), kind
+        assert report["samples"] == 24, kind

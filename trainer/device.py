@@ -37,6 +37,20 @@ def configure_determinism(deterministic: bool, cudnn_benchmark: bool) -> None:
     torch.backends.cudnn.benchmark = cudnn_benchmark and not deterministic
 
 
+NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
+
+
+def explain_nondeterministic(error: BaseException) -> UserError | None:
+    """torch's refusal of an op under `trainer.deterministic=true` (e.g. adaptive pooling's backward
+    on CUDA, in every ResNet) as one line naming the op and the fix; None for any other error."""
+    text = str(error)
+    if not isinstance(error, RuntimeError) or NO_DETERMINISTIC_KERNEL not in text:
+        return None
+    op = text.split(NO_DETERMINISTIC_KERNEL)[0].strip()
+    return UserError(f"trainer.deterministic=true, but the model uses {op}, which has no deterministic "
+                     "implementation on this device; set trainer.deterministic=false")
+
+
 def rng_state() -> dict:
     """Every random generator the run draws from, as plain tensors and containers."""
     np_state = np.random.get_state()
@@ -46,15 +60,19 @@ def rng_state() -> dict:
         "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    # This process's own CUDA device only: under DDP each rank draws on its device alone, and a
+    # checkpoint must load where fewer devices are visible. A process that never touched CUDA
+    # has no stream there to continue (and asking would start a CUDA context).
+    if torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def load_rng_state(state: dict) -> None:
+    """Restores what `rng_state` saved; a CUDA state is skipped where no CUDA device is visible."""
     random.setstate(state["python"])
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])  # onto this process's current device

@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric
 from decltrain.callbacks.base import EVENTS, Callback, overrides
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer import checkpoint, data, distributed
-from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
+from decltrain.trainer.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.precision import Precision
@@ -39,7 +39,7 @@ log = logging.getLogger("trainer")
 
 class Trainer:
     def __init__(self, *, accelerator: str = "auto", strategy: str = "auto", devices: int = 1,
-                 sync_batchnorm: bool = False, compile: bool = False, precision: str = "32", max_epochs: int = 10,
+                 sync_batchnorm: bool = False, compile: bool | str = False, precision: str = "32", max_epochs: int = 10,
                  max_steps: int = -1, accumulate_grad_batches: int = 1, check_val_every_n_epoch: int = 1,
                  log_every_n_steps: int = 50, fast_dev_run: bool = False,
                  limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
@@ -64,7 +64,7 @@ class Trainer:
             raise UserError(f"trainer.devices={devices} needs {devices} processes; start the run with the `train` "
                             "command or torchrun, not by building a Trainer in one process")
         self.sync_batchnorm = sync_batchnorm
-        self.compile = compile
+        self.compile_mode = compile_mode(compile)
         self.device = distributed.device(str(getattr(accelerator, "value", accelerator)))
         if sync_batchnorm and self.device.type != "cuda":
             raise UserError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
@@ -139,9 +139,9 @@ class Trainer:
         if self.world_size > 1:
             self.model = self._ddp = DistributedDataParallel(
                 model, device_ids=[self.device] if self.device.type == "cuda" else None)
-        if self.compile:
-            self.model = torch.compile(self.model)
-            self._eval_model = self.model if self._ddp is None else torch.compile(model)
+        if self.compile_mode:
+            self.model = torch.compile(self.model, mode=self.compile_mode)
+            self._eval_model = self.model if self._ddp is None else torch.compile(model, mode=self.compile_mode)
 
     def _inputs_on_device(self, batch: Any) -> tuple[Any, Any]:
         """(inputs, targets) on the device; image batches in the model's memory layout."""
@@ -181,6 +181,9 @@ class Trainer:
                     self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
         except BaseException as error:
             self._call("on_exception", error)
+            explained = explain_nondeterministic(error)
+            if explained:
+                raise explained from error
             raise
         finally:
             for logger in self.loggers:
@@ -275,7 +278,8 @@ class Trainer:
         if self.should_log:
             self.last_loss = loss.item()  # the only host sync of a training step
             self._raise_if_nonfinite()
-            self.log_metrics({"train/loss": self.last_loss, "epoch": self.epoch})
+            self.log_metrics({"train/loss": self.last_loss, "epoch": self.epoch,
+                              **self.precision.report(self.global_step)})
         self._call("on_train_batch_end")
 
     def _skip_step(self) -> None:
@@ -396,6 +400,25 @@ class Trainer:
             if len(rng_states) > 1:
                 state["rng_per_rank"] = rng_states
             checkpoint.save_atomic(state, Path(path))
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(setting: bool | str | None) -> str | None:
+    """`trainer.compile` as a torch.compile mode: false -> none, true -> `default`, or a mode by name.
+
+    `reduce-overhead` records CUDA graphs: one launch replays a whole step, for small models
+    whose steps are bound by kernel launches (on CPU it compiles like `default`).
+    """
+    if setting is None or setting is False:
+        return None
+    if setting is True:
+        return "default"
+    if setting in COMPILE_MODES:
+        return str(setting)
+    raise UserError(f"trainer.compile={setting!r} is not valid; use true, false or a torch.compile mode: "
+                    + ", ".join(COMPILE_MODES))
 
 
 def uses_channels_last(model: nn.Module, device: torch.device) -> bool:

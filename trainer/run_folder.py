@@ -7,10 +7,12 @@ afresh and a run trained on another machine can be evaluated here.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +27,7 @@ from decltrain.trainer.errors import UserError
 CONFIG = Path(".hydra") / "config.yaml"
 CHECKPOINTS = "checkpoints"
 REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
+log = logging.getLogger("trainer")
 
 
 @dataclass
@@ -54,10 +57,13 @@ class RunFolder:
         config = legacy_paths.upgrade(config)  # runs saved before the `decltrain` package name
         # The weights come from the chosen checkpoint; a fine-tuning source the run started from
         # must not be loaded (or even exist) again. The commands run in one process: evaluation
-        # shards without padding, so one process scores what a multi-device run scored.
-        for key, value in (("init_from", None), ("devices", 1)):
+        # shards without padding, so one process scores what a multi-device run scored, and
+        # BatchNorm has no other rank to synchronise with. One pass over the data does not repay
+        # compiling (which on a CPU would also need a C compiler).
+        for key, value in (("init_from", None), ("devices", 1), ("sync_batchnorm", False), ("compile", False)):
             if key in config.trainer:
                 config.trainer[key] = value
+        _fit_to_this_machine(config.trainer)
         folder = cls(path, config)
         folder.apply_overrides(overrides)
         return folder
@@ -130,6 +136,21 @@ class RunFolder:
             model = build.model(self.config, splits)
             checkpoint.load_weights(model, path)
         return splits, model.eval(), path
+
+
+def _fit_to_this_machine(trainer: DictConfig) -> None:
+    """A run trained on a GPU reopens on a machine without one: on the CPU, fp16 becomes fp32.
+
+    The checkpoint loads anywhere (its tensors are mapped to the CPU); only the CUDA-only
+    settings of the saved config would refuse to start. Overrides given by the user come later and win.
+    """
+    if torch.cuda.is_available():
+        return
+    changes = {key: value for key, old, value in (("accelerator", "cuda", "cpu"), ("precision", "16-mixed", "32"))
+               if str(trainer.get(key)) == old}
+    for key, value in changes.items():
+        log.info("no CUDA device here: the run's trainer.%s=%s becomes %s", key, trainer[key], value)
+        trainer[key] = value
 
 
 _ABSENT = object()

@@ -30,7 +30,7 @@ class TrainerSchema:
     strategy: Strategy = Strategy.auto
     devices: int = 1  # processes on this machine (one per GPU); torchrun's --nproc_per_node wins
     sync_batchnorm: bool = False
-    compile: bool = False
+    compile: Any = False  # true | false | a torch.compile mode (reduce-overhead, ...); checked in trainer/loop.py
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed; checked in trainer/precision.py
     accumulate_grad_batches: int = 1
     max_epochs: int = 10
