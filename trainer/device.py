@@ -75,4 +75,7 @@ def load_rng_state(state: dict) -> None:
     np.random.set_state((kind, keys.numpy(), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"])  # onto this process's current device
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):  # checkpoints before per-process states: every visible device's
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)  # onto this process's current device
