@@ -17,7 +17,7 @@ from decltrain.trainer.errors import UserError
 
 
 class EMA(WeightAveraging):
-    def __init__(self, decay: float = 0.999, warmup: bool = False) -> None:
+    def __init__(self, decay: float = 0.999, warmup: bool = True) -> None:
         if not 0.0 < decay < 1.0:
             raise UserError(f"callbacks.ema.decay={decay} must lie between 0 and 1 (e.g. 0.999)")
         super().__init__()

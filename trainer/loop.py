@@ -113,6 +113,7 @@ class Trainer:
         self.callback_metrics: dict[str, float] = {}
         self._epoch_finished = False
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
+        self._validated_step = -1
         self._signal: int | None = None  # set by the SIGTERM/SIGINT handler during fit
 
     # ----------------------------------------------------------------------------------- setup
@@ -192,7 +193,9 @@ class Trainer:
             with self._stop_signals(), self.profiler.profiling():
                 while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
                     self._train_epoch()
-                    metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
+                    due = (self.epoch + 1) % self.check_val_every_n_epoch == 0
+                    # Not twice at one step (early stopping after a mid-epoch validation).
+                    metrics = self._validate() if due and self._validated_step != self.global_step else {}
                     self._raise_if_nonfinite()
                     self.lr_schedule.after_epoch(self.global_step, metrics)
                     if metrics:
@@ -284,12 +287,12 @@ class Trainer:
                 else:
                     self._skip_step()
                 group_is_finite = True
+                if self.val_check_interval and self.global_step % self.val_check_interval == 0 \
+                        and self.batch_idx < self.num_train_batches and not self._step_limit_reached():
+                    self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
                 self._raise_if_stop_requested()
                 if self.should_stop or self._step_limit_reached():
                     break
-                if self.val_check_interval and self.global_step % self.val_check_interval == 0 \
-                        and self.batch_idx < self.num_train_batches:
-                    self._validate_mid_epoch()
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
@@ -327,6 +330,7 @@ class Trainer:
         self._call("on_validation_start")
         with self.profiler.section("validation"):
             metrics = self.evaluate(self.val_loader, "val")
+        self._validated_step = self.global_step
         self.callback_metrics = metrics
         self.log_metrics(metrics)
         self.model.train()
@@ -366,8 +370,10 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index >= limit:
                 break
-            if self.world_size == 1:  # ranks hold unequal shards: no collective in this loop
-                self._raise_if_stop_requested()  # a long validation must not delay a preemption
+            # A long validation must not delay a preemption (ranks hold unequal shards: no collective
+            # in this loop). A mid-epoch one finishes first: its step's checkpoint follows it.
+            if self.world_size == 1 and not self.validating_mid_epoch:
+                self._raise_if_stop_requested()
             inputs, targets = self._inputs_on_device(batch)
             with self.precision.autocast():
                 outputs = self._eval_model(inputs)

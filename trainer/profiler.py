@@ -50,7 +50,9 @@ class Profiler:
 class SimpleProfiler(Profiler):
     """Wall time per section, exclusive of nested sections, so the shares add up to the fit's time.
 
-    On CUDA each section boundary synchronises the device; otherwise queued kernels would be
+    The fit's time runs from the first section (the first `on_fit_start` handler, or the first
+    batch) to `report`, which the loop calls right after `on_fit_end`; "other" is what no
+    section covered (the loop's own bookkeeping). On CUDA each section boundary synchronises the device; otherwise queued kernels would be
     billed to whichever section next waits for them.
     """
 
@@ -60,6 +62,7 @@ class SimpleProfiler(Profiler):
         self.counts: dict[str, int] = defaultdict(int)
         self._stack: list[float] = []  # time spent in children of each open section
         self._sync: Callable[[], None] = lambda: None
+        self._first: float | None = None
         self._fit_time = 0.0
 
     def setup(self, device: torch.device) -> None:
@@ -70,6 +73,8 @@ class SimpleProfiler(Profiler):
     def section(self, name: str) -> Iterator[None]:
         self._sync()
         start = time.perf_counter()
+        if self._first is None:
+            self._first = start
         self._stack.append(0.0)
         try:
             yield
@@ -98,14 +103,6 @@ class SimpleProfiler(Profiler):
                 handler(*args)
         return timed
 
-    @contextlib.contextmanager
-    def profiling(self) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self._fit_time += time.perf_counter() - start
-
     def rows(self) -> list[tuple[str, int, float, float, float]]:
         """(section, calls, total s, mean ms, share %), largest first, with the untimed rest as "other"."""
         total = self._fit_time or sum(self.totals.values())
@@ -118,6 +115,7 @@ class SimpleProfiler(Profiler):
     def report(self) -> None:
         from decltrain.trainer.console import console
 
+        self._fit_time = time.perf_counter() - (self._first or time.perf_counter())
         table = Table(title=f"profiler: where the {self._fit_time:.2f} s of training went")
         for column in ("section", "calls", "total s", "mean ms", "share %"):
             table.add_column(column, justify="left" if column == "section" else "right")

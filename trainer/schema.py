@@ -67,6 +67,7 @@ class TrainSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     callbacks: Optional[dict[str, Any]] = None
     logger: Optional[dict[str, Any]] = None
+    lr_find: Any = None  # find-lr's settings (configs/find_lr.yaml)
 
 
 def register() -> None:
