@@ -20,7 +20,7 @@ from decltrain.trainer.errors import Preempted, UserError
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.lr_finder import range_test, suggest
 from decltrain.trainer.task import ClassificationLoss, Task
-from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
+from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits, train_command
 from tests.test_resume import SignalAtStep, assert_bit_identical
 
 
@@ -263,3 +263,46 @@ def test_debug_fdr_runs_in_its_own_folder(tmp_path, data_dir):
     assert not (tmp_path / "outputs" / "mnist_cnn").exists()
     (run_dir,) = (tmp_path / "outputs" / "debug" / "fdr").iterdir()
     assert (run_dir / "train.log").is_file() and not (run_dir / "checkpoints").exists()
+
+
+
+# ------------------------------------------------------------------- the commands, end to end
+def test_find_lr_prints_a_rate_and_the_command_and_writes_the_plot(tmp_path, data_dir):
+    result = run_train("config=mnist_cnn", cwd=tmp_path, env={"DATA_DIR": str(data_dir)},
+                       command=train_command("find-lr"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    suggested = float(re.search(r"suggested learning rate: (\S+)", result.stdout)[1])
+    assert 1e-4 <= suggested <= 1e-1
+    assert f"train config=mnist_cnn optimizer.lr={suggested:.3g}" in result.stdout
+    (folder,) = (tmp_path / "outputs" / "mnist_cnn").glob("find_lr_*")
+    assert (folder / "lr_find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(folder.glob("events.out.tfevents.*"))
+    assert json.loads((folder / "lr_find.json").read_text())["suggestion"] == pytest.approx(suggested, rel=1e-2)
+
+
+def test_simple_profiler_table_from_the_train_command(tmp_path, data_dir):
+    result = run_train("config=mnist_cnn", "trainer.max_steps=30", "trainer.profiler=simple", cwd=tmp_path,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "where the" in result.stdout
+    (saved,) = (tmp_path / "outputs" / "mnist_cnn").glob("*/profiler.txt")
+    shares = [float(line.split("│")[5]) for line in saved.read_text().splitlines()
+              if line.startswith("│") and line.split("│")[5].strip()]
+    assert sum(shares) == pytest.approx(100, abs=0.5)
+    assert re.search(r"│ forward\s+│\s+30 │", saved.read_text())
+
+
+def test_ema_with_step_validation_from_the_train_command(tmp_path, data_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_train("config=mnist_cnn", "callbacks=[default,ema]", "trainer.val_check_interval=20",
+                       "trainer.max_epochs=1", "trainer.limit_train_batches=45", "trainer.limit_val_batches=4",
+                       "trainer.limit_test_batches=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    (run_dir,) = (tmp_path / "outputs" / "mnist_cnn").iterdir()
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [point.step for point in events.Scalars("val/acc")] == [20, 40, 45]
+    best = checkpoint.load(run_dir / "checkpoints" / "best.ckpt")
+    assert set(best["model"]) == set(best["training_weights"])
+    assert not torch.equal(best["model"]["classifier.0.weight"], best["training_weights"]["classifier.0.weight"])

@@ -55,9 +55,11 @@ class Trainer:
         for key, value in (("max_epochs", max_epochs), ("accumulate_grad_batches", accumulate_grad_batches),
                            ("check_val_every_n_epoch", check_val_every_n_epoch),
                            ("log_every_n_steps", log_every_n_steps), ("devices", devices),
-                           ("val_check_interval", val_check_interval or 1), ("overfit_batches", overfit_batches + 1)):
+                           ("val_check_interval", 1 if val_check_interval is None else val_check_interval)):
             if value < 1:
-                raise UserError(f"trainer.{key}={value} must be at least {1 if key != 'overfit_batches' else 0}")
+                raise UserError(f"trainer.{key}={value} must be at least 1")
+        if overfit_batches < 0:
+            raise UserError(f"trainer.overfit_batches={overfit_batches} must be 0 (off) or a number of batches")
         self.val_check_interval = val_check_interval
         self.overfit_batches = overfit_batches
         torch.autograd.set_detect_anomaly(detect_anomaly)
