@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,9 @@ def test_unknown_profiler_is_one_clear_error(tmp_path):
 
 # ------------------------------------------------------------------------- debugging switches
 def test_overfit_batches_trains_and_validates_on_the_same_fixed_batches(tmp_path):
-    trainer = make_trainer(tmp_path, overfit_batches=2, max_epochs=40, lr=0.1)
+    splits = synthetic_splits()
+    splits.loader = replace(splits.loader, eval_batch_size=64)
+    trainer = make_trainer(tmp_path, splits=splits, overfit_batches=2, max_epochs=40, lr=0.1)
     seen: list[torch.Tensor] = []
     for epoch in range(2):
         trainer.train_loader.sampler.set_epoch(epoch)

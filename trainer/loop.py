@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,13 @@ class Trainer:
         self.task = task
         self.splits = splits
         shard = {"num_replicas": self.world_size, "rank": distributed.rank()}
-        # overfit_batches: train and validate on the first batches of the validation split, which
-        # carries no augmentation, in a fixed order.
+        # overfit_batches: train and validate on the same first batches of the validation split
+        # (which carries no augmentation): unshuffled, and validated at the training batch size.
         train_split = splits.val if self.overfit_batches else splits.train
         self.train_loader = data.train_loader(train_split, splits.loader, self.seed, self.device,
                                               shuffle=not self.overfit_batches, **shard)
-        self.val_loader = data.eval_loader(splits.val, splits.loader, self.device, **shard)
+        val_settings = replace(splits.loader, eval_batch_size=None) if self.overfit_batches else splits.loader
+        self.val_loader = data.eval_loader(splits.val, val_settings, self.device, **shard)
         self.test_loader = data.eval_loader(splits.test, splits.loader, self.device, **shard)
         self.num_train_batches = data.num_batches(self.train_loader, self.limits["train"])
         if self.num_train_batches == 0:
