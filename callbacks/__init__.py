@@ -13,4 +13,5 @@ from decltrain.callbacks.throughput import ThroughputMonitor
 from decltrain.callbacks.timer import Timer
 
 __all__ = ["EMA", "SWA", "BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping",
-           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "RichProgressBar", "ThroughputMonitor", "Timer"]
+           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "RichProgressBar", "ThroughputMonitor",
+           "Timer"]

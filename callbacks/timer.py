@@ -49,8 +49,8 @@ class Timer(Callback):
     def on_fit_start(self, trainer: Any) -> None:
         self._start = time.monotonic()
         left = self.budget - self.elapsed_before
-        log.info("time budget: %.0f s%s", self.budget,
-                 f" ({left:.0f} s left after {self.elapsed_before:.0f} s of earlier runs)" if self.elapsed_before else "")
+        earlier = f" ({left:.0f} s left after {self.elapsed_before:.0f} s of earlier runs)" if self.elapsed_before else ""
+        log.info("time budget: %.0f s%s", self.budget, earlier)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         spent = self.elapsed() >= self.budget

@@ -90,7 +90,8 @@ class Trainer:
         self.log_every_n_steps = 1 if fast_dev_run else log_every_n_steps
         one_batch = 1 if fast_dev_run else None
         self.limits = {"train": one_batch or overfit_batches or limit_train_batches,
-                       "val": one_batch or overfit_batches or limit_val_batches, "test": one_batch or limit_test_batches}
+                       "val": one_batch or overfit_batches or limit_val_batches,
+                       "test": one_batch or limit_test_batches}
         self.seed = seed
         self.callbacks = dict(callbacks or {})
         if max_time is not None:

@@ -52,8 +52,8 @@ class SimpleProfiler(Profiler):
 
     The fit's time runs from the first section (the first `on_fit_start` handler, or the first
     batch) to `report`, which the loop calls right after `on_fit_end`; "other" is what no
-    section covered (the loop's own bookkeeping). On CUDA each section boundary synchronises the device; otherwise queued kernels would be
-    billed to whichever section next waits for them.
+    section covered (the loop's own bookkeeping). On CUDA each section boundary synchronises the
+    device; otherwise queued kernels would be billed to whichever section next waits for them.
     """
 
     def __init__(self, run_dir: Path) -> None:
