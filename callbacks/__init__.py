@@ -2,11 +2,16 @@
 from decltrain.callbacks.backbone_unfreeze import BackboneUnfreeze
 from decltrain.callbacks.base import Callback
 from decltrain.callbacks.early_stopping import EarlyStopping
+from decltrain.callbacks.ema import EMA
 from decltrain.callbacks.gradient_clipping import GradientClipping
 from decltrain.callbacks.lr_monitor import LearningRateMonitor
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
+from decltrain.callbacks.model_summary import ModelSummary
 from decltrain.callbacks.progress import RichProgressBar
+from decltrain.callbacks.swa import SWA
 from decltrain.callbacks.throughput import ThroughputMonitor
+from decltrain.callbacks.timer import Timer
 
-__all__ = ["BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping", "LearningRateMonitor",
-           "ModelCheckpoint", "RichProgressBar", "ThroughputMonitor"]
+__all__ = ["EMA", "SWA", "BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping",
+           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "RichProgressBar", "ThroughputMonitor",
+           "Timer"]

@@ -9,7 +9,8 @@ On SIGTERM/SIGINT, `last.ckpt` is written at the step where the loop stopped. Ev
 appears atomically (see trainer/checkpoint.py); a file leaves only after its
 replacement is safely on disk. Checkpoints are written in `on_train_epoch_end`, after every
 `on_validation_end` handler ran, so the saved callback states (early stopping's counter) are
-those of the finished epoch.
+those of the finished epoch; after a mid-epoch validation (`trainer.val_check_interval`) they
+are written in `on_validation_end`, which for this callback runs after every other one.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ log = logging.getLogger("trainer")
 
 
 class ModelCheckpoint(Callback):
+    writes_checkpoints = True
+
     def __init__(self, dirpath: str | None = None, monitor: str | None = "val/acc", mode: str = "max",
                  save_top_k: int = 1, save_last: bool = True, every_n_epochs: int = 1,
                  every_n_train_steps: int | None = None) -> None:
@@ -56,14 +59,22 @@ class ModelCheckpoint(Callback):
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
             self._latest_score = self.monitor.read(metrics)
+        if trainer.validating_mid_epoch:
+            self._save_validated(trainer)
 
     def on_train_batch_end(self, trainer: Any) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer, self.dir / "last.ckpt")
 
     def on_train_epoch_end(self, trainer: Any) -> None:
+        if (trainer.epoch + 1) % self.every_n_epochs == 0:
+            self._save_validated(trainer)
+        self._latest_score = None
+
+    def _save_validated(self, trainer: Any) -> None:
+        """Top-k and last checkpoints of the state that was just validated."""
         score, self._latest_score = self._latest_score, None
-        if trainer.fast_dev_run or (trainer.epoch + 1) % self.every_n_epochs != 0:
+        if trainer.fast_dev_run:
             return
         written: Path | None = None
         if score is not None and self._qualifies(score):

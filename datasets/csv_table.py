@@ -16,7 +16,7 @@ from decltrain.datasets.base import FAKE_SIZES, DataSplits, loader_settings, rea
 from decltrain.datasets.in_memory import InMemory
 from decltrain.trainer.errors import UserError
 
-TABLE_TASKS = ("multiclass", "binary", "regression")
+TABLE_TASKS = ("multiclass", "binary", "regression", "classification")
 
 
 class RowEncoder:
@@ -42,7 +42,8 @@ def build(path: str, target: str, features: list[str] | None = None, task: str =
     """Reads `path` (or with `fake` generates rows of the same width and classes).
 
     `features: null` takes every column but the target. For `multiclass` and `binary`, the
-    target's distinct values (sorted) are the classes; `binary` needs exactly two.
+    target's distinct values (sorted) are the classes; `binary` needs exactly two;
+    `classification` becomes `binary` (one logit) with two classes and `multiclass` otherwise.
     `in_memory` batches the rows by index on the training device (the fast path); false feeds
     them through a DataLoader.
     """
@@ -53,6 +54,10 @@ def build(path: str, target: str, features: list[str] | None = None, task: str =
         inputs, targets, class_names = _fake_table(len(names), task, fake_num_classes)
     else:
         names, inputs, targets, class_names = _read_table(path, target, features, task)
+    if task == "classification":
+        if len(class_names) < 2:
+            raise UserError(f"{path}: target column {target!r} holds one value; classification needs two or more")
+        task = "binary" if len(class_names) == 2 else "multiclass"
     train_indices, val_indices, test_indices = split_indices(len(inputs), [val_fraction, test_fraction],
                                                              val_split_seed)
     mean, std = torch.zeros(len(names)), torch.ones(len(names))

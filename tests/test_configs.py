@@ -52,5 +52,5 @@ def test_seed_zero_is_kept():
 def test_callbacks_are_an_ordered_named_dict():
     cfg = compose_train("callbacks.early_stopping=null")
     assert list(cfg.callbacks) == ["progress_bar", "model_checkpoint", "early_stopping", "gradient_clipping",
-                                   "lr_monitor", "throughput"]
+                                   "lr_monitor", "throughput", "model_summary"]
     assert cfg.callbacks.early_stopping is None

@@ -4,6 +4,8 @@ A checkpoint is one dict of plain tensors and containers:
   format_version, model (state_dict with plain parameter names), optimizer, lr_schedule,
   precision (grad scaler), progress (epoch, batch within epoch, global step), callbacks
   ({name: state}), rng (python, numpy, torch, cuda), config (the resolved config as YAML text).
+  With weight averaging (EMA, SWA), "model" holds the averaged weights, the ones to evaluate
+  and deploy, and "training_weights" the raw weights training continues from.
 """
 from __future__ import annotations
 
@@ -96,6 +98,11 @@ def unwrap(model: nn.Module) -> nn.Module:
             model = model.module
         else:
             return model
+
+
+def training_weights(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights a resumed run trains on: the raw ones when "model" holds an average."""
+    return state.get("training_weights", state["model"])
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike,

@@ -80,8 +80,8 @@ Loader = DataLoader | DeviceTensorLoader
 
 
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
-                 num_replicas: int = 1, rank: int = 0) -> Loader:
-    sampler = ResumableSampler(dataset, shuffle=True, seed=seed, num_replicas=num_replicas, rank=rank,
+                 num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> Loader:
+    sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
                                drop_last=settings.drop_last)
     return _loader(dataset, settings, settings.batch_size, sampler, device, seed)
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +26,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 
 from decltrain.callbacks.base import EVENTS, Callback, overrides
+from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer import checkpoint, data, distributed
 from decltrain.trainer.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.precision import Precision
+from decltrain.trainer.profiler import build_profiler
 from decltrain.trainer.scheduling import LRSchedule
 from decltrain.trainer.task import Task
 
@@ -45,14 +48,22 @@ class Trainer:
                  limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
                  limit_test_batches: int | float | None = None, deterministic: bool = False,
                  cudnn_benchmark: bool = False, seed: int = 42, nonfinite_loss: str = "stop",
-                 init_from: str | None = None, init_strict: bool = True,
+                 init_from: str | None = None, init_strict: bool = True, val_check_interval: int | None = None,
+                 max_time: str | float | None = None, overfit_batches: int = 0, detect_anomaly: bool = False,
+                 profiler: str | None = None, profiler_schedule: dict[str, int] | None = None,
                  callbacks: dict[str, Callback] | None = None, loggers: list[Logger] | None = None,
                  run_dir: str | Path = ".") -> None:
         for key, value in (("max_epochs", max_epochs), ("accumulate_grad_batches", accumulate_grad_batches),
                            ("check_val_every_n_epoch", check_val_every_n_epoch),
-                           ("log_every_n_steps", log_every_n_steps), ("devices", devices)):
+                           ("log_every_n_steps", log_every_n_steps), ("devices", devices),
+                           ("val_check_interval", 1 if val_check_interval is None else val_check_interval)):
             if value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
+        if overfit_batches < 0:
+            raise UserError(f"trainer.overfit_batches={overfit_batches} must be 0 (off) or a number of batches")
+        self.val_check_interval = val_check_interval
+        self.overfit_batches = overfit_batches
+        torch.autograd.set_detect_anomaly(detect_anomaly)
         if nonfinite_loss not in ("stop", "skip"):
             raise UserError(f"trainer.nonfinite_loss={nonfinite_loss!r} is not valid; use 'stop' or 'skip'")
         self.nonfinite_loss = nonfinite_loss
@@ -78,14 +89,22 @@ class Trainer:
         self.check_val_every_n_epoch = check_val_every_n_epoch
         self.log_every_n_steps = 1 if fast_dev_run else log_every_n_steps
         one_batch = 1 if fast_dev_run else None
-        self.limits = {"train": one_batch or limit_train_batches, "val": one_batch or limit_val_batches,
+        self.limits = {"train": one_batch or overfit_batches or limit_train_batches,
+                       "val": one_batch or overfit_batches or limit_val_batches,
                        "test": one_batch or limit_test_batches}
         self.seed = seed
         self.callbacks = dict(callbacks or {})
-        # Per event, only the callbacks that do something on it: idle ones cost nothing per step.
-        self._handlers = {event: [cb for cb in self.callbacks.values() if overrides(cb, event)] for event in EVENTS}
-        self.loggers = list(loggers or [])
+        if max_time is not None:
+            self.callbacks.setdefault("timer", Timer(max_time))
         self.run_dir = Path(run_dir)
+        self.profiler = build_profiler(profiler, self.run_dir, profiler_schedule)
+        # Per event, only the callbacks that do something on it: idle ones cost nothing per step.
+        # Callbacks that write checkpoints come last, so a file holds every other callback's
+        # update of the same event (early stopping's counter, the weight average of this step).
+        ordered = sorted(self.callbacks.items(), key=lambda item: item[1].writes_checkpoints)
+        self._handlers = {event: [self.profiler.wrap(f"{name}.{event}", getattr(cb, event))
+                                  for name, cb in ordered if overrides(cb, event)] for event in EVENTS}
+        self.loggers = list(loggers or [])
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = ""  # the resolved config, stored in every checkpoint by the caller
 
@@ -97,6 +116,8 @@ class Trainer:
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
         self._epoch_finished = False
+        self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
+        self._validated_step = -1
         self._signal: int | None = None  # set by the SIGTERM/SIGINT handler during fit
 
     # ----------------------------------------------------------------------------------- setup
@@ -109,8 +130,13 @@ class Trainer:
         self.task = task
         self.splits = splits
         shard = {"num_replicas": self.world_size, "rank": distributed.rank()}
-        self.train_loader = data.train_loader(splits.train, splits.loader, self.seed, self.device, **shard)
-        self.val_loader = data.eval_loader(splits.val, splits.loader, self.device, **shard)
+        # overfit_batches: train and validate on the same first batches of the validation split
+        # (which carries no augmentation): unshuffled, and validated at the training batch size.
+        train_split = splits.val if self.overfit_batches else splits.train
+        self.train_loader = data.train_loader(train_split, splits.loader, self.seed, self.device,
+                                              shuffle=not self.overfit_batches, **shard)
+        val_settings = replace(splits.loader, eval_batch_size=None) if self.overfit_batches else splits.loader
+        self.val_loader = data.eval_loader(splits.val, val_settings, self.device, **shard)
         self.test_loader = data.eval_loader(splits.test, splits.loader, self.device, **shard)
         self.num_train_batches = data.num_batches(self.train_loader, self.limits["train"])
         if self.num_train_batches == 0:
@@ -119,6 +145,7 @@ class Trainer:
         # The optimizer step (1-based) whose loss first was NaN/inf; -1 while all were finite.
         # Kept on the device so that watching for it costs no host sync.
         self._first_nonfinite = torch.tensor(-1, device=self.device)
+        self.profiler.setup(self.device)
         if self.init_from:
             self._init_weights(self.init_from)
 
@@ -168,10 +195,12 @@ class Trainer:
         """Trains until `max_epochs`, `max_steps`, a callback's `should_stop`, or a stop signal."""
         self._call("on_fit_start")
         try:
-            with self._stop_signals():
+            with self._stop_signals(), self.profiler.profiling():
                 while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
                     self._train_epoch()
-                    metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
+                    due = (self.epoch + 1) % self.check_val_every_n_epoch == 0
+                    # Not twice at one step (early stopping after a mid-epoch validation).
+                    metrics = self._validate() if due and self._validated_step != self.global_step else {}
                     self._raise_if_nonfinite()
                     self.lr_schedule.after_epoch(self.global_step, metrics)
                     if metrics:
@@ -189,6 +218,8 @@ class Trainer:
             for logger in self.loggers:
                 logger.flush()
         self._call("on_fit_end")
+        if self.is_global_zero:
+            self.profiler.report()
 
     @contextlib.contextmanager
     def _stop_signals(self) -> Iterator[None]:
@@ -236,7 +267,7 @@ class Trainer:
         self.train_loader.generator.manual_seed(self.seed + self.epoch)
         self._call("on_train_epoch_start")
         group_is_finite = True
-        for batch in self.train_loader:
+        for batch in self.profiler.iterate("data", self.train_loader):
             if self.batch_idx >= self.num_train_batches:
                 break
             group_start = self.batch_idx - self.batch_idx % self.accumulate_grad_batches
@@ -245,7 +276,7 @@ class Trainer:
                 self._call("on_train_batch_start")
             inputs, targets = self._inputs_on_device(batch)
             with self._gradient_sync(self.batch_idx + 1 - group_start == group_size):
-                with self.precision.autocast():
+                with self.profiler.section("forward"), self.precision.autocast():
                     loss = self.task.loss(self.model(inputs), targets)
                 if self.nonfinite_loss == "skip":
                     group_is_finite &= bool(torch.isfinite(loss))  # a host sync per batch, only in skip mode
@@ -255,7 +286,8 @@ class Trainer:
                                                         self.global_step + 1, self._first_nonfinite)
                 # Each micro-batch carries its share of the group, so the step sees the group's mean
                 # loss; the last group of an epoch may be smaller and is still stepped.
-                self.precision.backward(loss / group_size if group_size > 1 else loss)
+                with self.profiler.section("backward"):
+                    self.precision.backward(loss / group_size if group_size > 1 else loss)
             self.batch_idx += 1
             if self.batch_idx - group_start == group_size:
                 if group_is_finite:
@@ -263,6 +295,9 @@ class Trainer:
                 else:
                     self._skip_step()
                 group_is_finite = True
+                if self.val_check_interval and self.global_step % self.val_check_interval == 0 \
+                        and self.batch_idx < self.num_train_batches and not self._step_limit_reached():
+                    self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
                 self._raise_if_stop_requested()
                 if self.should_stop or self._step_limit_reached():
                     break
@@ -271,8 +306,10 @@ class Trainer:
         self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
         self.precision.unscale(self.optimizer)
         self._call("on_before_optimizer_step")
-        self.precision.step(self.optimizer)
-        self.optimizer.zero_grad(set_to_none=True)
+        with self.profiler.section("optimizer"):
+            self.precision.step(self.optimizer)
+            self.optimizer.zero_grad(set_to_none=True)
+        self.profiler.step()
         self.global_step += 1
         self.lr_schedule.after_optimizer_step(self.global_step)
         if self.should_log:
@@ -299,11 +336,28 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ evaluation
     def _validate(self) -> dict[str, float]:
-        metrics = self.evaluate(self.val_loader, "val")
+        self._call("on_validation_start")
+        with self.profiler.section("validation"):
+            metrics = self.evaluate(self.val_loader, "val")
+        self._validated_step = self.global_step
         self.callback_metrics = metrics
         self.log_metrics(metrics)
         self.model.train()
         return metrics
+
+    def _validate_mid_epoch(self) -> None:
+        """`val_check_interval`: validation after this optimizer step, at a step boundary.
+
+        Checkpoint callbacks, which run last, write their files in `on_validation_end` here: the
+        state they save is the one the loop continues from.
+        """
+        self.validating_mid_epoch = True
+        try:
+            metrics = self._validate()
+            self._raise_if_nonfinite()
+            self._call("on_validation_end", metrics)
+        finally:
+            self.validating_mid_epoch = False
 
     def test(self, ckpt_path: str | Path | None = None) -> dict[str, float]:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
@@ -325,8 +379,10 @@ class Trainer:
         for index, batch in enumerate(loader):
             if index >= limit:
                 break
-            if self.world_size == 1:  # ranks hold unequal shards: no collective in this loop
-                self._raise_if_stop_requested()  # a long validation must not delay a preemption
+            # A long validation must not delay a preemption (ranks hold unequal shards: no collective
+            # in this loop). A mid-epoch one finishes first: its step's checkpoint follows it.
+            if self.world_size == 1 and not self.validating_mid_epoch:
+                self._raise_if_stop_requested()
             inputs, targets = self._inputs_on_device(batch)
             with self.precision.autocast():
                 outputs = self._eval_model(inputs)
@@ -351,8 +407,8 @@ class Trainer:
                 logger.log_image(name, image, self.global_step)
 
     def _call(self, event: str, *args: Any) -> None:
-        for callback in self._handlers[event]:
-            getattr(callback, event)(self, *args)
+        for handler in self._handlers[event]:
+            handler(self, *args)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the loop is now."""
@@ -360,7 +416,7 @@ class Trainer:
             position = {"epoch": self.epoch + 1, "batch_idx": 0}
         else:
             position = {"epoch": self.epoch, "batch_idx": self.batch_idx}
-        return {
+        state = {
             "format_version": checkpoint.FORMAT_VERSION,
             "model": checkpoint.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -371,9 +427,12 @@ class Trainer:
             "rng": rng_state(),
             "config": self.config_yaml,
         }
+        self._call("on_save_checkpoint", state)
+        return state
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
-        checkpoint.load_model_weights(self.model, state["model"], source)
+        self._call("on_load_checkpoint", state)
+        checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.precision.load_state_dict(state["precision"])
@@ -396,10 +455,11 @@ class Trainer:
         # which the ranks agree on in `_raise_if_stop_requested`).
         rng_states = distributed.gather_object(rng_state())
         if self.is_global_zero:
-            state = self.state_dict()
-            if len(rng_states) > 1:
-                state["rng_per_rank"] = rng_states
-            checkpoint.save_atomic(state, Path(path))
+            with self.profiler.section("checkpointing"):
+                state = self.state_dict()
+                if len(rng_states) > 1:
+                    state["rng_per_rank"] = rng_states
+                checkpoint.save_atomic(state, Path(path))
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

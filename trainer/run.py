@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer import build, checkpoint, distributed, resume
-from decltrain.trainer.console import print_config, print_metrics, print_model_summary
+from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.device import seed_everything
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.task import Task
@@ -30,7 +30,6 @@ def run(cfg: DictConfig) -> float | None:
     callbacks = build.callbacks(cfg)
     if talks:
         print_config(cfg, list(callbacks))
-        print_model_summary(model)
     task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)

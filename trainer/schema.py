@@ -47,6 +47,12 @@ class TrainerSchema:
     nonfinite_loss: str = "stop"  # stop | skip
     init_from: Optional[str] = None  # checkpoint to take weights from (fresh optimizer)
     init_strict: bool = True
+    val_check_interval: Optional[int] = None  # validate every N optimizer steps (also mid-epoch)
+    max_time: Any = None  # DD:HH:MM:SS or seconds
+    overfit_batches: int = 0
+    detect_anomaly: bool = False
+    profiler: Optional[str] = None  # simple | pytorch
+    profiler_schedule: dict[str, int] = field(default_factory=lambda: {"wait": 1, "warmup": 1, "active": 3})
 
 
 @dataclass
@@ -61,6 +67,7 @@ class TrainSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     callbacks: Optional[dict[str, Any]] = None
     logger: Optional[dict[str, Any]] = None
+    lr_find: Any = None  # find-lr's settings (configs/find_lr.yaml)
 
 
 def register() -> None:

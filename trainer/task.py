@@ -20,6 +20,15 @@ from decltrain.trainer.errors import UserError
 TASKS = ("multiclass", "binary", "regression")
 
 
+class ClassificationLoss(nn.Module):
+    """Cross-entropy for whichever head the data gave: one logit (binary) or one per class."""
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if outputs.shape == targets.shape:  # binary: `Task` squeezed the logit, targets are floats
+            return nn.functional.binary_cross_entropy_with_logits(outputs, targets)
+        return nn.functional.cross_entropy(outputs, targets)
+
+
 class Task:
     def __init__(self, loss_fn: nn.Module, kind: str, num_classes: int) -> None:
         if kind not in TASKS:
