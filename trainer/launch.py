@@ -58,13 +58,13 @@ def should_launch(cfg: DictConfig) -> bool:
 
 
 def launch_workers(cfg: DictConfig) -> float | None:
-    """Runs `trainer.devices` workers on this machine; exits like the first worker that failed."""
+    """Runs `trainer.devices` workers on this machine; raises WorkersFailed naming the first that failed."""
     import torch
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from decltrain.trainer.errors import UserError
+    from decltrain.trainer.errors import UserError, WorkersFailed
 
     devices = int(cfg.trainer.devices)
     if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
@@ -91,8 +91,8 @@ def launch_workers(cfg: DictConfig) -> float | None:
         sys.exit(128 + int(stop.sigval))
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        log.error("worker rank %d failed (exit code %d): %s", rank, failure.exitcode, _failure_text(failure.message))
-        sys.exit(failure.exitcode if failure.exitcode > 0 else 1)
+        raise WorkersFailed(f"worker rank {rank} failed (exit code {failure.exitcode}): "
+                            f"{_failure_text(failure.message)}", failure.exitcode if failure.exitcode > 0 else 1) from None
     return _monitored_value(cfg, run_dir)
 
 
