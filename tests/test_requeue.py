@@ -1,0 +1,88 @@
+"""Jobs that get a cluster's stop signal: checkpoint, requeue, continue in the same folder.
+
+SLURM is not here; submitit's local executor is, and it runs a job exactly as on SLURM: the job
+process installs submitit's signal handlers, and a requeue starts the job again from its pickle.
+So these tests deliver the signals the way SLURM does (to the job process, during training) and
+check what the run does with them.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_train
+
+# A user's callback (the working directory is importable) that signals its own process once,
+# after a given optimizer step: the requeued job resumes after that step, so it fires once.
+SIGNAL_AT = '''
+import os
+import signal
+
+from decltrain.callbacks import Callback
+
+
+class SignalAt(Callback):
+    def __init__(self, name: str, step: int) -> None:
+        self.signum, self.step = getattr(signal, name), step
+
+    def on_train_batch_end(self, trainer) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+'''
+
+# Hydra's submitit launcher on this machine, with the toolkit's requeue (as configs/hydra/launcher/slurm.yaml).
+LOCAL_LAUNCHER = '''
+defaults:
+  - submitit_local
+_target_: hydra_plugins.decltrain.submitit_launcher.LocalLauncher
+timeout_min: 10
+'''
+
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2"]
+
+
+def test_preempted_and_timed_out_job_is_requeued_and_continues_its_run(tmp_path, data_dir):
+    """SIGTERM (preemption) at step 3, USR2 (submitit's time-limit signal) at step 6, one run."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    (tmp_path / "signal_at.py").write_text(SIGNAL_AT)
+    launcher = tmp_path / "conf" / "hydra" / "launcher" / "local_requeue.yaml"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text(LOCAL_LAUNCHER)
+    result = run_train("-m", "--config-dir", "conf", "hydra/launcher=local_requeue", "config=mnist_cnn",
+                       "+callbacks.preempt._target_=signal_at.SignalAt", "+callbacks.preempt.name=SIGTERM",
+                       "+callbacks.preempt.step=3", "+callbacks.time_limit._target_=signal_at.SignalAt",
+                       "+callbacks.time_limit.name=SIGUSR2", "+callbacks.time_limit.step=6", *SHORT,
+                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)}, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (sweep,) = (tmp_path / "outputs" / "multirun").iterdir()
+    (job,) = [folder for folder in sweep.iterdir() if folder.name[0].isdigit()]  # one folder, all attempts
+    assert job.name == "0_mnist_cnn"
+    log = (job / "train.log").read_text()
+    assert "SIGTERM received" in log and "SIGUSR2 received" in log
+    assert "epoch 1, batch 3, step 3" in log and "epoch 1, batch 6, step 6" in log
+    metrics = json.loads((job / "metrics.json").read_text())
+    assert metrics["global_step"] == 10
+    assert log.count("resumed from") == 2
+    submitit_logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*.err"))
+    assert submitit_logs.count("Caught signal") == 2, submitit_logs[-3000:]
+    (record,) = json.loads((sweep / "summary.json").read_text())
+    assert record["status"] == "done" and record["folder"] == str(job)
+
+
+def test_usr2_outside_submitit_checkpoints_and_exits_140(tmp_path, data_dir):
+    """A plain `sbatch --signal=USR2@120 train ...` job: the same checkpoint, then exit 128 + 12."""
+    (tmp_path / "signal_at.py").write_text(SIGNAL_AT)
+    run_dir = tmp_path / "run"
+    result = run_train("config=mnist_cnn", "+callbacks.limit._target_=signal_at.SignalAt",
+                       "+callbacks.limit.name=SIGUSR2", "+callbacks.limit.step=4", f"hydra.run.dir={run_dir}",
+                       "resume=auto", *SHORT, cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 128 + signal.SIGUSR2, result.stdout[-3000:] + result.stderr[-3000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert state["progress"]["global_step"] == 4
