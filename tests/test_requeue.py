@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.conftest import run_train
 
@@ -86,3 +85,21 @@ def test_usr2_outside_submitit_checkpoints_and_exits_140(tmp_path, data_dir):
     assert result.returncode == 128 + signal.SIGUSR2, result.stdout[-3000:] + result.stderr[-3000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert state["progress"]["global_step"] == 4
+
+
+def test_resume_auto_continues_the_fixed_folder_and_extends_the_run(tmp_path, data_dir):
+    """The issue's acceptance: the same command with a fixed folder, then with max_epochs raised."""
+    run_dir = tmp_path / "R"
+    common = ["config=mnist_cnn", f"hydra.run.dir={run_dir}", "resume=auto", "trainer.limit_train_batches=5",
+              "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]
+    first = run_train(*common, "trainer.max_epochs=1", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "resumed from" not in first.stdout + first.stderr  # no checkpoint yet: a fresh start
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 5
+    second = run_train(*common, "trainer.max_epochs=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resumed from" in second.stdout + second.stderr
+    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 10
+    events = EventAccumulator(str(run_dir)).Reload()
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 11))  # one run, no duplicates
+    assert [event.step for event in events.Scalars("val/acc")] == [5, 10]

@@ -5,7 +5,10 @@ import json
 from pathlib import Path
 
 import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
 
+from decltrain.trainer import sweep_summary
 from tests.conftest import run_train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
@@ -91,3 +94,29 @@ def test_a_sweep_over_experiments_files_each_job_under_its_own(tmp_path, data_di
         config = yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())
         assert config["model"]["_target_"] == model
         assert (sweep / job / "metrics.json").is_file()
+
+
+def job_return(num: int, status: JobStatus, value: object, monitor: str | None = "val/acc") -> JobReturn:
+    job = JobReturn(overrides=["config=mnist_cnn", f"optimizer.lr={num}"], status=status,
+                    cfg=OmegaConf.create({"callbacks": {"model_checkpoint": {"monitor": monitor} if monitor else None}}),
+                    hydra_cfg=OmegaConf.create({"hydra": {"job": {"num": num},
+                                                          "runtime": {"output_dir": f"/runs/sweep/{num}_mnist_cnn"}}}))
+    job.return_value = value
+    return job
+
+
+def test_summary_reads_any_launchers_job_returns(tmp_path):
+    """The interface other sweepers use: JobRecord.of(JobReturn) and report(records, sweep_dir)."""
+    records = [sweep_summary.JobRecord.of(job) for job in (
+        job_return(1, JobStatus.FAILED, ValueError("first line\nsecond line")),
+        job_return(0, JobStatus.COMPLETED, 0.875),
+        job_return(2, JobStatus.COMPLETED, None, monitor=None),
+    )]
+    assert records[0] == sweep_summary.JobRecord(1, ["config=mnist_cnn", "optimizer.lr=1"], "failed", "val/acc", None,
+                                                 "ValueError: first line", "/runs/sweep/1_mnist_cnn")
+    assert (records[1].status, records[1].value, records[2].metric) == ("done", 0.875, None)
+    written = sweep_summary.report(records, tmp_path / "sweep")
+    text = written.read_text()
+    assert "2 done, 1 failed" in text and "every job: config=mnist_cnn" in text
+    assert "0.8750" in text and "ValueError: first line" in text and "second line" not in text
+    assert [record["number"] for record in json.loads((tmp_path / "sweep" / "summary.json").read_text())] == [0, 1, 2]
