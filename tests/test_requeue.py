@@ -103,3 +103,36 @@ def test_resume_auto_continues_the_fixed_folder_and_extends_the_run(tmp_path, da
     events = EventAccumulator(str(run_dir)).Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 11))  # one run, no duplicates
     assert [event.step for event in events.Scalars("val/acc")] == [5, 10]
+
+
+PARENT_SIGNAL = '''
+import os
+import signal
+
+from decltrain.callbacks import Callback
+
+
+class SignalParentAt(Callback):
+    """In rank 0 of `train trainer.devices=2`: signals the `train` process that started the workers."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            os.kill(os.getppid(), signal.SIGUSR2)
+'''
+
+
+def test_usr2_to_the_process_that_started_ddp_workers_stops_them_with_a_checkpoint(tmp_path, data_dir):
+    """Under SLURM with trainer.devices > 1, the job's process is the one elastic runs the workers from."""
+    (tmp_path / "signal_parent.py").write_text(PARENT_SIGNAL)
+    run_dir = tmp_path / "run"
+    result = run_train("config=mnist_cnn", "trainer.devices=2", "trainer.log_every_n_steps=1",
+                       "+callbacks.parent._target_=signal_parent.SignalParentAt", "+callbacks.parent.step=2",
+                       f"hydra.run.dir={run_dir}", *SHORT, cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 128 + signal.SIGUSR2, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "SIGUSR2 received" in result.stdout + result.stderr  # the workers got it from their parent
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert 2 <= state["progress"]["global_step"] < 10
+    assert not (run_dir / "metrics.json").exists()

@@ -18,8 +18,9 @@ def run_folder(resume: str | None, fresh: str) -> str:
     """The value of `hydra.run.dir`: `fresh` for a new run, else the folder of the run to resume.
 
     `resume` may be a checkpoint file (inside `<run>/checkpoints/` it continues that run; anywhere
-    else it starts a fresh folder), a run folder, `auto` (the folder the run gets anyway), or `latest`: the newest run folder (by its
-    timestamped name) beside `fresh` that holds a last checkpoint. A resume target that does not
+    else it starts a fresh folder), a run folder, `auto` (the folder the run gets anyway), or
+    `latest`: the newest run folder (by its timestamped name) beside `fresh` that holds a last
+    checkpoint. A resume target that does not
     exist yields `fresh`: `checkpoint_path` then reports it as one clear error (an exception raised
     here would reach the user as a long OmegaConf traceback).
     """

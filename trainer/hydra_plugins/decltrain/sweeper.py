@@ -4,7 +4,8 @@ Hydra's `BasicSweeper` raises the first failed job's exception once its batch is
 skips every later batch and shows a traceback instead of the results. This one launches every
 batch, then prints the summary (trainer/sweep_summary.py) and exits with 1 if any job failed
 (0 when all succeeded). Jobs fail by raising (trainer/cli.py), so Hydra records each failure
-in its `JobReturn`, with any launcher (local, submitit). No torch import.
+in its `JobReturn`, with any launcher (local, submitit). As when the basic sweeper raises, Hydra's
+`on_multirun_end` callbacks do not run after a failed job. No torch import.
 """
 from __future__ import annotations
 
