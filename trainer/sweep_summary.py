@@ -70,7 +70,11 @@ def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
 
 
 def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
-    """Columns: job, overrides, status, the monitored metric (named in its header), run folder, error."""
+    """Columns: job, overrides, status, the monitored metric (named in its header), run folder, error.
+
+    The error column shows what went wrong, up to the first "; " (our errors go on with how to fix
+    it: summary.json and the job's train.log have the whole line).
+    """
     names = {record.metric for record in records if record.metric}
     # The overrides every job shares go in the caption; each row shows what sets its job apart.
     common = set.intersection(*(set(record.overrides) for record in records)) if len(records) > 1 else set()
@@ -85,7 +89,7 @@ def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
             value = f"{record.metric} {value}"
         own = [override for override in record.overrides if override not in common]
         table.add_row(str(record.number), " ".join(own), record.status, value,
-                      _shown(record.folder, sweep_dir), record.error or "")
+                      _shown(record.folder, sweep_dir), (record.error or "").split("; ")[0])
     return table
 
 
