@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -40,8 +41,9 @@ def _main(cfg: DictConfig) -> float | None:
     """Runs one job; returns the monitored validation metric so Hydra sweepers can optimise it.
 
     A failed job exits with its code when run alone; in a sweep (`-m`) it raises, so that Hydra
-    records the failure in the job's JobReturn and the sweep goes on (trainer/hydra_plugins/decltrain/sweeper.py). A stop
-    signal ends the process in both cases, after the checkpoint (under submitit: a requeue).
+    records the failure in the job's JobReturn and the sweep goes on (hydra_plugins/decltrain/
+    sweeper.py). A stop signal ends the process either way, after the checkpoint (under
+    submitit: with a requeue).
     """
     from decltrain.trainer.errors import Preempted, UserError, WorkersFailed
 
@@ -77,7 +79,7 @@ def _main(cfg: DictConfig) -> float | None:
         raise
 
 
-def _fail(error: Exception, exit_code: int) -> None:
+def _fail(error: Exception, exit_code: int) -> NoReturn:
     """Ends a failed job: the process alone, the job only (by raising) in a sweep."""
     if _in_sweep():
         raise error
