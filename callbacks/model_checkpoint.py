@@ -5,7 +5,7 @@ Files in `<run>/checkpoints/`:
   epoch=E-step=S.ckpt       the `save_top_k` best by `monitor`
   best.ckpt                 the best of them (a hard link, so no second copy is written)
 
-On SIGTERM/SIGINT, `last.ckpt` is written at the step where the loop stopped. Every file
+On a stop signal (SIGTERM, SIGINT, USR2), `last.ckpt` is written at the step where the loop stopped. Every file
 appears atomically (see trainer/checkpoint.py); a file leaves only after its
 replacement is safely on disk. Checkpoints are written in `on_train_epoch_end`, after every
 `on_validation_end` handler ran, so the saved callback states (early stopping's counter) are
@@ -88,7 +88,7 @@ class ModelCheckpoint(Callback):
                 self._save(trainer, self.dir / "last.ckpt")
 
     def on_exception(self, trainer: Any, error: BaseException) -> None:
-        """On SIGTERM/SIGINT the loop stopped at a step boundary: keep that state to resume from."""
+        """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
         if isinstance(error, Preempted):
             self._save(trainer, self.dir / "last.ckpt")
 

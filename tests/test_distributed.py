@@ -180,5 +180,5 @@ def test_slurm_launcher_config_composes_with_one_gpu_per_device():
         cfg = compose(config_name="train", overrides=["hydra/launcher=slurm", "trainer.devices=4",
                                                       "hydra.launcher.partition=gpu"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert launcher._target_ == "hydra_plugins.decltrain.submitit_launcher.SlurmLauncher"
     assert (launcher.gpus_per_node, launcher.nodes, launcher.tasks_per_node, launcher.partition) == (4, 1, 1, "gpu")

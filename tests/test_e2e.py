@@ -76,15 +76,6 @@ def test_fast_dev_run_writes_nothing_that_looks_like_a_run(tmp_path, data_dir):
     assert not list(run_dir.glob("events.out.tfevents.*"))
 
 
-def test_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
-    result = run_train("-m", "optimizer.lr=1e-3,1e-2", "trainer.fast_dev_run=true",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
-    assert result.returncode == 0, result.stderr
-    lrs = [yaml.safe_load((tmp_path / "sweep" / str(n) / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"]
-           for n in (0, 1)]
-    assert lrs == [1e-3, 1e-2]
-
-
 def test_help_lists_experiments_and_groups(tmp_path):
     result = run_train("--help", cwd=tmp_path)
     assert result.returncode == 0

@@ -28,9 +28,10 @@ def test_every_experiment_runs_one_step_on_fake_data(tmp_path):
     # No data files, no network.
     result = run_train("-m", f"config={','.join(EXPERIMENTS)}", "dataset.fake=true", "trainer.fast_dev_run=true",
                        "dataset.batch_size=4", "dataset.eval_batch_size=4", "dataset.num_workers=0",
-                       f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path, env={"DATA_DIR": str(tmp_path / "none")})
+                       cwd=tmp_path, env={"DATA_DIR": str(tmp_path / "none")})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("final metrics") == len(EXPERIMENTS)
+    assert f"{len(EXPERIMENTS)} done, 0 failed" in result.stdout
     assert not (tmp_path / "none").exists()
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer.cli import USER_ERROR_EXIT_CODE
+from decltrain.trainer.cli import USER_ERROR_EXIT_CODE, importable_working_directory
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -56,6 +56,7 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
     """A console-script entry point: Hydra composes `config_name`, `module.main(cfg, overrides)` runs."""
 
     def entry_point() -> None:
+        importable_working_directory()  # a run of the user's own model rebuilds it
         own_keys = {str(key) for key in OmegaConf.load(CONFIGS / f"{config_name}.yaml")} - {"defaults", "hydra"}
         sys.argv[1:], run_overrides = split_overrides(sys.argv[1:], own_keys)
 

@@ -6,7 +6,7 @@ class UserError(Exception):
 
 
 class Preempted(Exception):
-    """Raised at an optimizer-step boundary after SIGTERM or SIGINT; the checkpoint is written on the way out."""
+    """Raised at an optimizer-step boundary after SIGTERM, SIGINT or USR2; the checkpoint is written on the way out."""
 
     def __init__(self, signum: int) -> None:
         import signal
@@ -17,3 +17,11 @@ class Preempted(Exception):
 
 class NonFiniteLoss(UserError):
     """The training loss became NaN or infinite (with `trainer.nonfinite_loss=stop`)."""
+
+
+class WorkersFailed(Exception):
+    """A worker process of a multi-process run failed; `train` exits with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__(message)

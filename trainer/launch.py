@@ -12,19 +12,23 @@ No torch import at module level: `train --help` stays fast.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+from decltrain.trainer import requeue
 
 log = logging.getLogger("trainer")
 
@@ -58,13 +62,16 @@ def should_launch(cfg: DictConfig) -> bool:
 
 
 def launch_workers(cfg: DictConfig) -> float | None:
-    """Runs `trainer.devices` workers on this machine; exits like the first worker that failed."""
+    """Runs `trainer.devices` workers on this machine.
+
+    Raises WorkersFailed naming the first worker that failed, Preempted after a stop signal.
+    """
     import torch
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    from decltrain.trainer.errors import UserError
+    from decltrain.trainer.errors import Preempted, UserError, WorkersFailed
 
     devices = int(cfg.trainer.devices)
     if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
@@ -83,17 +90,39 @@ def launch_workers(cfg: DictConfig) -> float | None:
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
     log.info("starting %d worker processes (torch elastic); run folder %s", devices, run_dir)
     try:
-        elastic_launch(config, sys.executable)("-m", "decltrain.trainer.cli", *worker_arguments(hydra_cfg))
+        with _early_signal_stops_workers(SignalException):
+            elastic_launch(config, sys.executable)("-m", "decltrain.trainer.cli", *worker_arguments(hydra_cfg))
     except SignalException as stop:
         # Elastic has passed the signal on to the workers and waited for them: they agreed on a
-        # step, rank 0 wrote last.ckpt and printed how to resume.
+        # step, rank 0 wrote last.ckpt and printed how to resume. The CLI exits or requeues.
         log.warning("stopped by %s", stop.sigval.name)
-        sys.exit(128 + int(stop.sigval))
+        raise Preempted(int(stop.sigval)) from None
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
-        log.error("worker rank %d failed (exit code %d): %s", rank, failure.exitcode, _failure_text(failure.message))
-        sys.exit(failure.exitcode if failure.exitcode > 0 else 1)
+        raise WorkersFailed(f"worker rank {rank} failed (exit code {failure.exitcode}): "
+                            f"{_failure_text(failure.message)}", failure.exitcode if failure.exitcode > 0 else 1) from None
     return _monitored_value(cfg, run_dir)
+
+
+@contextlib.contextmanager
+def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[None]:
+    """Submitit's early signal (USR2) stops the workers as SIGTERM does, while elastic runs them.
+
+    Elastic turns SIGTERM, SIGINT, SIGHUP and SIGQUIT into a `SignalException`, passes that
+    signal to the workers and waits for them; USR2 it leaves alone, so submitit's handler would
+    requeue the job at once, before the workers wrote their checkpoint. Raised the same way,
+    USR2 reaches the workers (which stop on it like on SIGTERM) and then trainer/requeue.py.
+    """
+    early = requeue.early_signal()
+
+    def stop_workers(signum: int, frame: object) -> None:
+        raise signal_exception(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+
+    previous = signal.signal(early, stop_workers)
+    try:
+        yield
+    finally:
+        signal.signal(early, previous)
 
 
 def worker_arguments(hydra_cfg: DictConfig) -> list[str]:

@@ -7,7 +7,7 @@ Invariants worth knowing when reading the loop:
   at optimizer-step boundaries as far as checkpoints are concerned, so a checkpoint never holds
   half an accumulation group.
 - The training loss reaches Python (`.item()`, a host sync) only on logging steps.
-- SIGTERM/SIGINT only set a flag; the loop acts on it at the next optimizer-step boundary, so
+- SIGTERM/SIGINT/USR2 only set a flag; the loop acts on it at the next optimizer-step boundary, so
   the checkpoint written on the way out is a state the uninterrupted run also passed through.
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from torchmetrics import MeanMetric
 from decltrain.callbacks.base import EVENTS, Callback, overrides
 from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer import checkpoint, data, distributed
+from decltrain.trainer import checkpoint, data, distributed, requeue
 from decltrain.trainer.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.loggers import Logger
@@ -118,7 +118,7 @@ class Trainer:
         self._epoch_finished = False
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
         self._validated_step = -1
-        self._signal: int | None = None  # set by the SIGTERM/SIGINT handler during fit
+        self._signal: int | None = None  # set by the stop-signal handler during fit
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, model: nn.Module, splits: DataSplits, optimizer: torch.optim.Optimizer,
@@ -223,7 +223,11 @@ class Trainer:
 
     @contextlib.contextmanager
     def _stop_signals(self) -> Iterator[None]:
-        """SIGTERM and SIGINT ask the loop to stop at the next step; a second SIGINT aborts at once."""
+        """SIGTERM, SIGINT and submitit's early signal (USR2) stop the loop at the next step.
+
+        A second SIGINT aborts at once. The handlers installed before (submitit's, in a SLURM job)
+        are back in place afterwards: trainer/requeue.py hands the stop on to them.
+        """
         def request_stop(signum: int, frame: object) -> None:
             if self._signal is not None and signum == signal.SIGINT:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -232,7 +236,8 @@ class Trainer:
             log.warning("%s received: stopping after the current step (Ctrl-C again to abort at once)",
                         signal.Signals(signum).name)
 
-        previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        stop_signals = (signal.SIGTERM, signal.SIGINT, requeue.early_signal())
+        previous = {signum: signal.getsignal(signum) for signum in stop_signals}
         for signum in previous:
             signal.signal(signum, request_stop)
         try:
@@ -242,7 +247,7 @@ class Trainer:
                 signal.signal(signum, handler)
 
     def _raise_if_stop_requested(self) -> None:
-        """Acts on SIGTERM/SIGINT at an optimizer-step boundary.
+        """Acts on a stop signal at an optimizer-step boundary.
 
         Under DDP every rank must leave at the same step, or the one that goes on waits on a
         collective the others never join: the ranks agree (one small all-reduce) on logging

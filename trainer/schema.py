@@ -58,7 +58,7 @@ class TrainerSchema:
 @dataclass
 class TrainSchema:
     seed: int = 42
-    resume: Optional[str] = None  # checkpoint file, run folder, or "latest"
+    resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
     model: Any = None
     dataset: Any = None
     loss: Any = None

@@ -1,0 +1,151 @@
+"""Every command in the README's shell blocks runs as written, from an empty folder with DATA_DIR set.
+
+Each README command is listed in COMMANDS: either run (with shorteners appended, nothing else
+changed) or excluded with the reason it cannot run here. A command the list does not know fails
+`test_every_readme_command_is_listed`: add it to COMMANDS.
+
+The commands run in README order in one working directory, as a user following the README
+would: placeholders for a run folder (`outputs/mnist_cnn/<timestamp>`, or a written-out
+timestamp) become the newest run folder of that experiment an earlier command made there.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests import readme
+from tests.conftest import train_command
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run the command with `append` (shorteners only: fewer epochs and batches) added at its end."""
+    append: str = ("trainer.max_epochs=1 trainer.limit_train_batches=2 trainer.limit_val_batches=2 "
+                   "trainer.limit_test_batches=2")
+
+
+@dataclass(frozen=True)
+class Excluded:
+    reason: str
+
+
+AS_IS = Run(append="")
+SHORT = Run()
+SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same launcher through submitit's "
+                 "local executor (signals, checkpoint, requeue)")
+
+COMMANDS: dict[str, Run | Excluded] = {
+    "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export]"':
+        Excluded("set-up: .ci/run runs it in a fresh environment"),
+    "train config=mnist_cnn": SHORT,
+    "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
+    "train config=mnist_cnn optimizer=sgd scheduler=cosine scheduler.warmup_steps=100": SHORT,
+    "train config=mnist_cnn callbacks.early_stopping=null": SHORT,
+    "train config=mnist_cnn trainer.fast_dev_run=true": AS_IS,
+    "train -m config=mnist_cnn optimizer.lr=1e-3,1e-2": SHORT,
+    "train config=mnist_cnn --cfg job": AS_IS,
+    "train --help": AS_IS,
+    'eval "$(train -sc install=bash)"': AS_IS,
+    "DATA_DIR=../shared/data train config=mnist_cnn trainer.max_epochs=3": SHORT,
+    "train -m config=mnist_cnn,mnist_mlp": SHORT,
+    "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
+    "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
+    "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
+    "train config=mnist_cnn resume=outputs/mnist_cnn/2026-11-22_10-00-00/checkpoints/last.ckpt": SHORT,
+    "train config=mnist_cnn resume=outputs/mnist_cnn/2026-11-22_10-00-00": SHORT,
+    "train config=mnist_cnn resume=latest": SHORT,
+    "train config=mnist_cnn hydra.run.dir=runs/a resume=auto": SHORT,
+    "train --config-dir configs --help": AS_IS,
+    "train --config-dir configs config=my_exp": Run(append="trainer.max_epochs=1"),
+    "train --config-dir configs config=my_exp model.hidden=128 callbacks.print_accuracy=null":
+        Run(append="trainer.max_epochs=1"),
+    "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
+    "train config=mnist_cnn trainer.precision=bf16-mixed": SHORT,
+    "train config=mnist_cnn trainer.precision=16-mixed trainer.accelerator=cuda":
+        SHORT if torch.cuda.is_available() else Excluded("needs a CUDA device"),
+    "train config=mnist_cnn trainer.compile=true": SHORT,
+    "train config=mnist_cnn trainer.accumulate_grad_batches=4": SHORT,
+    "train config=mnist_cnn trainer.devices=2": SHORT,
+    "train config=mnist_cnn trainer.strategy=ddp trainer.devices=4 trainer.sync_batchnorm=true":
+        Excluded("needs 4 CUDA devices (SyncBatchNorm has no CPU kernel)"),
+    "torchrun --standalone --nproc_per_node=2 --no-python train config=mnist_cnn": SHORT,
+    "torchrun --nnodes=2 --nproc_per_node=8 --rdzv-backend=c10d --rdzv-endpoint=node0:29500 --rdzv-id=myjob "
+    "--no-python train config=mnist_cnn": Excluded("needs two nodes"),
+    "train -m hydra/launcher=slurm hydra.launcher.partition=gpu trainer.devices=4 config=mnist_cnn": SLURM,
+    "train -m hydra/launcher=slurm trainer.devices=2 optimizer.lr=1e-3,3e-4": SLURM,
+    "DATA_DIR=../shared/data python scripts/benchmark.py": Excluded("the full benchmark takes about 15 minutes"),
+    "DATA_DIR=../shared/data python scripts/benchmark.py --quick":
+        Excluded("runs from the repository root; tests/test_benchmark_script.py runs it"),
+    "DATA_DIR=../shared/data python -m pytest -q": Excluded("the test suite itself"),
+}
+
+PLACEHOLDER = re.compile(r"outputs/(\w+)/(<timestamp>|\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)")
+
+
+def test_every_readme_command_is_listed():
+    commands = readme.shell_commands()
+    unknown = [command for command in commands if command not in COMMANDS]
+    assert not unknown, ("README commands unknown to tests/test_readme.py; add each to COMMANDS as Run(...) "
+                         "(appended shorteners only) or Excluded('why it cannot run here'):\n" + "\n".join(unknown))
+    stale = [command for command in COMMANDS if command not in commands]
+    assert not stale, "COMMANDS lists commands the README no longer has; remove them:\n" + "\n".join(stale)
+
+
+def prepare(work: Path, data_dir: Path) -> None:
+    """What the README asks the user to have: the data at ../shared/data, images, a weights file, the example."""
+    (work.parent / "shared").mkdir()
+    (work.parent / "shared" / "data").symlink_to(data_dir)
+    for split in ("train", "val"):
+        for name, shade in (("cat", 40), ("dog", 210)):
+            folder = work / "my_images" / split / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (32, 32), (shade + i,) * 3).save(folder / f"{i:03d}.png")
+    import torchvision
+
+    torch.save(torchvision.models.resnet18().state_dict(), work / "resnet18.pth")
+    (work / "digits").mkdir()
+    for i in range(2):
+        Image.new("L", (28, 28), 40 * i).save(work / "digits" / f"{i}.png")
+    readme.write_example_files(work)
+
+
+def with_run_folders(command: str, work: Path) -> str:
+    """The command with each run-folder placeholder replaced by the newest such folder in `work`."""
+    def newest(match: re.Match) -> str:
+        runs = sorted(folder for folder in (work / "outputs" / match[1]).glob("*")
+                      if (folder / "checkpoints" / "last.ckpt").is_file())
+        assert runs, f"no run of {match[1]} with a checkpoint before `{command}`: order the README or COMMANDS"
+        return str(runs[-1].relative_to(work))
+    return PLACEHOLDER.sub(newest, command)
+
+
+def test_readme_commands_run_as_written(tmp_path, data_dir):
+    work = tmp_path / "work"
+    work.mkdir()
+    prepare(work, data_dir)
+    bin_dir = str(Path(train_command()).parent)
+    env = {**os.environ, "DATA_DIR": str(data_dir), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "COLUMNS": "200"}
+    failures = []
+    ran = set()
+    for command in readme.shell_commands():
+        how = COMMANDS.get(command)
+        if not isinstance(how, Run) or command in ran:
+            continue
+        ran.add(command)
+        full = f"{with_run_folders(command, work)} {how.append}".strip()
+        result = subprocess.run(["bash", "-c", full], cwd=work, env=env, capture_output=True, text=True,
+                                timeout=600)
+        if result.returncode != 0:
+            failures.append(f"$ {full}\nexit {result.returncode}\n{(result.stdout + result.stderr)[-2000:]}")
+    assert not failures, "\n\n".join(failures)

@@ -1,0 +1,122 @@
+"""`train -m`: sweeps as the README writes them, from an empty folder, with no folder flags."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+
+from decltrain.trainer import sweep_summary
+from tests.conftest import run_train
+
+SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2"]
+
+
+def sweep_folder(cwd: Path) -> Path:
+    (sweep,) = (cwd / "outputs" / "multirun").iterdir()
+    return sweep
+
+
+def test_documented_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
+    result = run_train("-m", "config=mnist_cnn", "optimizer.lr=1e-3,1e-2", *SHORT, cwd=tmp_path,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sweep = sweep_folder(tmp_path)
+    jobs = sorted(path for path in sweep.iterdir() if path.is_dir() and not path.name.startswith("."))
+    assert [job.name for job in jobs] == ["0_mnist_cnn", "1_mnist_cnn"]
+    lrs = [yaml.safe_load((job / ".hydra" / "config.yaml").read_text())["optimizer"]["lr"] for job in jobs]
+    assert lrs == [1e-3, 1e-2]
+    records = json.loads((sweep / "summary.json").read_text())
+    for job, record in zip(jobs, records):
+        metrics = json.loads((job / "metrics.json").read_text())
+        assert record["status"] == "done" and record["folder"] == str(job)
+        assert record["metric"] == "val/acc" and 0 <= record["value"] <= 1
+        assert record["value"] in metrics.values()  # the monitored value the job returned
+    assert "2 done, 0 failed" in result.stdout
+    assert "2 done, 0 failed" in (sweep / "summary.txt").read_text()
+
+
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
+    """The issue's case: job 0 stops on its non-finite loss, job 1 still runs."""
+    result = run_train("-m", "config=mnist_cnn", "optimizer.lr=1e9,1e-3", *SHORT, cwd=tmp_path,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    sweep = sweep_folder(tmp_path)
+    failed, done = json.loads((sweep / "summary.json").read_text())
+    assert failed["status"] == "failed" and failed["value"] is None
+    assert failed["error"].startswith("the training loss became NaN or infinite at step")
+    assert not (Path(failed["folder"]) / "metrics.json").exists()
+    assert done["status"] == "done" and (Path(done["folder"]) / "metrics.json").is_file()
+    summary = (sweep / "summary.txt").read_text()
+    assert "1 done, 1 failed" in summary and "the training loss became NaN" in summary
+    assert "Traceback" not in result.stderr
+
+
+BOOM = """
+from decltrain.callbacks import Callback
+
+
+class Boom(Callback):
+    def __init__(self, at_step: int) -> None:
+        self.at_step = at_step
+
+    def on_train_batch_end(self, trainer) -> None:
+        if trainer.global_step == self.at_step:
+            raise ZeroDivisionError("my callback divided by zero")
+"""
+
+
+def test_user_code_and_missing_data_failures_are_one_line_each(tmp_path, data_dir):
+    (tmp_path / "boom.py").write_text(BOOM)
+    (tmp_path / "empty").mkdir()
+    result = run_train("-m", "config=mnist_cnn", "+callbacks.boom._target_=boom.Boom", "+callbacks.boom.at_step=2,1000",
+                       f"dataset.root={tmp_path / 'empty'},{data_dir}", "dataset.download=false", *SHORT,
+                       cwd=tmp_path)
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    records = json.loads((sweep_folder(tmp_path) / "summary.json").read_text())
+    assert [record["status"] for record in records] == ["failed", "failed", "failed", "done"]
+    missing_data = f"MNIST not found under {tmp_path / 'empty' / 'MNIST'}"
+    assert records[0]["error"].startswith(missing_data) and records[2]["error"].startswith(missing_data)
+    assert records[1]["error"] == "ZeroDivisionError: my callback divided by zero"
+    # The traceback of the user's code is kept in the job's log, for debugging.
+    assert 'raise ZeroDivisionError("my callback divided by zero")' in (Path(records[1]["folder"]) / "train.log").read_text()
+    assert (Path(records[3]["folder"]) / "metrics.json").is_file()
+
+
+def test_a_sweep_over_experiments_files_each_job_under_its_own(tmp_path, data_dir):
+    result = run_train("-m", "config=mnist_cnn,mnist_mlp", *SHORT, cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    sweep = sweep_folder(tmp_path)
+    for job, model in (("0_mnist_cnn", "decltrain.models.MnistCNN"), ("1_mnist_mlp", "decltrain.models.MLP")):
+        config = yaml.safe_load((sweep / job / ".hydra" / "config.yaml").read_text())
+        assert config["model"]["_target_"] == model
+        assert (sweep / job / "metrics.json").is_file()
+
+
+def job_return(num: int, status: JobStatus, value: object, monitor: str | None = "val/acc") -> JobReturn:
+    job = JobReturn(overrides=["config=mnist_cnn", f"optimizer.lr={num}"], status=status,
+                    cfg=OmegaConf.create({"callbacks": {"model_checkpoint": {"monitor": monitor} if monitor else None}}),
+                    hydra_cfg=OmegaConf.create({"hydra": {"job": {"num": num},
+                                                          "runtime": {"output_dir": f"/runs/sweep/{num}_mnist_cnn"}}}))
+    job.return_value = value
+    return job
+
+
+def test_summary_reads_any_launchers_job_returns(tmp_path):
+    """The interface other sweepers use: JobRecord.of(JobReturn) and report(records, sweep_dir)."""
+    records = [sweep_summary.JobRecord.of(job) for job in (
+        job_return(1, JobStatus.FAILED, ValueError("first line\nsecond line")),
+        job_return(0, JobStatus.COMPLETED, 0.875),
+        job_return(2, JobStatus.COMPLETED, None, monitor=None),
+    )]
+    assert records[0] == sweep_summary.JobRecord(1, ["config=mnist_cnn", "optimizer.lr=1"], "failed", "val/acc", None,
+                                                 "ValueError: first line", "/runs/sweep/1_mnist_cnn")
+    assert (records[1].status, records[1].value, records[2].metric) == ("done", 0.875, None)
+    written = sweep_summary.report(records, tmp_path / "sweep")
+    text = written.read_text()
+    assert "2 done, 1 failed" in text and "every job: config=mnist_cnn" in text
+    assert "0.8750" in text and "ValueError: first line" in text and "second line" not in text
+    assert [record["number"] for record in json.loads((tmp_path / "sweep" / "summary.json").read_text())] == [0, 1, 2]

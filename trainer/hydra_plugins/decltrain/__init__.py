@@ -1,0 +1,28 @@
+"""The toolkit's Hydra plugins: the sweeper of `train -m` and the submitit launchers.
+
+Hydra instantiates sweepers and launchers only from the `hydra_plugins` namespace package, so this
+folder installs as `hydra_plugins.decltrain` (pyproject.toml's package-dir mapping).
+"""
+from __future__ import annotations
+
+
+def register() -> None:
+    """Registers these plugins with Hydra by class (Hydra's documented `Plugins.register`).
+
+    Hydra discovers plugins by listing the folders of `hydra_plugins`; an editable install
+    (`pip install -e .`) maps this package through an import hook, which that listing does not see.
+    """
+    from hydra.core.plugins import Plugins
+
+    # Hydra's first scan re-executes the plugin modules it lists (basic_sweeper among them),
+    # rebinding their classes: ours must subclass the classes of after the scan.
+    plugins = Plugins.instance()
+    from hydra_plugins.decltrain import sweeper
+
+    plugins.register(sweeper.Sweeper)
+    try:
+        from hydra_plugins.decltrain import submitit_launcher
+    except ImportError:  # the slurm extra (hydra-submitit-launcher) is not installed
+        return
+    for launcher in (submitit_launcher.SlurmLauncher, submitit_launcher.LocalLauncher):
+        plugins.register(launcher)

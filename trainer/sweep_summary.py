@@ -1,0 +1,108 @@
+"""The table a sweep ends with: one row per job (number, overrides, status, monitored metric, folder).
+
+Any sweeper can use it: make one `JobRecord` per finished job (`JobRecord.of` reads a Hydra
+`JobReturn`, from any launcher) and call `report(records, sweep_dir)`, which prints the table and
+writes it to `<sweep_dir>/summary.txt` (and the records to `summary.json`). No torch import.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+SUMMARY_TEXT = "summary.txt"
+SUMMARY_JSON = "summary.json"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job of a sweep as the summary shows it."""
+    number: int
+    overrides: list[str]
+    status: str               # "done" or "failed"
+    metric: str | None        # the monitored metric's name (callbacks.model_checkpoint.monitor)
+    value: float | None       # what the job returned to the sweeper: the monitored validation value
+    error: str | None         # a failed job's error in one line
+    folder: str               # the job's run folder
+
+    @classmethod
+    def of(cls, job: JobReturn) -> JobRecord:
+        # `job.return_value` re-raises a failed job's exception; the stored value is what we show.
+        returned = job._return_value
+        failed = job.status != JobStatus.COMPLETED
+        hydra_cfg = job.hydra_cfg.hydra
+        return cls(number=int(hydra_cfg.job.num), overrides=[str(o) for o in job.overrides or []],
+                   status="failed" if failed else "done",
+                   metric=OmegaConf.select(job.cfg, "callbacks.model_checkpoint.monitor", default=None),
+                   value=None if failed else _as_number(returned), error=one_line(returned) if failed else None,
+                   folder=str(hydra_cfg.runtime.output_dir))
+
+
+def one_line(error: object) -> str:
+    """`error`'s first line; other than our own UserError, named by its type (`ZeroDivisionError: ...`)."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    if type(error).__name__ in ("UserError", "NonFiniteLoss"):
+        return text
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
+    """Prints the table and writes it to `<sweep_dir>/summary.txt`; returns that file."""
+    records = sorted(records, key=lambda record: record.number)
+    sweep_dir = Path(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    failed = sum(record.status != "done" for record in records)
+    table = _table(records, sweep_dir, f"sweep {sweep_dir}: {len(records) - failed} done, {failed} failed")
+    Console().print(table)
+    with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
+        Console(file=handle, width=200, color_system=None).print(table)
+    (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
+    return sweep_dir / SUMMARY_TEXT
+
+
+def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
+    """Columns: job, overrides, status, the monitored metric (named in its header), run folder, error.
+
+    The error column shows what went wrong, up to the first "; " (our errors go on with how to fix
+    it: summary.json and the job's train.log have the whole line).
+    """
+    names = {record.metric for record in records if record.metric}
+    # The overrides every job shares go in the caption; each row shows what sets its job apart.
+    common = set.intersection(*(set(record.overrides) for record in records)) if len(records) > 1 else set()
+    shared = [override for override in records[0].overrides if override in common] if records else []
+    table = Table(title=title, caption=f"every job: {' '.join(shared)}" if shared else None)
+    header = next(iter(names)) if len(names) == 1 else "metric"
+    for column in ("job", "overrides", "status", header, "run folder", "error"):
+        table.add_column(column, justify="right" if column == "job" else "left", overflow="fold")
+    for record in records:
+        value = "-" if record.value is None else f"{record.value:.4f}"
+        if len(names) > 1 and record.value is not None:  # experiments monitoring different metrics
+            value = f"{record.metric} {value}"
+        own = [override for override in record.overrides if override not in common]
+        table.add_row(str(record.number), " ".join(own), record.status, value,
+                      _shown(record.folder, sweep_dir), (record.error or "").split("; ")[0])
+    return table
+
+
+def _shown(folder: str, sweep_dir: Path) -> str:
+    """A job's folder relative to the sweep folder (named in the title) when it lies there."""
+    relative = os.path.relpath(folder, sweep_dir.resolve())
+    return folder if relative.startswith("..") else relative
+
+
+def _as_number(value: object) -> float | None:
+    """The job's return value as a float (a number, or a tensor's item), or None."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if not math.isnan(number) else None
