@@ -5,8 +5,9 @@ from decltrain.callbacks.early_stopping import EarlyStopping
 from decltrain.callbacks.gradient_clipping import GradientClipping
 from decltrain.callbacks.lr_monitor import LearningRateMonitor
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
+from decltrain.callbacks.optuna_pruning import OptunaPruning
 from decltrain.callbacks.progress import RichProgressBar
 from decltrain.callbacks.throughput import ThroughputMonitor
 
 __all__ = ["BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping", "LearningRateMonitor",
-           "ModelCheckpoint", "RichProgressBar", "ThroughputMonitor"]
+           "ModelCheckpoint", "OptunaPruning", "RichProgressBar", "ThroughputMonitor"]

@@ -1,0 +1,31 @@
+"""How a training job finds the Optuna trial it runs for.
+
+The search (hydra_plugins/decltrain_optuna_sweeper) sets three environment variables for each
+job through `hydra.job.env_set`, so they reach the job whatever launcher runs it and show in the
+job's `.hydra/hydra.yaml`. No torch or Optuna import at module level: the sweeper plugin imports
+this module on every `train` start.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+STORAGE = "DECLTRAIN_OPTUNA_STORAGE"
+STUDY = "DECLTRAIN_OPTUNA_STUDY"
+TRIAL_ID = "DECLTRAIN_OPTUNA_TRIAL_ID"
+# The user attribute a pruned job leaves on its trial; the sweeper then records it as pruned.
+PRUNED_AT = "pruned_at_epoch"
+
+
+def environment(storage: str, study_name: str, trial_id: int) -> dict[str, str]:
+    return {STORAGE: storage, STUDY: study_name, TRIAL_ID: str(trial_id)}
+
+
+def current() -> Any:
+    """The `optuna.Trial` this job runs for, or None outside a search."""
+    if TRIAL_ID not in os.environ:
+        return None
+    import optuna
+
+    study = optuna.load_study(study_name=os.environ[STUDY], storage=os.environ[STORAGE])
+    return optuna.trial.Trial(study, int(os.environ[TRIAL_ID]))
