@@ -16,9 +16,10 @@ from decltrain.trainer import provenance, tracking
 from decltrain.trainer.hparams import flatten
 from decltrain.trainer.tracking import Tracker, artifact_files, run_name
 
-# MLflow retries an unreachable server for minutes by default (7 retries, 120 s timeout);
-# a tracker must never hold a run up that long. The user's own settings win.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+# MLflow retries an unreachable server for minutes by default (7 retries with backoff, 120 s
+# timeout); a tracker must never hold a run up that long, so a server that does not answer within
+# 10 s switches the logger off at once. The user's own settings win.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 LOCAL_STORE = Path("outputs") / "mlflow.db"

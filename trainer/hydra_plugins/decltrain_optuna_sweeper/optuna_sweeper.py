@@ -23,7 +23,6 @@ from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer import optuna_trial
@@ -62,8 +61,9 @@ class OptunaSweeper(Sweeper):
         self.direction = _DIRECTIONS[direction]
         self.study_name = study_name
         self.storage = storage
-        self.sampler_config = sampler
-        self.pruner_config = pruner
+        # Hydra instantiated them already (`_target_` nodes inside the sweeper's config).
+        self.sampler = sampler
+        self.pruner = pruner
         self.params = dict(params or {})
         # Trial records, one per trial run by this call: number, overrides, state, value, run_dir.
         self.records: list[dict[str, Any]] = []
@@ -85,8 +85,7 @@ class OptunaSweeper(Sweeper):
                                           parser)
         storage = self.storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
         study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
-                                    sampler=instantiate(self.sampler_config),
-                                    pruner=instantiate(self.pruner_config), load_if_exists=True)
+                                    sampler=self.sampler, pruner=self.pruner, load_if_exists=True)
         _requeue_interrupted(study)
         log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
                  _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
@@ -95,7 +94,7 @@ class OptunaSweeper(Sweeper):
             chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
             env = optuna_trial.environment(storage, self.study_name, trial._trial_id)
             overrides = [*fixed, *chosen,
-                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
+                         *(f"hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
             self.validate_batch_is_legal([overrides])
             result = self._launch(overrides, trial.number)
             state, value = _tell(study, trial, result)

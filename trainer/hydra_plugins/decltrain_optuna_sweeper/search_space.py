@@ -5,7 +5,9 @@
     model.layers: range(1, 4)                       -> CategoricalDistribution([1, 2, 3])
     model.hidden: int(interval(32, 256))            -> IntDistribution(32, 256) (Hydra's `int` cast)
 
-Anything else is a plain override that every trial gets.
+Anything else is a plain override that every trial gets. For a key given twice (the search
+config's `params`, then the command line) the later one wins: `optimizer.lr=3e-3` on the command
+line takes the learning rate out of the search.
 """
 from __future__ import annotations
 
@@ -20,11 +22,13 @@ def split(overrides: list[str], parser: OverridesParser) -> tuple[dict[str, Any]
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space: dict[str, Any] = {}
-    fixed: list[str] = []
+    fixed: dict[str, str] = {}
     for override in parser.parse_overrides(overrides):
         key = override.get_key_element()
+        space.pop(key, None)
+        fixed.pop(key, None)
         if not override.is_sweep_override():
-            fixed.append(f"{key}={override.get_value_element_as_str()}")
+            fixed[key] = f"{key}={override.get_value_element_as_str()}"
         elif override.is_choice_sweep() or override.is_range_sweep():
             space[key] = CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
         else:
@@ -35,7 +39,7 @@ def split(overrides: list[str], parser: OverridesParser) -> tuple[dict[str, Any]
                 space[key] = IntDistribution(sweep.start, sweep.end, log=log)
             else:
                 space[key] = FloatDistribution(float(sweep.start), float(sweep.end), log=log)
-    return space, fixed
+    return space, list(fixed.values())
 
 
 def as_override(key: str, value: Any) -> str:
