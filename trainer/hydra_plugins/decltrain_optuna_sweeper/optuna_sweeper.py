@@ -87,14 +87,15 @@ class OptunaSweeper(Sweeper):
         study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
                                     sampler=self.sampler, pruner=self.pruner, load_if_exists=True)
         _requeue_interrupted(study)
+        pruner_config = OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True)
         log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
                  _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
         while _trials_done(study) < self.n_trials:
             trial = study.ask(space)
             chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
-            env = optuna_trial.environment(storage, self.study_name, trial._trial_id)
+            env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
             overrides = [*fixed, *chosen,
-                         *(f"hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
+                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
             self.validate_batch_is_legal([overrides])
             result = self._launch(overrides, trial.number)
             state, value = _tell(study, trial, result)
