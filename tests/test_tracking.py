@@ -76,6 +76,13 @@ def same_points(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
         [value for _, value in a] == pytest.approx([value for _, value in b], rel=1e-6)
 
 
+def tensorboard_hparams(run_dir: Path) -> set[str]:
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = EventAccumulator(str(run_dir)).Reload().PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    return set(plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams)
+
+
 def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     events = EventAccumulator(str(run_dir)).Reload()
     return [(event.step, event.value) for event in events.Scalars(tag)]
@@ -101,6 +108,9 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     assert run.info.status == "FINISHED"
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "metrics.csv", "reproducibility.json", ".hydra"} <= artifacts
+    hparams = tensorboard_hparams(run_dir)
+    assert {"config", "optimizer", "optimizer.lr", "model.hidden", "dataset.batch_size", "trainer.max_epochs"} <= hparams
+    assert not [key for key in hparams if "_target_" in key or key.startswith(("callbacks.", "logger.", "hydra"))]
 
     resumed = run_train("config=mnist_cnn", "trainer.max_epochs=3", "logger=[tensorboard,csv,mlflow]", *SHORT,
                         f"resume={run_dir}", cwd=tmp_path, env=env)

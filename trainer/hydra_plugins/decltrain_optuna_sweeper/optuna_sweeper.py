@@ -33,6 +33,7 @@ log = logging.getLogger("trainer")
 STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
+_SIGNAL_EXIT_BASE = 128  # `train` exits with 128 + signal number when stopped by a signal
 _DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
@@ -107,11 +108,15 @@ class OptunaSweeper(Sweeper):
     def _launch(self, overrides: list[str], number: int) -> JobReturn | None:
         """One job, numbered as its trial (its folder is `<sweep folder>/<trial number>`).
 
-        A job that exits (`train` turns bad settings into exit code 2) fails its trial, not the search.
+        A job that exits (`train` turns bad settings into exit code 2) fails its trial, not the
+        search; one stopped by a signal (exit code 128 + signal: Ctrl-C, SIGTERM) stops the search,
+        leaving its trial running, to be run again when the search is continued.
         """
         try:
             return self.launcher.launch([overrides], initial_job_idx=number)[0]
         except SystemExit as stop:
+            if isinstance(stop.code, int) and stop.code >= _SIGNAL_EXIT_BASE:
+                raise
             log.error("trial %d exited with code %s", number, stop.code)
             return None
 
