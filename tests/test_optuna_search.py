@@ -56,3 +56,19 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     assert results["best"]["value"] == pytest.approx(max(completed))
     assert [t["state"] for t in results["trials"]] == ["complete", "complete", "pruned"]
     assert f"best trial {results['best']['number']}" in bad.stdout + bad.stderr
+
+
+def test_a_continued_search_runs_an_interrupted_trial_again(tmp_path):
+    from hydra_plugins.decltrain_optuna_sweeper.optuna_sweeper import _requeue_interrupted, _trials_done
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.tell(study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)}), 0.5)
+    left_running = study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})  # the search stopped here
+
+    continued = optuna.load_study(study_name="s", storage=storage)
+    _requeue_interrupted(continued)
+    assert [t.state for t in continued.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert _trials_done(continued) == 1  # the interrupted trial does not count
+    again = continued.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
+    assert again.params == left_running.params
