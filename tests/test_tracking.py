@@ -109,7 +109,8 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "metrics.csv", "reproducibility.json", ".hydra"} <= artifacts
     hparams = tensorboard_hparams(run_dir)
-    assert {"config", "optimizer", "optimizer.lr", "model.hidden", "dataset.batch_size", "trainer.max_epochs"} <= hparams
+    assert {"config", "optimizer", "optimizer.lr", "model.hidden", "dataset.batch_size",
+            "trainer.max_epochs"} <= hparams
     assert not [key for key in hparams if "_target_" in key or key.startswith(("callbacks.", "logger.", "hydra"))]
 
     resumed = run_train("config=mnist_cnn", "trainer.max_epochs=3", "logger=[tensorboard,csv,mlflow]", *SHORT,
