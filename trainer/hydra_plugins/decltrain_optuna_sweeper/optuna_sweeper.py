@@ -100,8 +100,9 @@ class OptunaSweeper(Sweeper):
             self.validate_batch_is_legal([overrides])
             result = self._launch(overrides, trial.number)
             state, value = _tell(study, trial, result)
+            run_dir = result.hydra_cfg.hydra.runtime.output_dir if result is not None else sweep_dir / str(trial.number)
             self.records.append({"number": trial.number, "overrides": chosen, "state": state, "value": value,
-                                 "run_dir": str(sweep_dir / str(trial.number))})
+                                 "run_dir": str(run_dir)})
             log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
         return self._report(study, sweep_dir)
 
