@@ -7,11 +7,12 @@ from decltrain.callbacks.gradient_clipping import GradientClipping
 from decltrain.callbacks.lr_monitor import LearningRateMonitor
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
 from decltrain.callbacks.model_summary import ModelSummary
+from decltrain.callbacks.optuna_pruning import OptunaPruning
 from decltrain.callbacks.progress import RichProgressBar
 from decltrain.callbacks.swa import SWA
 from decltrain.callbacks.throughput import ThroughputMonitor
 from decltrain.callbacks.timer import Timer
 
 __all__ = ["EMA", "SWA", "BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping",
-           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "RichProgressBar", "ThroughputMonitor",
-           "Timer"]
+           "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "OptunaPruning", "RichProgressBar",
+           "ThroughputMonitor", "Timer"]

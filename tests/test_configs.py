@@ -11,7 +11,8 @@ from omegaconf import OmegaConf, open_dict
 import decltrain.trainer.cli  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config"]
+GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config",
+          "hparams_search"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml"))]
 
 

@@ -76,7 +76,13 @@ def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_ve
              "from datasets import load_dataset\n"
              "assert load_dataset() == 'datasets'\n"
              "import decltrain.models, decltrain.datasets.base, decltrain.callbacks\n"
-             f"assert decltrain.models.__file__.startswith({str(coexisting_venv)!r}), decltrain.models.__file__\n")
+             f"assert decltrain.models.__file__.startswith({str(coexisting_venv)!r}), decltrain.models.__file__\n"
+             # Hydra finds the Optuna sweeper the wheel installed into the `hydra_plugins` namespace
+             "import inspect\n"
+             "from hydra.core.plugins import Plugins\n"
+             "from hydra.plugins.sweeper import Sweeper\n"
+             "(sweeper,) = [s for s in Plugins.instance().discover(Sweeper) if s.__name__ == 'OptunaSweeper']\n"
+             f"assert inspect.getfile(sweeper).startswith({str(coexisting_venv)!r}), inspect.getfile(sweeper)\n")
     result = subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],

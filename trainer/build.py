@@ -141,8 +141,12 @@ def callbacks(cfg: DictConfig) -> dict[str, Callback]:
     return built
 
 
-def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None) -> list[Logger]:
-    return [instantiate_node(node, f"logger.{name}", log_dir=str(run_dir), purge_step=purge_step)
+def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None,
+            resumed: dict[str, Any] | None = None) -> list[Logger]:
+    """The loggers of `logger.*`, each told the run folder and, for a resumed run, where it
+    continues (see trainer/loggers.py)."""
+    return [instantiate_node(node, f"logger.{name}", log_dir=str(run_dir), purge_step=purge_step,
+                             resumed=resumed or {})
             for name, node in (cfg.get("logger") or {}).items() if node is not None]
 
 

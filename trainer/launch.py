@@ -52,7 +52,8 @@ def isolate_nonzero_rank(argv: list[str]) -> Callable[[], None]:
         return lambda: None
     scratch = tempfile.mkdtemp(prefix=f"train-rank{os.environ['RANK']}-")
     # Later overrides of the same key win, so these beat any folder given on the command line.
-    argv += [f"hydra.run.dir={_quote(scratch)}", f"hydra.sweep.dir={_quote(scratch)}", "hydra.output_subdir=null"]
+    argv += [f"hydra.run.dir={quote_override(scratch)}", f"hydra.sweep.dir={quote_override(scratch)}",
+             "hydra.output_subdir=null"]
     return lambda: shutil.rmtree(scratch, ignore_errors=True)
 
 
@@ -133,7 +134,7 @@ def worker_arguments(hydra_cfg: DictConfig) -> list[str]:
     args += list(hydra_cfg.overrides.task)
     args += [o for o in hydra_cfg.overrides.hydra if not o.lstrip("+~").startswith(_PARENT_ONLY)]
     # The folder exists already, with the .hydra this process wrote: workers only add to it.
-    return [*args, f"hydra.run.dir={_quote(hydra_cfg.runtime.output_dir)}", "hydra.output_subdir=null"]
+    return [*args, f"hydra.run.dir={quote_override(hydra_cfg.runtime.output_dir)}", "hydra.output_subdir=null"]
 
 
 def recorded(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -161,6 +162,6 @@ def _monitored_value(cfg: DictConfig, run_dir: Path) -> float | None:
     return json.loads(metrics_file.read_text()).get(monitor)
 
 
-def _quote(path: str) -> str:
-    """A path as a quoted Hydra override value, so commas or spaces in it are not syntax."""
-    return "'" + str(path).replace("\\", "\\\\").replace("'", "\\'") + "'"
+def quote_override(value: str) -> str:
+    """A value (a path, a URL) as a quoted Hydra override value, so commas or spaces in it are not syntax."""
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -1,4 +1,10 @@
-"""Experiment loggers. The Trainer calls them only on the global-zero process."""
+"""Experiment loggers. The Trainer calls them only on the global-zero process.
+
+Every logger is built (trainer/build.py) from its `logger.<name>` config plus three values of
+the run: `log_dir` (the run folder), `purge_step` (a resumed run's first step: points an
+interrupted run wrote at or after it are dropped where the logger can) and `resumed` (what the
+loggers' `state_dict`s put into the checkpoint being resumed, else an empty dict).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,19 +16,35 @@ from torch.utils.tensorboard.summary import hparams
 
 
 class Logger:
-    """Interface: scalars (and images) during the run, hyperparameters with final metrics at the end."""
+    """Interface: the config at the start, scalars (and images) during the run, hyperparameters
+    with the final metrics at the end."""
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        """The whole resolved config (nested), once the run starts."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None: ...
+
+    def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The values that tell runs apart (trainer/hparams.py) with the run's final metrics."""
+
     def log_image(self, name: str, image: torch.Tensor, step: int) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps so a resumed run continues this logger's run (plain values,
+        keys unique among loggers)."""
+        return {}
+
     def flush(self) -> None: ...
-    def close(self) -> None: ...
+
+    def close(self, status: str = "success") -> None:
+        """`status`: success, failed (an error) or killed (stopped by a signal)."""
 
 
 class TensorBoardLogger(Logger):
     """Writes event files straight into the run folder (`tensorboard --logdir outputs`)."""
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None,
+                 resumed: dict[str, Any] | None = None) -> None:
         # purge_step drops events at or after it that an interrupted run wrote, so a resumed
         # run continues the same curves without duplicated points.
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
@@ -46,5 +68,5 @@ class TensorBoardLogger(Logger):
     def flush(self) -> None:
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, status: str = "success") -> None:
         self.writer.close()

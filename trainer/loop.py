@@ -429,6 +429,8 @@ class Trainer:
             "precision": self.precision.state_dict(),
             "progress": {**position, "global_step": self.global_step},
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
+            # e.g. the MLflow run id, so a resumed run continues the same tracked run
+            "loggers": {key: value for logger in self.loggers for key, value in logger.state_dict().items()},
             "rng": rng_state(),
             "config": self.config_yaml,
         }

@@ -9,7 +9,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer import build, checkpoint, distributed, resume
+from decltrain.trainer import build, checkpoint, distributed, hparams, provenance, resume
 from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.device import seed_everything
 from decltrain.trainer.errors import Preempted
@@ -24,6 +24,8 @@ def run(cfg: DictConfig) -> float | None:
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
     resume_from = resume.checkpoint_path(cfg.resume, run_dir) if cfg.resume else None
     state = checkpoint.load(resume_from) if resume_from else None
+    if talks:
+        provenance.write(run_dir)
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     model = build.model(cfg, splits)
@@ -36,7 +38,11 @@ def run(cfg: DictConfig) -> float | None:
     fast_dev_run = cfg.trainer.fast_dev_run
     # A resumed run drops the TensorBoard points the interrupted one wrote after its checkpoint.
     purge_step = state["progress"]["global_step"] + 1 if state else None
-    loggers = build.loggers(cfg, run_dir, purge_step) if talks and not fast_dev_run else []
+    loggers = build.loggers(cfg, run_dir, purge_step, state.get("loggers") if state else None) \
+        if talks and not fast_dev_run else []
+    config = OmegaConf.to_container(cfg, resolve=True)
+    for logger in loggers:
+        logger.log_config(config)
     trainer = build.trainer(cfg, callbacks, loggers, run_dir)
     trainer.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     trainer.setup(model, splits, optimizer, lr_schedule, task)
@@ -44,10 +50,12 @@ def run(cfg: DictConfig) -> float | None:
         trainer.load_state_dict(state, str(resume_from))
         log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
                  trainer.batch_idx, trainer.global_step)
+    status = "failed"  # what the loggers report if the run does not get to the end
     try:
         try:
             trainer.fit()
         except Preempted as stop:
+            status = "killed"
             last = run_dir / resume.LAST
             if not talks:
                 raise
@@ -64,14 +72,16 @@ def run(cfg: DictConfig) -> float | None:
         if talks and not fast_dev_run:
             (run_dir / "metrics.json").write_text(json.dumps(
                 {**final, "epoch": trainer.epoch, "global_step": trainer.global_step}, indent=2) + "\n")
-            hparams = _flatten(OmegaConf.to_container(cfg, resolve=True))
+            hyperparameters = hparams.select(config, list(HydraConfig.get().overrides.task),
+                                             dict(HydraConfig.get().runtime.choices))
             for logger in loggers:
-                logger.log_hyperparams(hparams, final)
+                logger.log_hyperparams(hyperparameters, final)
         if talks:
             print_metrics(final)
+        status = "success"
     finally:
         for logger in loggers:
-            logger.close()
+            logger.close(status)
     monitor = getattr(getattr(checkpointer, "monitor", None), "name", None)
     return final.get(monitor) if monitor else None
 
@@ -81,14 +91,3 @@ def _resume_command(last: Path) -> str:
     overrides = [arg for arg in HydraConfig.get().overrides.task if not arg.startswith("resume=")]
     return shlex.join(["train", *overrides, f"resume={last}"])
 
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{'optimizer': {'lr': 1e-3}} -> {'optimizer.lr': 1e-3}, for TensorBoard's HPARAMS tab."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

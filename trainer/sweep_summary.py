@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ class JobRecord:
     """One job of a sweep as the summary shows it."""
     number: int
     overrides: list[str]
-    status: str               # "done" or "failed"
+    status: str               # "done" or "failed" ("pruned" too in an Optuna search)
     metric: str | None        # the monitored metric's name (callbacks.model_checkpoint.monitor)
     value: float | None       # what the job returned to the sweeper: the monitored validation value
     error: str | None         # a failed job's error in one line
@@ -60,8 +61,10 @@ def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
     records = sorted(records, key=lambda record: record.number)
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    failed = sum(record.status != "done" for record in records)
-    table = _table(records, sweep_dir, f"sweep {sweep_dir}: {len(records) - failed} done, {failed} failed")
+    counts = Counter(record.status for record in records)
+    tally = [f"{counts.pop('done', 0)} done", f"{counts.pop('failed', 0)} failed",
+             *(f"{count} {status}" for status, count in counts.items())]
+    table = _table(records, sweep_dir, f"sweep {sweep_dir}: {', '.join(tally)}")
     Console().print(table)
     with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
         Console(file=handle, width=200, color_system=None).print(table)

@@ -1,0 +1,202 @@
+"""The sweeper: one Optuna trial per job, asked for, launched and told its result in turn.
+
+The study lives in an SQLite file in the sweep folder (`optuna.db`), so running the same command
+again with `hydra.sweep.dir=<that folder>` continues an interrupted search: a trial the
+interruption left running is recorded as failed and its parameters run again. Each job reports
+its monitored metric after every validation (callbacks/optuna_pruning.py); a job the pruner
+stopped is told to the study as pruned. At the end the best trial is printed and written to
+`<sweep folder>/optuna_results.yaml` with one record per trial (`Trial records` below).
+
+No `from __future__ import annotations`: Hydra loads plugin modules outside `sys.modules`,
+where dataclasses cannot resolve string annotations.
+"""
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from decltrain.trainer import optuna_trial, sweep_summary
+from decltrain.trainer.launch import quote_override
+from hydra_plugins.decltrain import search_space
+
+log = logging.getLogger("trainer")
+STUDY_FILE = "optuna.db"
+RESULTS_FILE = "optuna_results.yaml"
+_INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
+_SIGNAL_EXIT_BASE = 128  # `train` exits with 128 + signal number when stopped by a signal
+_DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
+
+
+@dataclass
+class OptunaSweeperConf:
+    _target_: str = "hydra_plugins.decltrain.optuna_sweeper.OptunaSweeper"
+    n_trials: int = 20              # trials that ran to an end (completed, pruned or failed)
+    direction: str = "maximize"     # minimize | maximize (min | max: a callback's mode)
+    study_name: str = "search"
+    storage: Optional[str] = None   # null: sqlite:///<sweep folder>/optuna.db
+    sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
+    pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner"})
+    params: dict[str, str] = field(default_factory=dict)  # key: Hydra sweep syntax (search_space.py)
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="decltrain_optuna", node=OptunaSweeperConf,
+                             provider="decltrain")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, n_trials: int, direction: str, study_name: str, storage: Optional[str], sampler: Any,
+                 pruner: Any, params: dict[str, str]) -> None:
+        if direction not in _DIRECTIONS:
+            raise ValueError(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
+        self.n_trials = n_trials
+        self.direction = _DIRECTIONS[direction]
+        self.study_name = study_name
+        self.storage = storage
+        # Hydra instantiated them already (`_target_` nodes inside the sweeper's config).
+        self.sampler = sampler
+        self.pruner = pruner
+        self.params = dict(params or {})
+        # One per trial run by this call, for the sweep summary (trainer/sweep_summary.py).
+        self.records: list[sweep_summary.JobRecord] = []
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def sweep(self, arguments: list[str]) -> list[sweep_summary.JobRecord]:
+        import optuna
+
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        space, fixed = search_space.split([f"{key}={value}" for key, value in self.params.items()] + arguments,
+                                          parser)
+        storage = self.storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
+        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
+                                    sampler=self.sampler, pruner=self.pruner, load_if_exists=True)
+        _requeue_interrupted(study)
+        pruner_config = OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True)
+        log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
+                 _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
+        while _trials_done(study) < self.n_trials:
+            trial = study.ask(space)
+            chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
+            env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
+            overrides = [*fixed, *chosen,
+                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
+            self.validate_batch_is_legal([overrides])
+            result = self._launch(overrides, trial.number)
+            state, value = _tell(study, trial, result)
+            self.records.append(_job_record(result, trial.number, chosen, state, value, sweep_dir))
+            log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
+        self._report(study, sweep_dir)
+        sweep_summary.report(self.records, sweep_dir)
+        return self.records
+
+    def _launch(self, overrides: list[str], number: int) -> JobReturn | None:
+        """One job, numbered as its trial (its folder is `<sweep folder>/<trial number>`).
+
+        A job that exits (`train` turns bad settings into exit code 2) fails its trial, not the
+        search; one stopped by a signal (exit code 128 + signal: Ctrl-C, SIGTERM) stops the search,
+        leaving its trial running, to be run again when the search is continued.
+        """
+        try:
+            return self.launcher.launch([overrides], initial_job_idx=number)[0]
+        except SystemExit as stop:
+            if isinstance(stop.code, int) and stop.code >= _SIGNAL_EXIT_BASE:
+                raise
+            log.error("trial %d exited with code %s", number, stop.code)
+            return None
+
+    def _report(self, study: Any, sweep_dir: Path) -> None:
+        """Prints the best trial and writes it, with the records of every trial, to the sweep folder."""
+        from optuna.trial import TrialState
+
+        finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
+        interrupted = set(study.user_attrs.get(_INTERRUPTED, []))
+        results: dict[str, Any] = {"study": self.study_name, "direction": self.direction,
+                                   "trials": [_record(t, sweep_dir) for t in study.trials
+                                              if t.number not in interrupted]}
+        if finished:
+            best = study.best_trial
+            results["best"] = {"number": best.number, "value": best.value, "params": best.params,
+                               "run_dir": str(sweep_dir / str(best.number))}
+            log.info("best trial %d: value %.6g with %s (run folder %s)", best.number, best.value,
+                     " ".join(search_space.as_override(k, v) for k, v in best.params.items()),
+                     results["best"]["run_dir"])
+        else:
+            log.warning("no trial completed: there is no best value")
+        OmegaConf.save(OmegaConf.create(results), sweep_dir / RESULTS_FILE)
+        log.info("search results: %s", sweep_dir / RESULTS_FILE)
+
+
+def _trials_done(study: Any) -> int:
+    from optuna.trial import TrialState
+
+    interrupted = set(study.user_attrs.get(_INTERRUPTED, []))
+    ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return sum(1 for t in study.trials if t.state in ended and t.number not in interrupted)
+
+
+def _requeue_interrupted(study: Any) -> None:
+    """Trials an earlier, stopped search left running: failed, and their parameters queued again."""
+    from optuna.trial import TrialState
+
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.set_user_attr(_INTERRUPTED, [*study.user_attrs.get(_INTERRUPTED, []), trial.number])
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, skip_if_exists=False)
+        log.warning("trial %d was interrupted; its parameters run again", trial.number)
+
+
+def _tell(study: Any, trial: Any, result: JobReturn | None) -> tuple[str, float | None]:
+    """Tells the study how the trial ended: pruned (its job said so), completed with the job's
+    value (the monitored validation metric), or failed."""
+    from optuna.trial import TrialState
+
+    # Read afresh: the job wrote to the study through its own connection.
+    now = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
+    if now.user_attrs.get(optuna_trial.PRUNED_AT) is not None:
+        frozen = study.tell(trial, state=TrialState.PRUNED)
+        return "pruned", frozen.value
+    value = result.return_value if result is not None and result.status == JobStatus.COMPLETED else None
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        if result is not None and result.status == JobStatus.FAILED:
+            log.error("trial %d failed: %s", trial.number, result._return_value)
+        study.tell(trial, state=TrialState.FAIL)
+        return "failed", None
+    study.tell(trial, float(value))
+    return "completed", float(value)
+
+
+_SUMMARY_STATUS = {"completed": "done", "pruned": "pruned", "failed": "failed"}
+
+
+def _job_record(result: Optional[JobReturn], number: int, chosen: list[str], state: str, value: Optional[float],
+                sweep_dir: Path) -> sweep_summary.JobRecord:
+    """The trial as a row of the sweep summary: its chosen values, its state, the value told to the study."""
+    if result is None:  # the job exited before Hydra could record it
+        return sweep_summary.JobRecord(number=number, overrides=chosen, status="failed", metric=None, value=None,
+                                       error="the job exited with a non-zero code", folder=str(sweep_dir / str(number)))
+    return dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen, status=_SUMMARY_STATUS[state],
+                               value=value)
+
+
+def _record(trial: Any, sweep_dir: Path) -> dict[str, Any]:
+    return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
+            "params": trial.params, "intermediate": dict(trial.intermediate_values),
+            "run_dir": str(sweep_dir / str(trial.number))}

@@ -1,0 +1,37 @@
+"""How a training job finds the Optuna trial it runs for.
+
+The search (hydra_plugins/decltrain/optuna_sweeper.py) sets four environment variables for each
+job through `hydra.job.env_set`, so they reach the job whatever launcher runs it and show in the
+job's `.hydra/hydra.yaml`. No torch or Optuna import at module level: the sweeper plugin imports
+this module on every `train` start.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+STORAGE = "DECLTRAIN_OPTUNA_STORAGE"
+STUDY = "DECLTRAIN_OPTUNA_STUDY"
+TRIAL_ID = "DECLTRAIN_OPTUNA_TRIAL_ID"
+# The pruner's config as JSON: a study loaded from storage gets Optuna's default pruner, not the
+# search's, so the job builds the search's own.
+PRUNER = "DECLTRAIN_OPTUNA_PRUNER"
+# The user attribute a pruned job leaves on its trial; the sweeper then records it as pruned.
+PRUNED_AT = "pruned_at_epoch"
+
+
+def environment(storage: str, study_name: str, trial_id: int, pruner: dict[str, Any]) -> dict[str, str]:
+    return {STORAGE: storage, STUDY: study_name, TRIAL_ID: str(trial_id), PRUNER: json.dumps(pruner)}
+
+
+def current() -> Any:
+    """The `optuna.Trial` this job runs for, or None outside a search."""
+    if TRIAL_ID not in os.environ:
+        return None
+    import optuna
+    from hydra.utils import instantiate
+
+    study = optuna.load_study(study_name=os.environ[STUDY], storage=os.environ[STORAGE],
+                              pruner=instantiate(json.loads(os.environ[PRUNER])))
+    return optuna.trial.Trial(study, int(os.environ[TRIAL_ID]))

@@ -1,0 +1,58 @@
+"""Loggers that talk to a tracking service: they must never take a run down.
+
+A service that cannot be reached, refuses a call or is misconfigured gives one warning; the
+logger then goes quiet and the run continues with its other loggers.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from decltrain.trainer.loggers import Logger
+
+log = logging.getLogger("trainer")
+T = TypeVar("T")
+
+
+class Tracker(Logger):
+    """Base of the service loggers: `_call` runs one action unless an earlier one failed."""
+
+    service = "tracker"
+
+    def __init__(self) -> None:
+        self.off = False
+
+    def _call(self, action: Callable[[], T]) -> T | None:
+        if self.off:
+            return None
+        try:
+            return action()
+        except Exception as err:  # anything the client raises: the run matters more than the tracker
+            self.off = True
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log.warning("%s logger switched off: %s (the run goes on with its other loggers)", self.service,
+                        first[:300])
+            return None
+
+
+def experiment_name() -> str:
+    """The experiment (`config=...`) Hydra composed, for service loggers not told a name."""
+    from hydra.core.hydra_config import HydraConfig
+
+    choice = HydraConfig.get().runtime.choices.get("config") if HydraConfig.initialized() else None
+    return choice or "default"
+
+
+def run_name(log_dir: str | Path) -> str:
+    """The run folder's name; a sweep job's number with its sweep's folder name ("multirun_.../3")."""
+    folder = Path(log_dir).resolve()
+    return f"{folder.parent.name}/{folder.name}" if folder.name.isdigit() else folder.name
+
+
+def artifact_files(run_dir: Path) -> list[Path]:
+    """The run folder's config and metrics, which the service loggers upload at the end."""
+    names = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "metrics.csv", "reproducibility.json")
+    return [run_dir / name for name in names if (run_dir / name).is_file()]
+
