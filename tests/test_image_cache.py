@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from decltrain.trainer.errors import Preempted
 from decltrain.trainer.loop import Trainer
 from decltrain.trainer.scheduling import LRSchedule
 from decltrain.trainer.task import Task
+from tests.test_fast_path import StopAtStep
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SIZE = 56
@@ -106,15 +105,6 @@ def test_an_unreadable_image_is_named_and_skipped(tmp_path: Path, caplog: pytest
         assert len(splits.train) + len(splits.val) == 30
         assert f"skipping 1 unreadable image(s) of {(tmp_path / 'images' / 'train').resolve()}" in caplog.text
         assert str(broken) in caplog.text and "UnidentifiedImageError" in caplog.text
-
-
-class StopAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: Trainer) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, Callback] | None = None) -> Trainer:
