@@ -89,7 +89,7 @@ def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int)
     files = [Path(path) for path, _ in folder.samples]
     root = Path(folder.root).resolve()
     stem = f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{size}"
-    array_path = cache_dir / f"{stem}-{_content_key(root, files, size)}.npy"
+    array_path = cache_dir / f"{stem}-{_content_key(Path(folder.root), files, size)}.npy"
     index_path = array_path.with_suffix(".json")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
@@ -115,6 +115,7 @@ def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int)
 
 
 def _content_key(root: Path, files: list[Path], size: int) -> str:
+    """Names, byte sizes and mtimes of `files` (paths under `root`, as ImageFolder lists them)."""
     digest = hashlib.sha256(f"{FORMAT_VERSION} {size}\n".encode())
     for file in files:
         stat = file.stat()

@@ -75,18 +75,20 @@ def test_cache_size_of_the_evaluation_size_gives_the_pil_pixels_exactly(tmp_path
     assert torch.equal(fast, torch.stack([pil.val[i][0] for i in range(len(pil.val))]))
 
 
-def test_a_changed_file_rebuilds_the_cache_and_removes_the_stale_one(tmp_path: Path):
+def test_a_changed_file_rebuilds_the_cache_and_removes_the_stale_one(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)  # dataset.root relative to the working directory, as users write it
     write_images(tmp_path / "images")
     cache_dir = tmp_path / "cache"
-    first = build(tmp_path / "images", cache_dir, val_fraction=0.5)
+    first = build(Path("images"), cache_dir, val_fraction=0.5)
     arrays = sorted(cache_dir.glob("*.npy"))
     assert len(arrays) == 1
-    again = build(tmp_path / "images", cache_dir, val_fraction=0.5)
+    again = build(Path("images"), cache_dir, val_fraction=0.5)
     assert sorted(cache_dir.glob("*.npy")) == arrays  # unchanged folder: the same cache, not rebuilt
     assert torch.equal(again.val.batch(torch.arange(3))[0], first.val.batch(torch.arange(3))[0])
     changed = tmp_path / "images" / "train" / "class_0" / "000.jpg"
     Image.new("RGB", (64, 80), (255, 0, 0)).save(changed)
-    rebuilt = build(tmp_path / "images", cache_dir, val_fraction=0.5)
+    rebuilt = build(Path("images"), cache_dir, val_fraction=0.5)
     new_arrays = sorted(cache_dir.glob("*.npy"))
     assert len(new_arrays) == 1 and new_arrays != arrays
     stored = np.load(new_arrays[0], mmap_mode="r")
