@@ -21,6 +21,7 @@ from decltrain.trainer.errors import Preempted
 from decltrain.trainer.loop import Trainer
 from decltrain.trainer.scheduling import LRSchedule
 from decltrain.trainer.task import Task
+from tests.conftest import run_train
 from tests.test_fast_path import StopAtStep
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -136,3 +137,16 @@ def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path):
     assert resumed.global_step == reference.global_step == 9
     ref_weights, new_weights = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
+
+
+def test_two_ddp_ranks_share_one_cache(tmp_path: Path):
+    """`train` as a user runs it: the ranks take turns on the cache's lock, one builds it, both read it."""
+    write_images(tmp_path / "images")
+    cache_home = tmp_path / "xdg"
+    result = run_train("config=imagefolder_resnet18", f"dataset.root={tmp_path / 'images'}", "dataset.image_size=32",
+                       "callbacks.backbone_unfreeze=null", "trainer.devices=2", "trainer.max_epochs=1", cwd=tmp_path,
+                       env={"XDG_CACHE_HOME": str(cache_home)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(list((cache_home / "decltrain" / "images").glob("train-*-37-*.npy"))) == 1  # 32 x 1.15, rounded up
+    (metrics,) = tmp_path.glob("outputs/imagefolder_resnet18/*/metrics.json")
+    assert "test/acc" in metrics.read_text()
