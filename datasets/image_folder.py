@@ -48,7 +48,7 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
             if folder is not None and folder.classes != class_names:
                 raise UserError(f"image folder {Path(root) / split} has classes {folder.classes} but train/ has "
                                 f"{class_names}; give every split the same class folders")
-    size = cache_size or math.ceil(image_size * 1.15)
+    size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
     if size < 1:
         raise UserError(f"dataset.cache_size={cache_size} must be at least 1 (or null for image_size x 1.15)")
     decode = None
