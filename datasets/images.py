@@ -33,17 +33,19 @@ def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[Dataset, 
 
 def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, class_names: list[str],
                  train_transform: v2.Compose, eval_transform: v2.Compose, val_fraction: float,
-                 val_split_seed: int, name: str, loader: LoaderSettings, in_memory: bool = False) -> DataSplits:
+                 val_split_seed: int, name: str, loader: LoaderSettings,
+                 decode: Callable[[Dataset], InMemory] | None = None) -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
 
     A carved validation set shares the loaded training images but gets the evaluation
     transform, so it is never augmented. Without `test`, the validation set is also tested.
-    With `in_memory`, every split is decoded once into uint8 tensors (datasets/in_memory.py) and
-    transformed per batch on the training device, by the same steps and normalization.
+    With `decode` (e.g. `decode_images`, or the image-folder cache), every split is decoded once
+    into uint8 images (datasets/in_memory.py) and transformed per batch on the training device,
+    by the same steps and normalization.
     """
-    part = _in_memory_part if in_memory else TransformedSubset
-    if in_memory:
-        train, val, test = (None if split is None else decode_images(split) for split in (train, val, test))
+    part = TransformedSubset if decode is None else _in_memory_part
+    if decode is not None:
+        train, val, test = (None if split is None else decode(split) for split in (train, val, test))
     if val is None:
         train_indices, val_indices = split_indices(len(train), [val_fraction], val_split_seed)
         train_part = part(train, train_indices, train_transform)

@@ -9,6 +9,7 @@ import torchvision
 
 from decltrain.datasets.base import DataSplits, describe_missing_data, loader_settings
 from decltrain.datasets.images import fake_images, image_pipeline, image_splits
+from decltrain.datasets.in_memory import decode_images
 from decltrain.trainer.errors import UserError
 
 # Image shape (C, H, W) and class names of the datasets `fake=true` can stand in for without files.
@@ -52,4 +53,4 @@ def build(name: str, root: str, mean: list[float], std: list[float],
                         train_transform=image_pipeline(train_transforms, mean, std),
                         eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
                         val_split_seed=val_split_seed, name=name, loader=loader_settings(**loader),
-                        in_memory=in_memory)
+                        decode=decode_images if in_memory else None)

@@ -9,6 +9,9 @@ Two modes (both by default):
   and, when installed, PyTorch Lightning (scripts/lightning_mnist.py). Wall time, steady epoch time (median of epochs
   2..E), peak RSS and test accuracy; medians over rounds, ratios to the hand-written loop.
   `train --help` is timed too.
+* `images` and `startup` (scripts/image_folder_benchmark.py): the image-folder cache against
+  the PIL DataLoader path on generated JPEGs, from 2,500 to 10,000 images; and the fixed
+  start-up cost of `train` as a ratio to `import torch, torchvision`.
 * `overhead`: the framework alone. One child process per measurement builds the same DataLoader
   (the seeds' per-sample transforms) and model from the same seed, then either a plain loop or
   `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time
@@ -21,6 +24,8 @@ and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke t
 
     DATA_DIR=../shared/data python scripts/benchmark.py              # the README's table
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
+    python scripts/benchmark.py --mode images --images 2500,10000      # the image-folder table
+    DATA_DIR=../shared/data python scripts/benchmark.py --mode startup
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import image_folder_benchmark
 from rich.console import Console
 from rich.table import Table
 
@@ -275,8 +281,8 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Toolkit vs hand-written loop on MNIST (see the module docstring).")
-    parser.add_argument("--mode", choices=("all", "process", "overhead", "device"), default="all",
-                        help="all: process and overhead on the CPU, or the device tables on CUDA")
+    parser.add_argument("--mode", choices=("all", "process", "overhead", "images", "startup", "device"), default="all",
+                        help="all: process, overhead, images and startup on the CPU, or the device tables on CUDA")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the device tables train (scripts/device_benchmark.py); auto: CUDA when visible")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
@@ -286,12 +292,14 @@ def main() -> None:
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs of 3 batches: checks that it runs")
     parser.add_argument("--overhead-child", choices=("plain", "trainer"), help=argparse.SUPPRESS)
+    image_folder_benchmark.add_arguments(parser)
     args = parser.parse_args()
     args.data_dir = str(Path(args.data_dir).resolve())
     if args.overhead_child:
         return overhead_child(args.overhead_child, args.data_dir, args.overhead_epochs, args.limit_batches)
     if args.quick:
         args.rounds, args.epochs, args.overhead_epochs, args.limit_batches = 1, 2, 1, 3
+        image_folder_benchmark.quick(args)
     if args.device == "auto":
         import torch
 
@@ -311,6 +319,10 @@ def main() -> None:
                 process_mode(args, env, Path(work), console)
             if args.mode in ("all", "overhead"):
                 overhead_mode(args, env, console)
+            if args.mode in ("all", "images"):
+                image_folder_benchmark.image_folder_mode(args, console, Path(work))
+            if args.mode in ("all", "startup"):
+                image_folder_benchmark.startup_mode(args, env, console, Path(work))
     console.print(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 

@@ -41,6 +41,12 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Image-folder caches of every test (and of the commands it starts) go to a temporary folder."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+
+
 def synthetic_splits(n: int = 256, features: int = 8, classes: int = 3, batch_size: int = 16,
                      seed: int = 0) -> DataSplits:
     """Linearly separable blobs: any working loop learns them in a few epochs."""

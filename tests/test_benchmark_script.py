@@ -23,6 +23,9 @@ def test_quick_benchmark_prints_both_tables_with_equal_losses(data_dir: Path):
     assert re.search(r"ratio\s*│\s*[\d.]+\s*│\s*[\d.]+", out)  # overhead: step-time and memory ratios
     assert "losses: max abs difference 0 over 3 steps" in out  # the Trainer computes what the plain loop does
     assert re.search(r"train --help: [\d.]+ s", out)
+    assert re.search(r"cache / PIL, eval transforms\s*│\s*[\d.]+\s*│\s*[\d.]+", out)  # image folder, 32 and 64 images
+    assert re.search(r"cache build / PIL epoch \(train transforms\)\s*│\s*[\d.]+", out)
+    assert re.search(r"train config=mnist_cnn trainer.fast_dev_run=true\s*│\s*[\d.]+\s*│\s*[\d.]+", out)
 
 
 def test_device_benchmark_children_time_steady_epochs_of_the_trainer_and_the_compute_only_loop():

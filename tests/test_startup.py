@@ -36,3 +36,11 @@ def test_openmp_threads_sleep_by_default_and_the_user_can_choose():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     assert _omp_policy_after_importing_cli(env) == ["PASSIVE", "False"]
     assert _omp_policy_after_importing_cli({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]
+
+
+def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
+    result = run_train("config=mnist_cnn", "trainer.fast_dev_run=true", cwd=tmp_path,
+                       env={"PYTHONPROFILEIMPORTTIME": "1", "DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    modules = imported_modules(result.stderr)
+    assert "torch" in modules and "torch.utils.tensorboard" not in modules

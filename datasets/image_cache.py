@@ -1,0 +1,182 @@
+"""A decode-once cache for image folders (FFCV's idea inside our config).
+
+The first run decodes every image of a folder once into one uint8 array file
+`<cache_dir>/<folder>-<size>-<key>.npy` of shape (N, 3, size, size): each image read as RGB like
+`ImageFolder` does, then exactly the PIL path's first steps, `ToImage`, `Resize(size)` (shorter
+side, antialiased) and `CenterCrop(size)`. Decoding runs in `workers` DataLoader processes
+behind a progress bar. The key hashes the file list with every file's byte size and mtime, the
+stored size and the format version: an added, removed or changed file gives a new key, hence a
+rebuild, and the stale array of the same folder is deleted once the new one is complete.
+
+Later epochs and runs map the array (never read into RAM as a whole) and gather batches by index:
+`CachedImages` is an `InMemory` dataset, so the Trainer batches it with `DeviceTensorLoader` and
+the configured transforms run per batch on the training device, with the same random draws
+(global RNG, saved in checkpoints) that make resume exact.
+
+An unreadable image is named in a warning and left out; the names are stored beside the array,
+so every later run warns again until the file is fixed or removed (which changes the key).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.datasets import ImageFolder
+from torchvision.transforms.v2 import functional as TF
+
+from decltrain.datasets.in_memory import InMemory
+from decltrain.trainer.console import console
+from decltrain.trainer.errors import UserError
+
+log = logging.getLogger("trainer")
+
+# Bump when the stored pixels would change for the same files (another resize, another layout).
+FORMAT_VERSION = 1
+CHUNK = 64  # images per decoding batch: small enough for a smooth progress bar
+# Shown at most this many unreadable files by name; the rest are counted.
+NAMED = 5
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/decltrain/images`, else `~/.cache/decltrain/images`."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "decltrain" / "images"
+
+
+class CachedImages(InMemory):
+    """Rows `rows` of a memory-mapped uint8 (N, C, H, W) array, as batches on the device `target`.
+
+    The array stays on the host: `batch` gathers the rows there (from the page cache, no
+    decoding), moves them to `target` and transforms them there. Indices therefore live on the
+    CPU (`device`), whatever the training device; `to` only changes `target`.
+    """
+
+    def __init__(self, array: np.ndarray, rows: torch.Tensor, targets: torch.Tensor,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 target: torch.device = torch.device("cpu")) -> None:
+        super().__init__(rows, targets, transform)
+        self.array = array
+        self.target = target
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = torch.from_numpy(self.array[self.inputs[indices].numpy()]).to(self.target, non_blocking=True)
+        targets = self.targets[indices].to(self.target, non_blocking=True)
+        return (self.transform(inputs) if self.transform else inputs), targets
+
+    def subset(self, indices: Sequence[int],
+               transform: Callable[[torch.Tensor], torch.Tensor] | None) -> CachedImages:
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return CachedImages(self.array, self.inputs[index], self.targets[index], transform, self.target)
+
+    def to(self, device: torch.device) -> CachedImages:
+        return CachedImages(self.array, self.inputs, self.targets, self.transform, device)
+
+
+def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int) -> CachedImages:
+    """The images of `folder` from its cache in `cache_dir`, built first when missing or stale."""
+    files = [Path(path) for path, _ in folder.samples]
+    root = Path(folder.root).resolve()
+    stem = f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{size}"
+    array_path = cache_dir / f"{stem}-{_content_key(Path(folder.root), files, size)}.npy"
+    index_path = array_path.with_suffix(".json")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(cache_dir / f"{stem}.lock"):  # concurrent runs and DDP ranks build it once
+            if not index_path.is_file():
+                _build(files, size, array_path, index_path, workers)
+                for stale in cache_dir.glob(f"{stem}-*"):
+                    if stale not in (array_path, index_path):
+                        stale.unlink(missing_ok=True)
+    except OSError as err:
+        raise UserError(f"image cache {cache_dir}: {err.strerror or err}; set dataset.cache_dir to a writable "
+                        "folder, or dataset.cache=false") from None
+    unreadable: dict[str, str] = json.loads(index_path.read_text())["unreadable"]
+    if unreadable:
+        named = "; ".join(f"{path} ({error})" for path, error in list(unreadable.items())[:NAMED])
+        more = f" and {len(unreadable) - NAMED} more" if len(unreadable) > NAMED else ""
+        log.warning("skipping %d unreadable image(s) of %s: %s%s", len(unreadable), root, named, more)
+    keep = [row for row, file in enumerate(files) if str(file) not in unreadable]
+    if not keep:
+        raise UserError(f"image folder {root}: none of its {len(files)} images could be read")
+    targets = torch.as_tensor([folder.targets[row] for row in keep], dtype=torch.long)
+    return CachedImages(np.load(array_path, mmap_mode="r"), torch.as_tensor(keep), targets)
+
+
+def _content_key(root: Path, files: list[Path], size: int) -> str:
+    """Names, byte sizes and mtimes of `files` (paths under `root`, as ImageFolder lists them)."""
+    digest = hashlib.sha256(f"{FORMAT_VERSION} {size}\n".encode())
+    for file in files:
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class _Decode(Dataset):
+    """Image `i` of `files` as the stored uint8 (3, size, size) tensor, and "" or why it is unreadable."""
+
+    def __init__(self, files: list[Path], size: int) -> None:
+        self.files = files
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        try:
+            with Image.open(self.files[index]) as image:
+                rgb = image.convert("RGB")  # what ImageFolder's loader does
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), f"{type(err).__name__}: {err}"
+        image = TF.center_crop(TF.resize(TF.to_image(rgb), [self.size], antialias=True), [self.size])
+        return image.as_subclass(torch.Tensor), ""
+
+
+def _build(files: list[Path], size: int, array_path: Path, index_path: Path, workers: int) -> None:
+    """Decodes `files` into a temporary array, then renames it and writes the index (last: the marker)."""
+    started = time.perf_counter()
+    partial = array_path.with_name(f"{array_path.name}.{os.getpid()}.partial")
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+    unreadable: dict[str, str] = {}
+    loader = DataLoader(_Decode(files, size), batch_size=CHUNK, num_workers=workers)
+    columns = (TextColumn("caching images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("decode", total=len(files))
+            start = 0
+            for images, errors in loader:
+                array[start:start + len(images)] = images.numpy()
+                unreadable.update({str(files[start + i]): error for i, error in enumerate(errors) if error})
+                start += len(images)
+                progress.advance(task, len(images))
+        array.flush()
+        del array
+        os.replace(partial, array_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    index = index_path.with_name(f"{index_path.name}.{os.getpid()}.partial")
+    index.write_text(json.dumps({"files": len(files), "size": size, "unreadable": unreadable}))
+    os.replace(index, index_path)
+    log.info("cached %d images (%d x %d) in %.1f s: %s", len(files), size, size, time.perf_counter() - started,
+             array_path)
