@@ -36,7 +36,7 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     good = run_train("-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=3e-3", *fixed,
                      cwd=tmp_path, env=env)
     assert good.returncode == 0, good.stdout + good.stderr
-    (sweep_dir,) = (tmp_path / "outputs" / "mnist_cnn").iterdir()
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
     bad = run_train("-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=1e-7", *fixed,
                     f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, env=env)
     assert bad.returncode == 0, bad.stdout + bad.stderr
@@ -45,15 +45,20 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     trials = study.trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
     assert [sorted(t.intermediate_values) for t in trials] == [[1, 2], [1, 2], [1]]
-    pruned = json.loads((sweep_dir / "2" / "optuna_trial.json").read_text())
+    pruned_dir = sweep_dir / "2_mnist_cnn"
+    pruned = json.loads((pruned_dir / "optuna_trial.json").read_text())
     assert (pruned["state"], pruned["pruned_at_epoch"]) == ("pruned", 1)
-    assert "pruned after epoch 1" in (sweep_dir / "2" / "train.log").read_text()
-    assert json.loads((sweep_dir / "2" / "metrics.json").read_text())["epoch"] == 1  # stopped: 1 of 2 epochs
+    assert "pruned after epoch 1" in (pruned_dir / "train.log").read_text()
+    assert json.loads((pruned_dir / "metrics.json").read_text())["epoch"] == 1  # stopped: 1 of 2 epochs
+    summary = json.loads((sweep_dir / "summary.json").read_text())  # the continued search's trial, as in any sweep
+    assert [(job["number"], job["status"], job["folder"]) for job in summary] == [(2, "pruned", str(pruned_dir))]
+    assert "pruned" in (sweep_dir / "summary.txt").read_text()
 
     results = yaml.safe_load((sweep_dir / "optuna_results.yaml").read_text())
     completed = [t.value for t in trials if t.state == TrialState.COMPLETE]
     assert results["best"]["value"] == pytest.approx(max(completed))
     assert [t["state"] for t in results["trials"]] == ["complete", "complete", "pruned"]
+    assert [t["run_dir"] for t in results["trials"]] == [str(sweep_dir / f"{n}_mnist_cnn") for n in range(3)]
     assert f"best trial {results['best']['number']}" in bad.stdout + bad.stderr
 
 

@@ -33,6 +33,7 @@ from hydra_plugins.decltrain import search_space
 log = logging.getLogger("trainer")
 STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
+_RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
 _SIGNAL_EXIT_BASE = 128  # `train` exits with 128 + signal number when stopped by a signal
 _DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
@@ -100,8 +101,10 @@ class OptunaSweeper(Sweeper):
                          *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
             self.validate_batch_is_legal([overrides])
             result = self._launch(overrides, trial.number)
+            record = _job_record(result, trial.number, chosen, sweep_dir)
+            trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
             state, value = _tell(study, trial, result)
-            self.records.append(_job_record(result, trial.number, chosen, state, value, sweep_dir))
+            self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
             log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
         self._report(study, sweep_dir)
         sweep_summary.report(self.records, sweep_dir)
@@ -134,7 +137,7 @@ class OptunaSweeper(Sweeper):
         if finished:
             best = study.best_trial
             results["best"] = {"number": best.number, "value": best.value, "params": best.params,
-                               "run_dir": str(sweep_dir / str(best.number))}
+                               "run_dir": best.user_attrs.get(_RUN_DIR)}
             log.info("best trial %d: value %.6g with %s (run folder %s)", best.number, best.value,
                      " ".join(search_space.as_override(k, v) for k, v in best.params.items()),
                      results["best"]["run_dir"])
@@ -186,17 +189,16 @@ def _tell(study: Any, trial: Any, result: JobReturn | None) -> tuple[str, float 
 _SUMMARY_STATUS = {"completed": "done", "pruned": "pruned", "failed": "failed"}
 
 
-def _job_record(result: Optional[JobReturn], number: int, chosen: list[str], state: str, value: Optional[float],
+def _job_record(result: Optional[JobReturn], number: int, chosen: list[str],
                 sweep_dir: Path) -> sweep_summary.JobRecord:
-    """The trial as a row of the sweep summary: its chosen values, its state, the value told to the study."""
+    """The trial as a row of the sweep summary, showing the values the search chose."""
     if result is None:  # the job exited before Hydra could record it
         return sweep_summary.JobRecord(number=number, overrides=chosen, status="failed", metric=None, value=None,
-                                       error="the job exited with a non-zero code", folder=str(sweep_dir / str(number)))
-    return dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen, status=_SUMMARY_STATUS[state],
-                               value=value)
+                                       error="the job exited with a non-zero code", folder=str(sweep_dir))
+    return dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
 
 
 def _record(trial: Any, sweep_dir: Path) -> dict[str, Any]:
     return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
             "params": trial.params, "intermediate": dict(trial.intermediate_values),
-            "run_dir": str(sweep_dir / str(trial.number))}
+            "run_dir": trial.user_attrs.get(_RUN_DIR)}
