@@ -97,7 +97,7 @@ def toolkit(args: argparse.Namespace, env: dict[str, str], work: Path, index: in
         command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
     sample, _ = run_child(command, env, REPO)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    sample.report = {"test_acc": metrics["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir)}
+    sample.report = {"test_acc": metrics["test"]["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir)}
     return sample
 
 
