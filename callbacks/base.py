@@ -11,18 +11,22 @@ Order of events in `Trainer.fit` (the loop itself is trainer/loop.py):
             on_before_optimizer_step                  (gradients final and unscaled: clip here)
             optimizer.step, scheduler (per step)
             on_train_batch_end
+        -- only when all the epoch's batches trained (not after a stop inside it) --
         validation (every check_val_every_n_epoch)
         on_validation_end(metrics)                   (metrics: {"val/loss": ..., "val/acc": ...})
         scheduler (per epoch)
-        on_train_epoch_end                            (checkpoints are written here)
+        on_train_epoch_end                            (checkpoints are written here; they resume
+                                                       at the next epoch)
     on_fit_end                                        (only when fit finished normally)
     on_exception(error)                               (instead of on_fit_end; then the error rises)
 
 `on_train_batch_start`, `on_before_optimizer_step` and `on_train_batch_end` run once per
-optimizer step (after the last micro-batch of a gradient-accumulation group).
+optimizer step (after the last micro-batch of a gradient-accumulation group). A step skipped
+for a non-finite loss (`trainer.nonfinite_loss=skip`) runs `on_train_batch_start` and
+`on_train_batch_end` (with `global_step` unchanged), not `on_before_optimizer_step`.
 
 Trainer attributes a callback may read: `model`, `optimizer`, `epoch`, `global_step`,
-`batch_idx`, `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `world_size`
+`batch_idx`, `position` (where a checkpoint written now resumes: epoch, batch), `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `world_size`
 (DDP processes), `device`, `train_loader`, `fast_dev_run`, `should_log` (this step's metrics
 are being logged), `last_loss` (a float, set on logging steps), `callback_metrics` (the latest
 validation metrics). A callback may set `trainer.should_stop = True`, call

@@ -59,7 +59,6 @@ class ModelCheckpoint(Callback):
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
-            self.monitor.read(metrics)
             self._latest = dict(metrics)
 
     def on_train_batch_end(self, trainer: Any) -> None:
@@ -71,7 +70,7 @@ class ModelCheckpoint(Callback):
         if trainer.fast_dev_run or (trainer.epoch + 1) % self.every_n_epochs != 0:
             return
         written: Path | None = None
-        if metrics is not None and self._qualifies(score := metrics[self.monitor.name]):
+        if metrics is not None and self._qualifies(score := self.monitor.read(metrics)):
             written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
             dropped = self._admit(score, written.name)
             is_best = self.top_k[0][1] == written.name

@@ -16,6 +16,7 @@ from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from decltrain.trainer import checkpoint, config_drift
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.loggers import Logger
 from decltrain.trainer.loop import Trainer
 from decltrain.trainer.scheduling import LRSchedule
 from decltrain.trainer.task import Task
@@ -207,3 +208,26 @@ def test_skip_under_ddp_every_rank_skips_the_same_step():
     mp.start_processes(_skip_on_one_rank, args=(port, results), nprocs=2, start_method="fork")
     steps_per_rank = STEPS_PER_EPOCH // 2
     assert dict(results) == {0: (steps_per_rank - 1, True), 1: (steps_per_rank - 1, True)}
+
+
+def test_the_report_pairs_each_value_with_its_model(tmp_path):
+    """metrics.json: `best` is what best.ckpt scored (the value sweepers get), `last` where training ended."""
+    from decltrain.trainer.run import _report
+
+    seen = {}
+
+    class Curve(Logger):
+        def log_metrics(self, metrics, step):
+            if "val/loss" in metrics:
+                seen[step] = metrics["val/loss"]
+
+    checkpointer = ModelCheckpoint(monitor="val/loss", mode="max")
+    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": checkpointer}, max_epochs=3, loggers=[Curve()])
+    trainer.fit()
+    report = _report(trainer, checkpointer, {"test/acc": 0.5})
+    assert report["monitor"] == "val/loss" and report["test"] == {"model": "best", "test/acc": 0.5}
+    best_step = max(seen, key=seen.get)
+    assert best_step != 3 * STEPS_PER_EPOCH  # the last epoch is not the best one here
+    assert (report["best"]["global_step"], report["best"]["val/loss"]) == (best_step, seen[best_step])
+    assert report["last"]["global_step"] == 3 * STEPS_PER_EPOCH
+    assert report["last"]["val/loss"] == seen[3 * STEPS_PER_EPOCH] == trainer.callback_metrics["val/loss"]

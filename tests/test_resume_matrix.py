@@ -231,8 +231,13 @@ def mnist_reference(tmp_path_factory, data_dir) -> Path:
 
 def assert_same_mnist_run(resumed: Path, reference: Path) -> None:
     assert_same_run(resumed, reference, timing=TIMING)
-    assert metrics(resumed) == metrics(reference)
-    assert metrics(resumed)["last"]["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    report = metrics(resumed)
+    assert report == metrics(reference)
+    assert report["last"]["global_step"] == EPOCHS * STEPS_PER_EPOCH
+    # What best.ckpt scored is the best point of the curve the user sees.
+    assert report["monitor"] == "val/acc" and report["test"]["model"] == "best"
+    assert report["best"]["val/acc"] == max(value for _, value in scalars(resumed)["val/acc"])
+    assert report["best"]["global_step"] == checkpoint_files(resumed)["best.ckpt"]["progress"]["global_step"]
 
 
 def test_sigterm_mid_epoch_then_resume(tmp_path, data_dir, mnist_reference):

@@ -41,7 +41,7 @@ def run(cfg: DictConfig) -> float | None:
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     fast_dev_run = cfg.trainer.fast_dev_run
-    loggers = build.loggers(cfg, run_dir, _purge_step(state)) if talks and not fast_dev_run else []
+    loggers = build.loggers(cfg, run_dir, purge_step(state)) if talks and not fast_dev_run else []
     trainer = build.trainer(cfg, callbacks, loggers, run_dir)
     trainer.config_yaml = config_yaml
     trainer.setup(model, splits, optimizer, lr_schedule, task, resume=state, resume_source=str(resume_from))
@@ -79,7 +79,7 @@ def run(cfg: DictConfig) -> float | None:
     return report["best"][report["monitor"]] if report["best"] else None
 
 
-def _purge_step(state: dict | None) -> int | None:
+def purge_step(state: dict | None) -> int | None:
     """The first TensorBoard step a resumed run rewrites: what the earlier run logged from there is dropped.
 
     Checkpoints that record what was logged at their own step (`logged_at_step`, replayed by
