@@ -104,7 +104,7 @@ def _report(trainer: Trainer, checkpointer: Callback | None, test: dict[str, flo
         "monitor": getattr(getattr(checkpointer, "monitor", None), "name", None),
         "best": best,
         "last": {"epoch": trainer.position.epoch, "global_step": trainer.global_step, **trainer.callback_metrics},
-        "test": {"model": "best" if best else "last", **test},
+        "test": {"model": "best" if getattr(checkpointer, "best_path", None) else "last", **test},
     }
 
 
