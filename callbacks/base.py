@@ -13,16 +13,20 @@ Order of events in `Trainer.fit` (the loop itself is trainer/loop.py):
             on_train_batch_end
             [every val_check_interval steps, mid-epoch:
              on_validation_start, validation, on_validation_end(metrics)   (checkpoints written here)]
+        -- only when all the epoch's batches trained (not after a stop inside it) --
         on_validation_start                           (every check_val_every_n_epoch)
         validation
         scheduler (per epoch)
         on_validation_end(metrics)                   (metrics: {"val/loss": ..., "val/acc": ...})
-        on_train_epoch_end                            (checkpoints are written here)
+        on_train_epoch_end                            (checkpoints are written here; they resume
+                                                       at the next epoch)
     on_fit_end                                        (only when fit finished normally)
     on_exception(error)                               (instead of on_fit_end; then the error rises)
 
 `on_train_batch_start`, `on_before_optimizer_step` and `on_train_batch_end` run once per
-optimizer step (after the last micro-batch of a gradient-accumulation group).
+optimizer step (after the last micro-batch of a gradient-accumulation group). A step skipped
+for a non-finite loss (`trainer.nonfinite_loss=skip`) runs `on_train_batch_start` and
+`on_train_batch_end` (with `global_step` unchanged), not `on_before_optimizer_step`.
 
 Checkpoint files: `Trainer.state_dict()` builds the checkpoint dict, then calls
 `on_save_checkpoint(state)`, where a callback may edit it (weight averaging puts the averaged
@@ -32,11 +36,12 @@ calls `on_load_checkpoint(state)` before it loads anything. Callbacks with
 every other callback's update of that event.
 
 Trainer attributes a callback may read: `model`, `optimizer`, `epoch`, `global_step`,
-`batch_idx`, `num_train_batches`, `max_epochs`, `run_dir`, `is_global_zero`, `world_size`
-(DDP processes), `device`, `train_loader`, `splits` (the data), `fast_dev_run`, `should_log`
-(this step's metrics are being logged), `last_loss` (a float, set on logging steps),
-`callback_metrics` (the latest validation metrics), `validating_mid_epoch` (True during a
-`val_check_interval` validation). A callback may set `trainer.should_stop = True`, call
+`batch_idx`, `position` (where a checkpoint written now resumes: epoch, batch), `num_train_batches`,
+`max_epochs`, `run_dir`, `is_global_zero`, `world_size` (DDP processes), `device`, `train_loader`,
+`splits` (the data), `fast_dev_run`, `should_log` (this step's metrics are being logged),
+`last_loss` (a float, set on logging steps), `callback_metrics` (the latest validation metrics),
+`validating_mid_epoch` (True during a `val_check_interval` validation). A callback may set
+`trainer.should_stop = True`, call
 `trainer.log_metrics({...})` and `trainer.save_checkpoint(path)` (on every rank: only rank 0
 writes), and in `on_fit_end` add summary values to `callback_metrics`, which then join the
 final metrics table and metrics.json.

@@ -5,12 +5,15 @@ Files in `<run>/checkpoints/`:
   epoch=E-step=S.ckpt       the `save_top_k` best by `monitor`
   best.ckpt                 the best of them (a hard link, so no second copy is written)
 
-On a stop signal (SIGTERM, SIGINT, USR2), `last.ckpt` is written at the step where the loop stopped. Every file
-appears atomically (see trainer/checkpoint.py); a file leaves only after its
-replacement is safely on disk. Checkpoints are written in `on_train_epoch_end`, after every
-`on_validation_end` handler ran, so the saved callback states (early stopping's counter) are
-those of the finished epoch; after a mid-epoch validation (`trainer.val_check_interval`) they
-are written in `on_validation_end`, which for this callback runs after every other one.
+On a stop signal (SIGTERM, SIGINT, USR2), and when the loop stops inside an epoch (`max_steps`, a
+callback's `should_stop`), `last.ckpt` is written at the step where the loop stopped. Every file
+appears atomically (see trainer/checkpoint.py); a file leaves only after its replacement is
+safely on disk. Checkpoints are written in `on_train_epoch_end`, after every `on_validation_end`
+handler ran, so the saved callback states (early stopping's counter) are those of the finished
+epoch; after a mid-epoch validation (`trainer.val_check_interval`) they are written in
+`on_validation_end`, which for this callback runs after every other one. This callback's own
+bookkeeping (the top k, the best's metrics) is updated before the file is written, so every
+file, `last.ckpt` included, knows the best as of its own validation.
 """
 from __future__ import annotations
 
@@ -41,7 +44,9 @@ class ModelCheckpoint(Callback):
         self.every_n_epochs = every_n_epochs
         self.every_n_train_steps = every_n_train_steps
         self.top_k: list[tuple[float, str]] = []  # (score, file name), best first
-        self._latest_score: float | None = None
+        # The best checkpoint's validation metrics, epoch (1-based, finished) and step.
+        self.best: dict[str, Any] | None = None
+        self._latest: dict[str, float] | None = None  # the latest validation's metrics, until saved
 
     @property
     def best_path(self) -> Path | None:
@@ -58,7 +63,7 @@ class ModelCheckpoint(Callback):
 
     def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
-            self._latest_score = self.monitor.read(metrics)
+            self._latest = dict(metrics)
         if trainer.validating_mid_epoch:
             self._save_validated(trainer)
 
@@ -69,23 +74,36 @@ class ModelCheckpoint(Callback):
     def on_train_epoch_end(self, trainer: Any) -> None:
         if (trainer.epoch + 1) % self.every_n_epochs == 0:
             self._save_validated(trainer)
-        self._latest_score = None
+        self._latest = None
 
     def _save_validated(self, trainer: Any) -> None:
         """Top-k and last checkpoints of the state that was just validated."""
-        score, self._latest_score = self._latest_score, None
+        metrics, self._latest = self._latest, None
         if trainer.fast_dev_run:
             return
         written: Path | None = None
-        if score is not None and self._qualifies(score):
+        if metrics is not None and self._qualifies(score := self.monitor.read(metrics)):
             written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
-            self._save(trainer, written)
-            self._admit(score, written.name)
+            dropped = self._admit(score, written.name)
+            is_best = self.top_k[0][1] == written.name
+            if is_best:
+                self.best = {"epoch": trainer.epoch + 1, "global_step": trainer.global_step,
+                             "checkpoint": written.name, **metrics}
+            self._save(trainer, written)  # after the bookkeeping: the file holds its own admission
+            if is_best:
+                self._publish(written, self.dir / "best.ckpt")
+            for name in dropped if self._writes else ():
+                (self.dir / name).unlink(missing_ok=True)
         if self.save_last:
             if written is not None:
                 self._publish(written, self.dir / "last.ckpt")
             else:
                 self._save(trainer, self.dir / "last.ckpt")
+
+    def on_fit_end(self, trainer: Any) -> None:
+        """The loop stopped inside an epoch (`max_steps`, `should_stop`): keep that step to continue from."""
+        if self.save_last and trainer.batch_idx > 0:
+            self._save(trainer, self.dir / "last.ckpt")
 
     def on_exception(self, trainer: Any, error: BaseException) -> None:
         """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
@@ -99,16 +117,15 @@ class ModelCheckpoint(Callback):
             return self.monitor.better(score, None)
         return self.monitor.better(score, self.top_k[-1][0])
 
-    def _admit(self, score: float, name: str) -> None:
-        """Adds the new file to the top k, then (only then) removes what fell out."""
+    def _admit(self, score: float, name: str) -> list[str]:
+        """Adds the new file to the top k; returns the names that fell out, to remove once it is written."""
         self.top_k.append((score, name))
         self.top_k.sort(key=lambda item: item[0], reverse=self.monitor.mode == "max")
-        if self.top_k[0][1] == name:
-            self._publish(self.dir / name, self.dir / "best.ckpt")
-        if self.save_top_k > 0:
-            for _, dropped in self.top_k[self.save_top_k:] if self._writes else ():
-                (self.dir / dropped).unlink(missing_ok=True)
-            del self.top_k[self.save_top_k:]
+        if self.save_top_k < 0:
+            return []
+        dropped = [dropped for _, dropped in self.top_k[self.save_top_k:]]
+        del self.top_k[self.save_top_k:]
+        return dropped
 
     def _publish(self, source: Path, target: Path) -> None:
         if self._writes:
@@ -119,10 +136,11 @@ class ModelCheckpoint(Callback):
             trainer.save_checkpoint(path)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"top_k": [list(item) for item in self.top_k]}
+        return {"top_k": [list(item) for item in self.top_k], "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.top_k = [(float(score), str(name)) for score, name in state["top_k"]]
+        self.best = state.get("best")  # absent in checkpoints of earlier versions
 
 
 def _publish(source: Path, target: Path) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from decltrain.trainer.errors import UserError
 
@@ -16,10 +17,12 @@ class Monitor:
         self.name = monitor
         self.mode = mode
 
+    def check(self, available: Collection[str]) -> None:
+        """Fails at start when the task does not produce the monitored metric."""
+        require_metric(f"callbacks.{self.owner}.monitor", self.name, available)
+
     def read(self, metrics: dict[str, float]) -> float:
-        if self.name not in metrics:
-            raise UserError(f"callbacks.{self.owner}.monitor={self.name!r} is not a validation metric; "
-                            f"choose one of {', '.join(sorted(metrics))}")
+        require_metric(f"callbacks.{self.owner}.monitor", self.name, metrics)
         return metrics[self.name]
 
     def better(self, value: float, reference: float | None, min_delta: float = 0.0) -> bool:
@@ -29,3 +32,10 @@ class Monitor:
         if reference is None:
             return True
         return value < reference - min_delta if self.mode == "min" else value > reference + min_delta
+
+
+def require_metric(key: str, name: str, available: Collection[str]) -> None:
+    """The one error for a monitor (of a callback, the scheduler) naming a metric that does not exist."""
+    if name not in available:
+        raise UserError(f"{key}={name!r} is not a validation metric of this task; choose one of "
+                        f"{', '.join(sorted(available))}")

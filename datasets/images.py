@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,15 +14,30 @@ from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, Tran
 from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
 
 
-def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[float],
-                   std: Sequence[float]) -> v2.Compose:
-    """The config's transforms between the fixed ends: to a tensor image, then float in [0, 1], normalized.
+@dataclass(frozen=True)
+class ImagePipeline:
+    """The config's transforms (`steps`) between fixed ends, kept apart so each path builds its own form.
 
-    `steps` (from YAML, e.g. RandomResizedCrop, RandomHorizontalFlip, ColorJitter) therefore
-    see a uint8 image, and every pipeline ends in the same normalized float tensor.
+    `steps` (from YAML, e.g. RandomResizedCrop, RandomHorizontalFlip, ColorJitter) see a uint8
+    image; every pipeline ends in the same float tensor in [0, 1], normalized by `mean`, `std`.
     """
-    return v2.Compose([v2.ToImage(), *(steps or []), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(list(mean), list(std))])
+    steps: tuple[Callable[[Any], Any], ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def per_sample(self) -> v2.Compose:
+        """One image (PIL or tensor) at a time: to a tensor image, the steps, float, normalized."""
+        return v2.Compose([v2.ToImage(), *self.steps, v2.ToDtype(torch.float32, scale=True),
+                           v2.Normalize(list(self.mean), list(self.std))])
+
+    def per_batch(self) -> BatchTransform:
+        """The same on a (B, C, H, W) uint8 batch on the training device (datasets/in_memory.py)."""
+        return BatchTransform(self.steps, self.mean, self.std)
+
+
+def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[float],
+                   std: Sequence[float]) -> ImagePipeline:
+    return ImagePipeline(tuple(steps or ()), tuple(mean), tuple(std))
 
 
 def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[Dataset, Dataset, Dataset]:
@@ -32,7 +48,7 @@ def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[Dataset, 
 
 
 def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, class_names: list[str],
-                 train_transform: v2.Compose, eval_transform: v2.Compose, val_fraction: float,
+                 train_transform: ImagePipeline, eval_transform: ImagePipeline, val_fraction: float,
                  val_split_seed: int, name: str, loader: LoaderSettings,
                  decode: Callable[[Dataset], InMemory] | None = None) -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
@@ -43,7 +59,7 @@ def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, c
     into uint8 images (datasets/in_memory.py) and transformed per batch on the training device,
     by the same steps and normalization.
     """
-    part = TransformedSubset if decode is None else _in_memory_part
+    part = _per_sample_part if decode is None else _in_memory_part
     if decode is not None:
         train, val, test = (None if split is None else decode(split) for split in (train, val, test))
     if val is None:
@@ -57,10 +73,12 @@ def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, c
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
                       input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
-                      name=name, eval_transform=eval_transform)
+                      name=name, eval_transform=eval_transform.per_sample())
 
 
-def _in_memory_part(decoded: InMemory, indices: Sequence[int], pipeline: v2.Compose) -> InMemory:
-    """The samples `indices` with `pipeline` (as built by `image_pipeline`) applied per batch."""
-    steps, normalize = pipeline.transforms[1:-2], pipeline.transforms[-1]  # between ToImage and ToDtype
-    return decoded.subset(indices, BatchTransform(steps, normalize.mean, normalize.std))
+def _per_sample_part(images: Dataset, indices: Sequence[int], pipeline: ImagePipeline) -> TransformedSubset:
+    return TransformedSubset(images, indices, pipeline.per_sample())
+
+
+def _in_memory_part(decoded: InMemory, indices: Sequence[int], pipeline: ImagePipeline) -> InMemory:
+    return decoded.subset(indices, pipeline.per_batch())

@@ -110,8 +110,8 @@ def toolkit(*overrides: str) -> Contender:
             command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
         sample, _ = run_child(command, env, REPO)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        sample.report = {"test_acc": metrics["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
-                         "run_dir": run_dir, "peak_memory_mb": metrics.get("perf/peak_memory_mb")}
+        sample.report = {"test_acc": metrics["test"]["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
+                         "run_dir": run_dir, "peak_memory_mb": metrics["last"].get("perf/peak_memory_mb")}
         return sample
     return run
 

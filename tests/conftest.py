@@ -72,8 +72,8 @@ class TinyNet(nn.Module):
 
 
 def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
-                 lr: float = 0.05, **trainer_kwargs) -> Trainer:
-    """A set-up Trainer on synthetic data, seeded, ready for `fit`."""
+                 lr: float = 0.05, resume: dict | None = None, **trainer_kwargs) -> Trainer:
+    """A set-up Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given)."""
     torch.manual_seed(0)
     splits = splits or synthetic_splits()
     model = TinyNet(splits.num_classes, splits.input_shape)
@@ -81,7 +81,8 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
     trainer = Trainer(callbacks=callbacks or {}, run_dir=tmp_path, **trainer_kwargs)
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3))
+    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3),
+                  resume=resume, resume_source="last.ckpt")
     return trainer
 
 

@@ -134,7 +134,7 @@ def only_run_folder(root: Path) -> Path:
 
 
 def assert_complete_run(run_dir: Path) -> None:
-    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 4
+    assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 4
     assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1  # rank 0's only
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert len(state["rng_per_rank"]) == 2
@@ -150,7 +150,7 @@ def test_train_with_two_devices_writes_one_run_folder(tmp_path, data_dir):
     result = run_train(*TINY, "trainer.max_epochs=2", f"resume={run_dir}", cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 8
+    assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 8
 
 
 def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):

@@ -35,11 +35,13 @@ def test_run_folder_holds_everything(mnist_run):
     assert list(run_dir.glob("events.out.tfevents.*"))
 
 
-def test_metrics_json_has_flat_final_metrics(mnist_run):
+def test_metrics_json_names_the_best_and_the_last_epoch(mnist_run):
     metrics = json.loads((mnist_run[0] / "metrics.json").read_text())
-    assert {"val/acc", "val/loss", "test/acc", "test/loss", "test/f1"} <= set(metrics)
-    assert metrics["test/acc"] >= 0.93
-    assert metrics["global_step"] == 2 * 57  # 3,600 training digits / 64 per batch, two epochs
+    assert metrics["monitor"] == "val/acc" and metrics["test"]["model"] == "best"
+    assert {"val/acc", "val/loss"} <= set(metrics["best"]) and {"val/acc", "val/loss"} <= set(metrics["last"])
+    assert {"test/acc", "test/loss", "test/f1"} <= set(metrics["test"])
+    assert metrics["test"]["test/acc"] >= 0.93
+    assert metrics["last"]["global_step"] == 2 * 57  # 3,600 training digits / 64 per batch, two epochs
 
 
 def test_override_is_recorded_and_used(mnist_run):

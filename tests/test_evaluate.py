@@ -22,9 +22,9 @@ def test_evaluate_reproduces_the_training_test_metrics(tiny_run, tmp_path, data_
     trained = json.loads((tiny_run / "metrics.json").read_text())
     evaluated = json.loads((tiny_run / "eval_test.json").read_text())
     for key in ("test/acc", "test/loss", "test/f1", "test/precision", "test/recall"):
-        assert evaluated[key] == trained[key], key
+        assert evaluated[key] == trained["test"][key], key
     assert evaluated["checkpoint"].endswith("checkpoints/best.ckpt")
-    assert f"{trained['test/acc']:.4f}" in result.stdout
+    assert f"{trained['test']['test/acc']:.4f}" in result.stdout
     assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra, no log file where it ran
 
 
@@ -36,7 +36,7 @@ def test_evaluate_val_split_of_last_checkpoint_with_an_override(tiny_run, tmp_pa
     evaluated = json.loads((tiny_run / "eval_val.json").read_text())
     # One epoch: the last validation ran on exactly the weights of last.ckpt.
     assert evaluated["checkpoint"].endswith("checkpoints/last.ckpt")
-    assert evaluated["val/acc"] == json.loads((tiny_run / "metrics.json").read_text())["val/acc"]
+    assert evaluated["val/acc"] == json.loads((tiny_run / "metrics.json").read_text())["last"]["val/acc"]
 
 
 def _copy_without_checkpoints(run: Path, target: Path) -> Path:

@@ -57,7 +57,7 @@ def test_image_folder_fine_tuning_from_a_local_weights_file(tmp_path):
                        "trainer.max_epochs=2", "callbacks.backbone_unfreeze.epoch=1", f"hydra.run.dir={run_dir}",
                        cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert {"test/acc", "test/precision", "test/recall", "test/f1", "test/loss"} <= set(metrics)
     assert "epoch 1: backbone unfrozen" in (run_dir / "train.log").read_text()
     model = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
@@ -78,7 +78,7 @@ def test_tabular_regression_on_a_csv(tmp_path):
     result = run_train("config=tabular_regression", f"dataset.path={tmp_path / 'table.csv'}", "dataset.target=y",
                        "trainer.max_epochs=8", "dataset.batch_size=16", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
     variance = torch.tensor([row[2] for row in rows]).var().item()
     assert metrics["test/mse"] < 0.05 * variance  # far better than predicting the mean
     assert 0 < metrics["test/mae"] < metrics["test/mse"] ** 0.5 * 1.5
@@ -101,5 +101,5 @@ def test_text_lstm_on_a_csv(tmp_path):
                        "dataset.batch_size=16", "model.hidden_size=32", "model.embedding_dim=32",
                        f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert metrics["test/acc"] >= 0.9

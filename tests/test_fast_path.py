@@ -35,8 +35,8 @@ def random_images(count: int, channels: int = 3, side: int = 32, seed: int = 0) 
 
 def test_batch_transform_equals_the_per_sample_pipeline_without_augmentation():
     images = random_images(20)
-    per_sample = torch.stack([image_pipeline([], MEAN, STD)(image) for image in images])
-    assert torch.equal(BatchTransform([], MEAN, STD)(images), per_sample)
+    per_sample = torch.stack([image_pipeline([], MEAN, STD).per_sample()(image) for image in images])
+    assert torch.equal(image_pipeline([], MEAN, STD).per_batch()(images), per_sample)
 
 
 def test_flip_draws_once_per_sample_with_the_configured_probability():
@@ -55,7 +55,7 @@ def test_random_crop_matches_the_per_sample_crop_in_distribution():
     images = torch.full((3000, 1, 8, 8), 255, dtype=torch.uint8)
     crop = v2.RandomCrop(8, padding=4)
     batch = BatchTransform([crop], [0.0], [1.0])(images)
-    per_sample = torch.stack([image_pipeline([crop], [0.0], [1.0])(image) for image in images])
+    per_sample = torch.stack([image_pipeline([crop], [0.0], [1.0]).per_sample()(image) for image in images])
 
     def zero_rows_and_columns(out: torch.Tensor) -> torch.Tensor:
         return torch.stack([(out == 0).all(dim=-1).sum(dim=(1, 2)), (out == 0).all(dim=-2).sum(dim=(1, 2))], 1)
@@ -72,7 +72,7 @@ def test_augmented_batches_have_the_statistics_of_the_per_sample_pipeline():
     images = random_images(2000) // 2 + torch.arange(32, dtype=torch.uint8)  # a gradient across columns
     steps = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
     batch = BatchTransform(steps, MEAN, STD)(images)
-    per_sample = torch.stack([image_pipeline(steps, MEAN, STD)(image) for image in images])
+    per_sample = torch.stack([image_pipeline(steps, MEAN, STD).per_sample()(image) for image in images])
     assert torch.allclose(batch.mean(dim=(0, 1)), per_sample.mean(dim=(0, 1)), atol=0.05)  # per pixel
     assert torch.allclose(batch.std(dim=(0, 2, 3)), per_sample.std(dim=(0, 2, 3)), rtol=0.02)  # per channel
 

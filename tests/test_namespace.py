@@ -131,7 +131,7 @@ def test_run_folder_saved_with_the_old_module_paths_still_evaluates(tiny_run, tm
     assert result.returncode == 0, result.stdout + result.stderr
     evaluated = yaml.safe_load((old_run / "eval_test.json").read_text())
     expected = yaml.safe_load((tiny_run / "metrics.json").read_text())
-    assert evaluated["test/acc"] == pytest.approx(expected["test/acc"], abs=1e-6)
+    assert evaluated["test/acc"] == pytest.approx(expected["test"]["test/acc"], abs=1e-6)
 
 
 def test_old_paths_are_rewritten_only_where_they_name_ours():

@@ -6,7 +6,6 @@ import multiprocessing
 import os
 import random
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
-from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
+from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
 from decltrain.trainer import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.scheduling import LRSchedule
@@ -176,84 +175,15 @@ def test_init_from_not_strict_skips_and_reports_a_new_head(tmp_path, caplog):
 
 
 # ------------------------------------------------------------------------- the installed command
+# (Resuming after SIGTERM, kill -9 and under DDP, as the user does: tests/test_resume_matrix.py.)
 MNIST_SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_batches=30",
                "callbacks.early_stopping=null", "callbacks.progress_bar=null"]
 
 
-def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, data_dir) -> Path:
-    run_dir = tmp_path_factory.mktemp("resume") / "uninterrupted"
-    result = run_train(*MNIST_SHORT, f"hydra.run.dir={run_dir}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
-    assert result.returncode == 0, result.stderr
-    return run_dir
-
-
-def start_train(run_dir: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([train_command(), *MNIST_SHORT, *extra, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-
-def wait_for_step(run_dir: Path, timeout: float = 120) -> None:
-    """Waits until the run has written a mid-epoch checkpoint, i.e. it is well into training."""
-    deadline = time.monotonic() + timeout
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():
-        assert time.monotonic() < deadline, "the run wrote no checkpoint"
-        time.sleep(0.1)
-
-
-def test_sigterm_then_resume_matches_the_uninterrupted_run(tmp_path, data_dir, uninterrupted):
-    run_dir = tmp_path / "run"
-    proc = start_train(run_dir, data_dir, "callbacks.model_checkpoint.every_n_train_steps=7")
-    wait_for_step(run_dir)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=30)
-    assert proc.returncode == 128 + signal.SIGTERM, output
-    assert "Resume with: train" in output and "resume=" in output
-    stopped_at = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["progress"]["global_step"]
-    assert 0 < stopped_at < 60
-    result = run_train(*MNIST_SHORT, "callbacks.model_checkpoint.every_n_train_steps=7",
-                       f"resume={run_dir / 'checkpoints' / 'last.ckpt'}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
-    assert result.returncode == 0, result.stderr
-    assert_bit_identical(final_weights(run_dir), final_weights(uninterrupted))
-    assert len(list(run_dir.glob(".hydra"))) == 1 and (run_dir / "metrics.json").is_file()
-    # One TensorBoard run continued: every curve has the uninterrupted run's steps, none twice.
-    for tag in ("train/loss", "val/acc", "lr"):
-        assert scalar_steps(run_dir, tag) == scalar_steps(uninterrupted, tag), tag
-
-
-def scalar_steps(run_dir: Path, tag: str) -> list[int]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    return sorted(event.step for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag))
-
-
-def test_kill_9_then_resume_latest_matches_the_uninterrupted_run(tmp_path, data_dir, uninterrupted):
-    experiment_dir = tmp_path / "outputs" / "mnist_cnn"
-    run_dir = experiment_dir / "2026-01-01_00-00-00"
-    proc = start_train(run_dir, data_dir, "callbacks.model_checkpoint.every_n_train_steps=3")
-    wait_for_step(run_dir)
-    time.sleep(random.Random(1).uniform(0.0, 1.0))
-    proc.kill()
-    proc.communicate(timeout=30)
-    older = experiment_dir / "2025-01-01_00-00-00" / "checkpoints"
-    older.mkdir(parents=True)
-    (older / "last.ckpt").write_bytes(b"an older run: resume=latest must not pick it")
-    result = run_train(*MNIST_SHORT, "callbacks.model_checkpoint.every_n_train_steps=3", "resume=latest",
-                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
-    assert result.returncode == 0, result.stderr
-    assert f"resumed from {run_dir / 'checkpoints' / 'last.ckpt'}" in result.stdout + result.stderr
-    assert_bit_identical(final_weights(run_dir), final_weights(uninterrupted))
-
-
-def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir, uninterrupted):
+def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir):
     bad = tmp_path / "checkpoints" / "last.ckpt"
-    bad.parent.mkdir()
-    data = (uninterrupted / "checkpoints" / "last.ckpt").read_bytes()
+    make_trainer(tmp_path / "source", max_epochs=1, limit_train_batches=1).save_checkpoint(bad)
+    data = bad.read_bytes()
     bad.write_bytes(data[: len(data) // 3])
     result = run_train(*MNIST_SHORT, f"resume={bad}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 2
@@ -267,26 +197,3 @@ def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):
         result = run_train(*MNIST_SHORT, f"resume={target}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
         assert result.returncode == 2
         assert expected in result.stdout + result.stderr
-
-
-def test_ddp_ranks_stop_at_one_step_and_resume_exactly(tmp_path, data_dir):
-    """SIGTERM to the whole job (as SLURM or a terminal's Ctrl-C does): every rank stops at the same
-    step, rank 0 writes every rank's state, and the resumed job ends as an uninterrupted one."""
-    ddp = [*MNIST_SHORT, "trainer.strategy=ddp", "trainer.devices=2", "trainer.log_every_n_steps=2",
-           "callbacks.model_checkpoint.every_n_train_steps=3"]
-    reference = tmp_path / "reference"
-    assert run_train(*ddp, f"hydra.run.dir={reference}", cwd=REPO, env={"DATA_DIR": str(data_dir)}).returncode == 0
-
-    run_dir = tmp_path / "run"
-    proc = subprocess.Popen([train_command(), *ddp, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    wait_for_step(run_dir)
-    os.killpg(proc.pid, signal.SIGTERM)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, output
-    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert state["progress"]["global_step"] % 2 == 0 and len(state["rng_per_rank"]) == 2
-    result = run_train(*ddp, f"resume={run_dir}", cwd=REPO, env={"DATA_DIR": str(data_dir)})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert_bit_identical(final_weights(run_dir), final_weights(reference))

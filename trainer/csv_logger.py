@@ -18,6 +18,8 @@ FILE_NAME = "metrics.csv"
 
 
 class CSVLogger(Logger):
+    purges = True
+
     def __init__(self, log_dir: str | Path, purge_step: int | None = None,
                  resumed: dict[str, Any] | None = None) -> None:
         self.path = Path(log_dir) / FILE_NAME

@@ -1,37 +1,68 @@
 """DataLoaders whose order depends only on (seed, epoch), so an epoch can be resumed mid-way.
 
 The training sampler is torch's DistributedSampler (one replica when not distributed) with a
-`skip`: on resume the batches an interrupted epoch already consumed are never loaded.
+`skip`: on resume the batches an interrupted epoch already consumed are never loaded. With
+loader workers, each training sample's random transforms are seeded by (seed, epoch, sample),
+which the sampler hands to the workers with the index: a worker's own random stream, which
+persistent workers carry across epochs and a resumed run restarts, is never used.
 Evaluation shards the split without padding, so metrics reduced over ranks cover every sample
 exactly once.
 """
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Iterator
+from typing import Any
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
 from decltrain.datasets.base import LoaderSettings
 from decltrain.datasets.in_memory import InMemory
 
 
 class ResumableSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch after its first `skip` samples."""
+    """DistributedSampler that can start an epoch after its first `skip` samples.
+
+    `seeded`: yields (index, seed of this sample in this epoch) for a `SeededSamples` dataset.
+    """
 
     def __init__(self, dataset: Dataset, *, shuffle: bool, seed: int, num_replicas: int = 1,
-                 rank: int = 0, drop_last: bool = False) -> None:
+                 rank: int = 0, drop_last: bool = False, seeded: bool = False) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
                          seed=seed, drop_last=drop_last)
         self.skip = 0
+        self.seeded = seeded
 
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        return iter(indices[self.skip:])
+    def __iter__(self) -> Iterator[Any]:
+        indices = list(super().__iter__())[self.skip:]
+        if self.seeded:  # ints hash the same in every process (no hash randomization for them)
+            return iter([(index, hash((self.seed, self.epoch, index)) % 2**32) for index in indices])
+        return iter(indices)
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+
+class SeededSamples(Dataset):
+    """`dataset` read by (index, seed) keys: in a loader worker, the seed first seeds python, numpy
+    and torch, so the sample's random transforms depend on the key alone."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        index, seed = key
+        if get_worker_info() is not None:  # never in the main process, whose RNG checkpoints restore
+            random.seed(seed)
+            np.random.seed(seed)
+            torch.manual_seed(seed)
+        return self.dataset[index]
 
 
 class EvalShardSampler(Sampler[int]):
@@ -50,21 +81,18 @@ class EvalShardSampler(Sampler[int]):
 class DeviceTensorLoader:
     """Batches of an `InMemory` dataset gathered by index on the device: the fast path.
 
-    It offers what the Trainer uses of a DataLoader (`sampler`, `batch_size`, `generator`,
+    It offers what the Trainer uses of a DataLoader (`sampler`, `batch_size`,
     `len()`, iteration yielding (inputs, targets)) and walks the same sampler, so the order,
     sharding and mid-epoch `skip` are those of the DataLoader path. The dataset is moved to the
     device once, here; each batch costs one gather and one batched transform.
     """
 
     def __init__(self, dataset: InMemory, batch_size: int, sampler: Sampler[int], device: torch.device,
-                 drop_last: bool, seed: int) -> None:
+                 drop_last: bool) -> None:
         self.dataset = dataset.to(device)
         self.batch_size = batch_size
-        self.sampler = sampler
+        self.sampler = sampler  # batch transforms draw from the global RNG, which checkpoints restore
         self.drop_last = drop_last
-        # Re-seeded each epoch by the Trainer like a DataLoader's; nothing here draws from it
-        # (batch transforms use the global RNG, which checkpoints restore).
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         count = len(self.sampler)
@@ -81,32 +109,33 @@ Loader = DataLoader | DeviceTensorLoader
 
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
                  num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> Loader:
+    seeded = settings.num_workers > 0 and not isinstance(dataset, InMemory)
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
-                               drop_last=settings.drop_last)
-    return _loader(dataset, settings, settings.batch_size, sampler, device, seed)
+                               drop_last=settings.drop_last, seeded=seeded)
+    return _loader(SeededSamples(dataset) if seeded else dataset, settings, settings.batch_size, sampler, device)
 
 
 def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device,
                 num_replicas: int = 1, rank: int = 0) -> Loader:
     sampler = EvalShardSampler(dataset, num_replicas=num_replicas, rank=rank)
-    return _loader(dataset, settings, settings.eval_batch_size or settings.batch_size, sampler, device, 0)
+    return _loader(dataset, settings, settings.eval_batch_size or settings.batch_size, sampler, device)
 
 
-def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[int],
-            device: torch.device, seed: int) -> Loader:
+def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[Any],
+            device: torch.device) -> Loader:
     drop_last = settings.drop_last and isinstance(sampler, ResumableSampler)
     if isinstance(dataset, InMemory):
-        return DeviceTensorLoader(dataset, batch_size, sampler, device, drop_last, seed)
+        return DeviceTensorLoader(dataset, batch_size, sampler, device, drop_last)
     workers = settings.num_workers
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=settings.collate_fn, drop_last=drop_last,
         pin_memory=settings.pin_memory and device.type == "cuda",
         persistent_workers=settings.persistent_workers and workers > 0,
-        # The loader's own generator (re-seeded each epoch by the Trainer) gives the worker
-        # seeds; without it, every new iterator would draw from the global RNG and a resumed
-        # run would see different dropout masks than an uninterrupted one.
-        generator=torch.Generator().manual_seed(seed),
+        # Each new iterator draws its workers' base seed from this generator; without one it would
+        # draw from the global RNG, and a resumed run would see other dropout masks. Nothing
+        # depends on the seeds it gives (see `SeededSamples`).
+        generator=torch.Generator().manual_seed(0),
     )
 
 

@@ -109,10 +109,19 @@ def gather_object(value: Any) -> list[Any]:
 
 def max_over_ranks(value: int, device: torch.device) -> int:
     """The largest `value` of all ranks (a collective: all ranks must call it at the same point)."""
+    return _reduce_int(value, device, dist.ReduceOp.MAX)
+
+
+def min_over_ranks(value: int, device: torch.device) -> int:
+    """The smallest `value` of all ranks (a collective, like `max_over_ranks`)."""
+    return _reduce_int(value, device, dist.ReduceOp.MIN)
+
+
+def _reduce_int(value: int, device: torch.device, op: dist.ReduceOp) -> int:
     if not dist.is_initialized():
         return value
     box = torch.tensor(value, device=device)
-    dist.all_reduce(box, op=dist.ReduceOp.MAX)
+    dist.all_reduce(box, op=op)
     return int(box)
 
 

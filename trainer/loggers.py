@@ -20,6 +20,11 @@ class Logger:
     """Interface: the config at the start, scalars (and images) during the run, hyperparameters
     with the final metrics at the end."""
 
+    # True for loggers that drop, when a run resumes, the points logged at or after `purge_step`;
+    # the resumed run logs again what the checkpoint's own step had (Trainer.load_state_dict).
+    # Trackers that keep every point they were sent (MLflow, W&B) still have those.
+    purges = False
+
     def log_config(self, config: dict[str, Any]) -> None:
         """The whole resolved config (nested), once the run starts."""
 
@@ -43,6 +48,8 @@ class Logger:
 
 class TensorBoardLogger(Logger):
     """Writes event files straight into the run folder (`tensorboard --logdir outputs`)."""
+
+    purges = True
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None,
                  resumed: dict[str, Any] | None = None) -> None:

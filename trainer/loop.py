@@ -3,9 +3,12 @@
 Invariants worth knowing when reading the loop:
 - `global_step` counts optimizer steps (not batches); schedulers, `max_steps`, logging and
   `every_n_train_steps` all speak of optimizer steps.
-- `batch_idx` is the number of batches of the current epoch already consumed; it only changes
-  at optimizer-step boundaries as far as checkpoints are concerned, so a checkpoint never holds
-  half an accumulation group.
+- `position` (a `Position`) is the one value a checkpoint keeps of the loop's progress. It moves
+  at optimizer-step boundaries only (a checkpoint never holds half an accumulation group), and
+  to the next epoch only after all of an epoch's batches trained and its end (validation, the
+  per-epoch scheduler) ran. A stop inside an epoch (`max_steps`, a callback's `should_stop`)
+  leaves it inside that epoch: the epoch's end does not run, and a resumed run finishes it.
+- `batch_idx` is the number of batches of the current epoch already consumed (micro-batches too).
 - The training loss reaches Python (`.item()`, a host sync) only on logging steps.
 - SIGTERM/SIGINT/USR2 only set a flag; the loop acts on it at the next optimizer-step boundary, so
   the checkpoint written on the way out is a state the uninterrupted run also passed through.
@@ -18,7 +21,7 @@ import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -26,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torchmetrics import MeanMetric
 
 from decltrain.callbacks.base import EVENTS, Callback, overrides
+from decltrain.callbacks.monitor import Monitor
 from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer import checkpoint, data, distributed, requeue
@@ -38,6 +42,14 @@ from decltrain.trainer.scheduling import LRSchedule
 from decltrain.trainer.task import Task
 
 log = logging.getLogger("trainer")
+
+STRATEGIES = ("auto", "ddp")
+
+
+class Position(NamedTuple):
+    """Where training continues: epoch `epoch` (0-based), after its first `batch` batches."""
+    epoch: int = 0
+    batch: int = 0
 
 
 class Trainer:
@@ -59,6 +71,10 @@ class Trainer:
                            ("val_check_interval", 1 if val_check_interval is None else val_check_interval)):
             if value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
+        strategy = str(getattr(strategy, "value", strategy))
+        if strategy not in STRATEGIES:
+            raise UserError(f"trainer.strategy={strategy!r} is not implemented; use auto (one process, DDP when "
+                            "trainer.devices > 1 or under torchrun) or ddp (the same, but refused in one process)")
         if overfit_batches < 0:
             raise UserError(f"trainer.overfit_batches={overfit_batches} must be 0 (off) or a number of batches")
         self.val_check_interval = val_check_interval
@@ -74,6 +90,9 @@ class Trainer:
         if devices > 1 and self.world_size == 1:
             raise UserError(f"trainer.devices={devices} needs {devices} processes; start the run with the `train` "
                             "command or torchrun, not by building a Trainer in one process")
+        if strategy == "ddp" and self.world_size == 1:
+            raise UserError("trainer.strategy=ddp needs several processes: set trainer.devices=N (N > 1) or start "
+                            "with torchrun; trainer.strategy=auto runs one process")
         self.sync_batchnorm = sync_batchnorm
         self.compile_mode = compile_mode(compile)
         self.device = distributed.device(str(getattr(accelerator, "value", accelerator)))
@@ -108,22 +127,30 @@ class Trainer:
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = ""  # the resolved config, stored in every checkpoint by the caller
 
-        self.epoch = 0
+        self.position = Position()
+        self.epoch = 0  # the epoch being trained (0-based); during its end events, the one that ended
         self.batch_idx = 0
         self.global_step = 0
         self.should_stop = False
         self.should_log = False
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
-        self._epoch_finished = False
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
-        self._validated_step = -1
+        # Scalars logged at `_logged_step`: a checkpoint keeps those of its own step, so a resumed
+        # run can drop what the earlier run logged at that step after its checkpoint (a test).
+        self._logged_step, self._logged = -1, {}
         self._signal: int | None = None  # set by the stop-signal handler during fit
 
     # ----------------------------------------------------------------------------------- setup
     def setup(self, model: nn.Module, splits: DataSplits, optimizer: torch.optim.Optimizer,
-              lr_schedule: LRSchedule, task: Task) -> None:
-        """Moves the model to the device and builds the loaders; separate from `fit` for `test`."""
+              lr_schedule: LRSchedule, task: Task, resume: dict[str, Any] | None = None,
+              resume_source: str = "") -> None:
+        """Moves the model to the device, builds the loaders and sets the starting point.
+
+        The start is a checkpoint's full state when resuming (`resume`, read from
+        `resume_source`), else the `init_from` weights (fine-tuning), else the model as built: a
+        resumed run never reads `init_from` again. Separate from `fit` for `test`.
+        """
         self._wrap_model(model)
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
@@ -146,8 +173,19 @@ class Trainer:
         # Kept on the device so that watching for it costs no host sync.
         self._first_nonfinite = torch.tensor(-1, device=self.device)
         self.profiler.setup(self.device)
-        if self.init_from:
+        self._check_monitors()
+        if resume is not None:
+            self.load_state_dict(resume, resume_source)
+        elif self.init_from:
             self._init_weights(self.init_from)
+
+    def _check_monitors(self) -> None:
+        """Every monitored name (callbacks, scheduler) is a metric the task produces: checked before training."""
+        available = self.task.metric_names("val")
+        for monitor in [getattr(callback, "monitor", None) for callback in self.callbacks.values()]:
+            if isinstance(monitor, Monitor):
+                monitor.check(available)
+        self.lr_schedule.check_monitor(available)
 
     def _wrap_model(self, model: nn.Module) -> None:
         """`model` on the device, under SyncBatchNorm, DDP and torch.compile as configured.
@@ -196,18 +234,10 @@ class Trainer:
         self._call("on_fit_start")
         try:
             with self._stop_signals(), self.profiler.profiling():
-                while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
-                    self._train_epoch()
-                    due = (self.epoch + 1) % self.check_val_every_n_epoch == 0
-                    # Not twice at one step (early stopping after a mid-epoch validation).
-                    metrics = self._validate() if due and self._validated_step != self.global_step else {}
-                    self._raise_if_nonfinite()
-                    self.lr_schedule.after_epoch(self.global_step, metrics)
-                    if metrics:
-                        self._call("on_validation_end", metrics)
-                    self._epoch_finished = True
-                    self._call("on_train_epoch_end")
-                    self.epoch, self.batch_idx, self._epoch_finished = self.epoch + 1, 0, False
+                while self.position.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
+                    if not self._train_epoch():
+                        break  # stopped inside the epoch: it is not finished, so its end does not run
+                    self._end_epoch()
         except BaseException as error:
             self._call("on_exception", error)
             explained = explain_nondeterministic(error)
@@ -264,14 +294,27 @@ class Trainer:
     def _step_limit_reached(self) -> bool:
         return 0 <= self.max_steps <= self.global_step
 
-    def _train_epoch(self) -> None:
+    def _end_epoch(self) -> None:
+        """Validation, the per-epoch scheduler and the end events of an epoch whose batches all trained."""
+        metrics = self._validate() if (self.epoch + 1) % self.check_val_every_n_epoch == 0 else {}
+        self._raise_if_nonfinite()
+        self.lr_schedule.after_epoch(self.global_step, metrics)
+        if metrics:
+            self._call("on_validation_end", metrics)
+        self.position = Position(self.epoch + 1, 0)  # checkpoints written from here on start the next epoch
+        self._call("on_train_epoch_end")
+        self.epoch, self.batch_idx = self.position
+
+    def _train_epoch(self) -> bool:
+        """Trains the rest of the current epoch; True when all its batches were trained."""
         self.model.train()
+        self.epoch, self.batch_idx = self.position
         sampler = self.train_loader.sampler
         sampler.set_epoch(self.epoch)
         sampler.skip = self.batch_idx * self.train_loader.batch_size  # resumed mid-epoch: never load them
-        self.train_loader.generator.manual_seed(self.seed + self.epoch)
         self._call("on_train_epoch_start")
-        group_is_finite = True
+        group_is_finite = torch.ones((), dtype=torch.bool, device=self.device)
+        group_loss = torch.zeros((), device=self.device)
         for batch in self.profiler.iterate("data", self.train_loader):
             if self.batch_idx >= self.num_train_batches:
                 break
@@ -284,28 +327,39 @@ class Trainer:
                 with self.profiler.section("forward"), self.precision.autocast():
                     loss = self.task.loss(self.model(inputs), targets)
                 if self.nonfinite_loss == "skip":
-                    group_is_finite &= bool(torch.isfinite(loss))  # a host sync per batch, only in skip mode
+                    group_is_finite &= torch.isfinite(loss.detach())
                 else:
                     finite = torch.isfinite(loss.detach())
                     self._first_nonfinite = torch.where(~finite & (self._first_nonfinite < 0),
                                                         self.global_step + 1, self._first_nonfinite)
                 # Each micro-batch carries its share of the group, so the step sees the group's mean
                 # loss; the last group of an epoch may be smaller and is still stepped.
+                share = loss / group_size if group_size > 1 else loss
                 with self.profiler.section("backward"):
-                    self.precision.backward(loss / group_size if group_size > 1 else loss)
+                    self.precision.backward(share)
+                group_loss += share.detach()  # train/loss is the group's mean, as the step saw it
             self.batch_idx += 1
             if self.batch_idx - group_start == group_size:
-                if group_is_finite:
-                    self._optimizer_step(loss)
+                self.position = Position(self.epoch, self.batch_idx)  # before on_train_batch_end may save
+                if self.nonfinite_loss != "skip" or self._all_ranks_finite(group_is_finite):
+                    self._optimizer_step(group_loss)
                 else:
                     self._skip_step()
-                group_is_finite = True
+                group_is_finite.fill_(True)
+                group_loss = torch.zeros((), device=self.device)
                 if self.val_check_interval and self.global_step % self.val_check_interval == 0 \
                         and self.batch_idx < self.num_train_batches and not self._step_limit_reached():
                     self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
                 self._raise_if_stop_requested()
                 if self.should_stop or self._step_limit_reached():
                     break
+        return self.batch_idx >= self.num_train_batches
+
+    def _all_ranks_finite(self, finite: torch.Tensor) -> bool:
+        """`nonfinite_loss=skip`: one host sync per step, and under DDP one all-reduce, so every rank
+        skips the same steps (a NaN on one rank reached every rank's gradients) and keeps the same
+        `global_step`."""
+        return distributed.min_over_ranks(int(finite), self.device) == 1
 
     def _optimizer_step(self, loss: torch.Tensor) -> None:
         self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
@@ -325,10 +379,16 @@ class Trainer:
         self._call("on_train_batch_end")
 
     def _skip_step(self) -> None:
-        """`nonfinite_loss=skip`: drop this group's gradients; the step does not count."""
+        """`nonfinite_loss=skip`: drop this group's gradients; the step does not count.
+
+        `on_train_batch_end` still closes the `on_train_batch_start` of this group (with
+        `global_step` unchanged); `on_before_optimizer_step` does not run.
+        """
         self.optimizer.zero_grad(set_to_none=True)
+        self.should_log = False
         log.warning("non-finite loss at step %d (epoch %d, batch %d): step skipped",
                     self.global_step + 1, self.epoch + 1, self.batch_idx)
+        self._call("on_train_batch_end")
 
     def _raise_if_nonfinite(self) -> None:
         """Stops with the step whose loss went NaN/inf; called before anything is logged or saved."""
@@ -344,7 +404,6 @@ class Trainer:
         self._call("on_validation_start")
         with self.profiler.section("validation"):
             metrics = self.evaluate(self.val_loader, "val")
-        self._validated_step = self.global_step
         self.callback_metrics = metrics
         self.log_metrics(metrics)
         self.model.train()
@@ -402,6 +461,9 @@ class Trainer:
     # ------------------------------------------------------------------------- logging, state
     def log_metrics(self, metrics: dict[str, float]) -> None:
         if self.is_global_zero:
+            if self._logged_step != self.global_step:
+                self._logged_step, self._logged = self.global_step, {}
+            self._logged.update(metrics)
             for logger in self.loggers:
                 logger.log_metrics(metrics, self.global_step)
 
@@ -417,22 +479,20 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the loop is now."""
-        if self._epoch_finished:
-            position = {"epoch": self.epoch + 1, "batch_idx": 0}
-        else:
-            position = {"epoch": self.epoch, "batch_idx": self.batch_idx}
         state = {
             "format_version": checkpoint.FORMAT_VERSION,
             "model": checkpoint.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "precision": self.precision.state_dict(),
-            "progress": {**position, "global_step": self.global_step},
+            "progress": {"epoch": self.position.epoch, "batch_idx": self.position.batch,
+                         "global_step": self.global_step},
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
             # e.g. the MLflow run id, so a resumed run continues the same tracked run
             "loggers": {key: value for logger in self.loggers for key, value in logger.state_dict().items()},
             "rng": rng_state(),
             "config": self.config_yaml,
+            "logged_at_step": dict(self._logged) if self._logged_step == self.global_step else {},
         }
         self._call("on_save_checkpoint", state)
         return state
@@ -444,13 +504,21 @@ class Trainer:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.precision.load_state_dict(state["precision"])
         progress = state["progress"]
-        self.epoch, self.batch_idx, self.global_step = progress["epoch"], progress["batch_idx"], progress["global_step"]
+        self.position = Position(progress["epoch"], progress["batch_idx"])
+        (self.epoch, self.batch_idx), self.global_step = self.position, progress["global_step"]
         for name, callback in self.callbacks.items():
             if name in state["callbacks"]:
                 callback.load_state_dict(state["callbacks"][name])
         # Each rank continues its own random streams; with another world size, rank 0's.
         per_rank = state.get("rng_per_rank") or []
         load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
+        # What the earlier run logged at this step before the checkpoint: the loggers that purged
+        # from this step (trainer/run.py), dropping what it logged after (a final test), get it again.
+        self._logged_step, self._logged = self.global_step, dict(state.get("logged_at_step") or {})
+        if self.is_global_zero and self._logged:
+            for logger in self.loggers:
+                if logger.purges:
+                    logger.log_metrics(self._logged, self.global_step)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Writes the full state atomically; only the global-zero process writes.

@@ -5,14 +5,17 @@ import json
 import logging
 import shlex
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer import build, checkpoint, distributed, hparams, provenance, resume
+from decltrain.callbacks.base import Callback
+from decltrain.trainer import build, checkpoint, config_drift, distributed, hparams, provenance, resume
 from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.device import seed_everything
 from decltrain.trainer.errors import Preempted
+from decltrain.trainer.loop import Trainer
 from decltrain.trainer.task import Task
 
 log = logging.getLogger("trainer")
@@ -24,6 +27,9 @@ def run(cfg: DictConfig) -> float | None:
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
     resume_from = resume.checkpoint_path(cfg.resume, run_dir) if cfg.resume else None
     state = checkpoint.load(resume_from) if resume_from else None
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    if state:
+        config_drift.check(state.get("config", ""), config_yaml, str(resume_from))
     if talks:
         provenance.write(run_dir)
     seed_everything(cfg.seed)
@@ -36,18 +42,15 @@ def run(cfg: DictConfig) -> float | None:
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     fast_dev_run = cfg.trainer.fast_dev_run
-    # A resumed run drops the TensorBoard points the interrupted one wrote after its checkpoint.
-    purge_step = state["progress"]["global_step"] + 1 if state else None
-    loggers = build.loggers(cfg, run_dir, purge_step, state.get("loggers") if state else None) \
+    loggers = build.loggers(cfg, run_dir, purge_step(state), state.get("loggers") if state else None) \
         if talks and not fast_dev_run else []
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_config(config)
     trainer = build.trainer(cfg, callbacks, loggers, run_dir)
-    trainer.config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    trainer.setup(model, splits, optimizer, lr_schedule, task)
+    trainer.config_yaml = config_yaml
+    trainer.setup(model, splits, optimizer, lr_schedule, task, resume=state, resume_source=str(resume_from))
     if state:
-        trainer.load_state_dict(state, str(resume_from))
         log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
                  trainer.batch_idx, trainer.global_step)
     status = "failed"  # what the loggers report if the run does not get to the end
@@ -67,27 +70,61 @@ def run(cfg: DictConfig) -> float | None:
                             "is off)", stop, trainer.epoch + 1, trainer.global_step)
             raise
         checkpointer = callbacks.get("model_checkpoint")
-        best = getattr(checkpointer, "best_path", None)
-        final = {**trainer.callback_metrics, **trainer.test(best)}
+        best_path = getattr(checkpointer, "best_path", None)
+        test = trainer.test(best_path)
+        report = _report(trainer, checkpointer, test)
         if talks and not fast_dev_run:
-            (run_dir / "metrics.json").write_text(json.dumps(
-                {**final, "epoch": trainer.epoch, "global_step": trainer.global_step}, indent=2) + "\n")
+            (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
             hyperparameters = hparams.select(config, list(HydraConfig.get().overrides.task),
                                              dict(HydraConfig.get().runtime.choices))
             for logger in loggers:
-                logger.log_hyperparams(hyperparameters, final)
+                logger.log_hyperparams(hyperparameters, {**trainer.callback_metrics, **test})
         if talks:
-            print_metrics(final)
+            print_metrics(_table(report))
         status = "success"
     finally:
         for logger in loggers:
             logger.close(status)
-    monitor = getattr(getattr(checkpointer, "monitor", None), "name", None)
-    return final.get(monitor) if monitor else None
+    return report["best"][report["monitor"]] if report["best"] else None
+
+
+def purge_step(state: dict | None) -> int | None:
+    """The first TensorBoard step a resumed run rewrites: what the earlier run logged from there is dropped.
+
+    Checkpoints that record what was logged at their own step (`logged_at_step`, replayed by
+    `Trainer.load_state_dict`) purge from that step, so a test logged after the checkpoint
+    at the same step goes too; older ones purge from the next step.
+    """
+    if not state:
+        return None
+    step = state["progress"]["global_step"]
+    return step if "logged_at_step" in state else step + 1
+
+
+def _report(trainer: Trainer, checkpointer: Callback | None, test: dict[str, float]) -> dict[str, Any]:
+    """metrics.json: the best checkpoint's values, the last epoch's, and the test of the model tested.
+
+    `best` is what the monitored best checkpoint scored (and the value returned to sweepers);
+    `last` is where training ended, with the latest validation and the run's summary values;
+    `test` holds which of the two models was tested (best.ckpt when there is one).
+    """
+    best = getattr(checkpointer, "best", None)
+    return {
+        "monitor": getattr(getattr(checkpointer, "monitor", None), "name", None),
+        "best": best,
+        "last": {"epoch": trainer.position.epoch, "global_step": trainer.global_step, **trainer.callback_metrics},
+        "test": {"model": "best" if getattr(checkpointer, "best_path", None) else "last", **test},
+    }
+
+
+def _table(report: dict[str, Any]) -> dict[str, float]:
+    """The final metrics table: the best checkpoint's validation, the last one's, and the test."""
+    best = {f"best {key}": value for key, value in (report["best"] or {}).items() if key.startswith("val/")}
+    last = {f"last {key}": value for key, value in report["last"].items() if "/" in key}
+    return {**best, **last, **{key: value for key, value in report["test"].items() if key != "model"}}
 
 
 def _resume_command(last: Path) -> str:
     """The user's own overrides, with `resume=` pointing at the checkpoint just written."""
     overrides = [arg for arg in HydraConfig.get().overrides.task if not arg.startswith("resume=")]
     return shlex.join(["train", *overrides, f"resume={last}"])
-

@@ -7,11 +7,13 @@ gives the same curve as if warmup had not been there.
 """
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
+from decltrain.callbacks.monitor import require_metric
 from decltrain.trainer.errors import UserError
 
 
@@ -22,6 +24,9 @@ class LRSchedule:
             raise UserError(f"scheduler.interval={interval!r} is not valid; use 'epoch' or 'step'")
         if isinstance(scheduler, ReduceLROnPlateau) and not monitor:
             raise UserError("scheduler ReduceLROnPlateau needs scheduler.monitor (e.g. val/loss)")
+        if isinstance(scheduler, ReduceLROnPlateau) and interval == "step":
+            raise UserError("scheduler ReduceLROnPlateau steps on a validation metric, which exists only after "
+                            "validation: set scheduler.interval=epoch")
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.interval = interval
@@ -30,6 +35,11 @@ class LRSchedule:
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
         if warmup_steps > 0:
             self._set_warmup_lr(0)
+
+    def check_monitor(self, available: Collection[str]) -> None:
+        """Fails at start when the scheduler watches a metric the task does not produce."""
+        if self.monitor and isinstance(self.scheduler, ReduceLROnPlateau):
+            require_metric("scheduler.monitor", self.monitor, available)
 
     def _set_warmup_lr(self, steps_done: int) -> None:
         factor = min(1.0, (steps_done + 1) / self.warmup_steps)
@@ -51,8 +61,8 @@ class LRSchedule:
 
     def _step_scheduler(self, metrics: dict[str, float] | None) -> None:
         if isinstance(self.scheduler, ReduceLROnPlateau):
-            if metrics is None or self.monitor not in metrics:
-                return  # no validation this epoch / this step: nothing to react to
+            if not metrics:
+                return  # no validation this epoch: nothing to react to
             self.scheduler.step(metrics[self.monitor])
         else:
             self.scheduler.step()

@@ -19,8 +19,9 @@ class Accelerator(str, Enum):
 
 
 class Strategy(str, Enum):
+    """The strategies implemented (trainer/loop.py checks them again for Trainers built in Python)."""
     auto = "auto"  # one process, or DDP when devices > 1 or under torchrun
-    ddp = "ddp"
+    ddp = "ddp"    # DDP; refused in a single process
 
 
 @dataclass

@@ -49,6 +49,10 @@ class Task:
             targets = targets.to(outputs.dtype)
         return outputs, targets
 
+    def metric_names(self, split: str) -> list[str]:
+        """The scalar metrics an evaluation of `split` reports (`val/acc`, `val/loss`, ...), known before training."""
+        return [f"{split}/{name}" for name in (*self.metrics(torch.device("cpu")).keys(), "loss")]
+
     def metrics(self, device: torch.device, confusion_matrix: bool = False) -> MetricCollection:
         """A fresh set of metrics for one evaluation pass (the loss is averaged separately, per sample).
 
