@@ -1,7 +1,8 @@
 """`trainer.max_time`: stops training when a time budget is spent, as a finished run does.
 
-At the budget the loop finishes the current optimizer step, then validates and writes its
-checkpoints as at the end of an epoch; the run tests the best checkpoint and exits 0. The
+At the budget the loop finishes the current optimizer step and stops there, as any stop inside
+an epoch does (`last.ckpt` at that step; a resumed run finishes the epoch); the run tests the
+best checkpoint and exits 0. The
 elapsed training time is part of the checkpoint, so a resumed run gets what is left of the
 budget (raise `trainer.max_time` to train longer).
 """
