@@ -38,12 +38,14 @@ class Excluded:
 
 AS_IS = Run(append="")
 SHORT = Run()
+# A search of two trials (hydra.sweeper.n_trials: fewer trials, like fewer epochs), each shortened.
+SEARCH = Run(append=f"hydra.sweeper.n_trials=2 {SHORT.append}")
 SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same launcher through submitit's "
                  "local executor (signals, checkpoint, requeue)")
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
@@ -56,6 +58,13 @@ COMMANDS: dict[str, Run | Excluded] = {
     'eval "$(train -sc install=bash)"': AS_IS,
     "DATA_DIR=../shared/data train config=mnist_cnn trainer.max_epochs=3": SHORT,
     "train -m config=mnist_cnn,mnist_mlp": SHORT,
+    "train config=mnist_cnn logger=[tensorboard,csv,mlflow]": SHORT,
+    "train config=mnist_cnn logger=wandb": SHORT,
+    "train config=mnist_cnn logger=none": SHORT,
+    "train -m hparams_search=mnist_optuna": SEARCH,
+    "train -m hparams_search=mnist_optuna hydra.sweeper.n_trials=6 trainer.max_epochs=3": SEARCH,
+    "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
+    "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
@@ -69,10 +78,18 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train --config-dir configs config=my_exp model.hidden=128 callbacks.print_accuracy=null":
         Run(append="trainer.max_epochs=1"),
     "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
+    "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
+    "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
+    "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
+    "train config=mnist_cnn trainer.max_time=00:02:00:00": SHORT,
+    "find-lr config=mnist_cnn": Run(append="lr_find.num_steps=20"),
+    "train config=mnist_cnn trainer.max_steps=30 trainer.profiler=simple": SHORT,
+    "train debug=fdr": AS_IS,
     "train config=mnist_cnn trainer.precision=bf16-mixed": SHORT,
     "train config=mnist_cnn trainer.precision=16-mixed trainer.accelerator=cuda":
         SHORT if torch.cuda.is_available() else Excluded("needs a CUDA device"),
     "train config=mnist_cnn trainer.compile=true": SHORT,
+    "train config=mnist_cnn trainer.compile=reduce-overhead": SHORT,
     "train config=mnist_cnn trainer.accumulate_grad_batches=4": SHORT,
     "train config=mnist_cnn trainer.devices=2": SHORT,
     "train config=mnist_cnn trainer.strategy=ddp trainer.devices=4 trainer.sync_batchnorm=true":
@@ -86,6 +103,12 @@ COMMANDS: dict[str, Run | Excluded] = {
     "DATA_DIR=../shared/data python scripts/benchmark.py --quick":
         Excluded("runs from the repository root; tests/test_benchmark_script.py runs it"),
     "DATA_DIR=../shared/data python -m pytest -q": Excluded("the test suite itself"),
+    "DATA_DIR=../shared/data python -m pytest -q -m cuda":
+        Excluded("the test suite itself (its CUDA tests, collected and skipped with their reason here)"),
+    "DATA_DIR=../shared/data python scripts/benchmark.py --device cuda": Excluded("needs a CUDA device"),
+    "DATA_DIR=../shared/data python scripts/benchmark.py --mode device --device cpu --quick":
+        Excluded("runs from the repository root and takes minutes; tests/test_benchmark_script.py runs its "
+                 "measurements on a tiny job"),
 }
 
 PLACEHOLDER = re.compile(r"outputs/(\w+)/(<timestamp>|\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)")
@@ -123,7 +146,7 @@ def with_run_folders(command: str, work: Path) -> str:
     """The command with each run-folder placeholder replaced by the newest such folder in `work`."""
     def newest(match: re.Match) -> str:
         runs = sorted(folder for folder in (work / "outputs" / match[1]).glob("*")
-                      if (folder / "checkpoints" / "last.ckpt").is_file())
+                      if (folder / "checkpoints" / "last.ckpt").is_file() or (folder / "multirun.yaml").is_file())
         assert runs, f"no run of {match[1]} with a checkpoint before `{command}`: order the README or COMMANDS"
         return str(runs[-1].relative_to(work))
     return PLACEHOLDER.sub(newest, command)
@@ -134,8 +157,9 @@ def test_readme_commands_run_as_written(tmp_path, data_dir):
     work.mkdir()
     prepare(work, data_dir)
     bin_dir = str(Path(train_command()).parent)
+    # No network here: W&B runs offline, as the README says to do without one.
     env = {**os.environ, "DATA_DIR": str(data_dir), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-           "COLUMNS": "200"}
+           "COLUMNS": "200", "WANDB_MODE": "offline"}
     failures = []
     ran = set()
     for command in readme.shell_commands():
