@@ -30,6 +30,7 @@ from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.trainer import checkpoint
 from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.loggers import Logger
 from decltrain.trainer.loop import Trainer, compile_mode
 from decltrain.trainer.precision import Precision
 from decltrain.trainer.run_folder import RunFolder
@@ -49,7 +50,7 @@ class OverflowAt(Callback):
         first.register_hook(lambda grad: grad * math.inf if trainer.global_step + 1 == self.step else grad)
 
 
-class Recorder:
+class Recorder(Logger):
     """A logger that keeps every scalar it is given."""
 
     def __init__(self) -> None:
@@ -192,7 +193,7 @@ def test_a_gpu_runs_folder_is_evaluated_where_no_cuda_is_visible(gpu_run, tiny_r
                        env={"DATA_DIR": str(data_dir), "CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no CUDA device here: the run's trainer.accelerator=cuda becomes cpu" in result.stdout + result.stderr
-    trained = json.loads((tiny_run / "metrics.json").read_text())
+    trained = json.loads((tiny_run / "metrics.json").read_text())["test"]
     assert json.loads((gpu_run / "eval_test.json").read_text())["test/acc"] == trained["test/acc"]
 
 
@@ -278,7 +279,7 @@ def test_training_on_cuda_learns(tmp_path, data_dir, extra):
     result = train(*SHORT, *extra, f"hydra.run.dir={run_dir}", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test/acc"] > 0.5 and metrics["perf/peak_memory_mb"] > 0  # learns: chance is 0.1
+    assert metrics["test"]["test/acc"] > 0.5 and metrics["last"]["perf/peak_memory_mb"] > 0  # learns: chance is 0.1
 
 
 def image_splits(count: int = 512, in_memory: bool = True) -> DataSplits:
@@ -383,6 +384,6 @@ def test_a_cuda_trained_run_is_evaluated_predicted_and_exported_on_the_cpu(tmp_p
         result = run_train(f"run={run_dir}", *args, cwd=tmp_path, command=train_command(command),
                            env={"DATA_DIR": str(data_dir), "CUDA_VISIBLE_DEVICES": ""})  # torch sees no GPU
         assert result.returncode == 0, command + result.stdout + result.stderr
-    trained = json.loads((run_dir / "metrics.json").read_text())["test/acc"]
+    trained = json.loads((run_dir / "metrics.json").read_text())["test"]["test/acc"]
     assert json.loads((run_dir / "eval_test.json").read_text())["test/acc"] == pytest.approx(trained, abs=0.01)
     assert (run_dir / "export" / "model.torchscript.pt").is_file()

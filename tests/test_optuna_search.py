@@ -49,7 +49,7 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     pruned = json.loads((pruned_dir / "optuna_trial.json").read_text())
     assert (pruned["state"], pruned["pruned_at_epoch"]) == ("pruned", 1)
     assert "pruned after epoch 1" in (pruned_dir / "train.log").read_text()
-    assert json.loads((pruned_dir / "metrics.json").read_text())["epoch"] == 1  # stopped: 1 of 2 epochs
+    assert json.loads((pruned_dir / "metrics.json").read_text())["last"]["epoch"] == 1  # stopped: 1 of 2 epochs
     summary = json.loads((sweep_dir / "summary.json").read_text())  # the continued search's trial, as in any sweep
     assert [(job["number"], job["status"], job["folder"]) for job in summary] == [(2, "pruned", str(pruned_dir))]
     assert "pruned" in (sweep_dir / "summary.txt").read_text()

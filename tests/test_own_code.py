@@ -23,7 +23,7 @@ def test_the_worked_example_runs_from_its_own_folder(tmp_path, data_dir):
     assert "my callback: epoch 3, val/acc" in result.stdout  # the user's callback ran
     assert "Net" in result.stdout and "active callbacks:" in result.stdout
     (run_dir,) = (project / "outputs" / "my_exp").iterdir()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
     assert metrics["test/acc"] > 0.8  # the user's model learned the user's data (XOR)
 
     # The run-folder commands rebuild the user's model from the run's config, from the same folder.

@@ -67,7 +67,7 @@ def test_preempted_and_timed_out_job_is_requeued_and_continues_its_run(tmp_path,
     assert "SIGTERM received" in log and "SIGUSR2 received" in log
     assert "epoch 1, batch 3, step 3" in log and "epoch 1, batch 6, step 6" in log
     metrics = json.loads((job / "metrics.json").read_text())
-    assert metrics["global_step"] == 10
+    assert metrics["last"]["global_step"] == 10
     assert log.count("resumed from") == 2
     submitit_logs = "".join(path.read_text() for path in (sweep / ".submitit").rglob("*.err"))
     assert submitit_logs.count("Caught signal") == 2, submitit_logs[-3000:]
@@ -95,11 +95,11 @@ def test_resume_auto_continues_the_fixed_folder_and_extends_the_run(tmp_path, da
     first = run_train(*common, "trainer.max_epochs=1", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "resumed from" not in first.stdout + first.stderr  # no checkpoint yet: a fresh start
-    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 5
+    assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 5
     second = run_train(*common, "trainer.max_epochs=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "resumed from" in second.stdout + second.stderr
-    assert json.loads((run_dir / "metrics.json").read_text())["global_step"] == 10
+    assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 10
     events = EventAccumulator(str(run_dir)).Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 11))  # one run, no duplicates
     assert [event.step for event in events.Scalars("val/acc")] == [5, 10]

@@ -95,6 +95,9 @@ def test_second_ctrl_c_aborts_at_once(tmp_path):
 
 
 def _write_checkpoints_forever(path: str) -> None:
+    # A forked child of a process whose OpenMP threads ran (earlier tests) hangs in its first
+    # parallel region (libgomp is not fork-safe): this writer runs torch on one thread.
+    torch.set_num_threads(1)
     model = TinyNet()
     step = 0
     while True:

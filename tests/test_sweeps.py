@@ -34,7 +34,7 @@ def test_documented_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
         metrics = json.loads((job / "metrics.json").read_text())
         assert record["status"] == "done" and record["folder"] == str(job)
         assert record["metric"] == "val/acc" and 0 <= record["value"] <= 1
-        assert record["value"] in metrics.values()  # the monitored value the job returned
+        assert record["value"] == metrics["best"][metrics["monitor"]]  # the monitored value the job returned
     assert "2 done, 0 failed" in result.stdout
     assert "2 done, 0 failed" in (sweep / "summary.txt").read_text()
 

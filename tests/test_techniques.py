@@ -240,7 +240,7 @@ def test_tabular_classification_trains_on_a_csv_with_no_other_override(tmp_path,
                        cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads(next((tmp_path / "outputs" / "tabular_classification").glob("*/metrics.json")).read_text())
-    assert metrics["test/acc"] > 0.8 and "val/acc" in metrics
+    assert metrics["test"]["test/acc"] > 0.8 and "val/acc" in metrics["best"] and metrics["monitor"] == "val/acc"
 
 
 # ------------------------------------------------------------------------------ debug configs
