@@ -58,8 +58,8 @@ class Timer(Callback):
         if trainer.world_size > 1:  # every rank must stop at the same step: the first clock to run out decides
             spent = bool(distributed.max_over_ranks(int(spent), trainer.device))
         if spent and not trainer.should_stop and trainer.is_global_zero:
-            log.warning("time ran out (trainer.max_time=%.0f s) at epoch %d, step %d: validating, writing "
-                        "checkpoints and testing", self.budget, trainer.epoch + 1, trainer.global_step)
+            log.warning("time ran out (trainer.max_time=%.0f s) at epoch %d, step %d: writing last.ckpt "
+                        "and testing the best checkpoint", self.budget, trainer.epoch + 1, trainer.global_step)
         trainer.should_stop = trainer.should_stop or spent
 
     def state_dict(self) -> dict[str, Any]:
