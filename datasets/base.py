@@ -115,7 +115,8 @@ def read_csv_rows(path: str | Path, columns: Sequence[str], what: str) -> list[d
         missing = [column for column in columns if column not in header]
         if missing:
             raise UserError(f"{what}: {path} has no column {', '.join(map(repr, missing))} (its columns: "
-                            f"{', '.join(header)}); name your columns in the dataset's settings, e.g. dataset.target=<column>")
+                            f"{', '.join(header)}); name your columns in the dataset's settings, "
+                            "e.g. dataset.target=<column>")
         rows = list(reader)
     if not rows:
         raise UserError(f"{what}: {path} has a header but no rows")
