@@ -89,7 +89,9 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn trainer.precision=16-mixed trainer.accelerator=cuda":
         SHORT if torch.cuda.is_available() else Excluded("needs a CUDA device"),
     "train config=mnist_cnn trainer.compile=true": SHORT,
-    "train config=mnist_cnn trainer.compile=reduce-overhead": SHORT,
+    "train config=mnist_cnn trainer.compile=reduce-overhead":
+        Excluded("its CUDA graphs need a GPU (tests/test_cuda.py); on a CPU it compiles as trainer.compile=true, "
+                 "which runs here, and the mode is checked by tests/test_cuda.py's CPU tests"),
     "train config=mnist_cnn trainer.accumulate_grad_batches=4": SHORT,
     "train config=mnist_cnn trainer.devices=2": SHORT,
     "train config=mnist_cnn trainer.strategy=ddp trainer.devices=4 trainer.sync_batchnorm=true":
