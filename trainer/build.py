@@ -17,7 +17,7 @@ from torch.utils.data import default_collate
 
 from decltrain.callbacks.base import Callback
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.errors import UserError
+from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.loop import Trainer
 from decltrain.trainer.scheduling import LRSchedule
@@ -66,9 +66,8 @@ def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
         with torch.no_grad():
             outputs = model(inputs)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"model {type(model).__name__} does not fit dataset {splits.name or '?'} "
-                        f"(input shape {shape}): {first}; pick a model for this input or fix its size "
+                        f"(input shape {shape}): {first_line(err)}; pick a model for this input or fix its size "
                         "settings") from None
     finally:
         model.train(was_training)

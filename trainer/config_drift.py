@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from decltrain.trainer import legacy_paths
+from decltrain.trainer.hparams import flatten
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")
@@ -49,15 +50,3 @@ def check(saved_yaml: str, current_yaml: str, source: str) -> None:
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:
     return any(key == prefix or key.startswith(prefix + ".") for prefix in prefixes)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{'optimizer': {'lr': 1e-3}} -> {'optimizer.lr': 1e-3}; lists and scalars are leaves."""
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

@@ -1,6 +1,12 @@
 """The one exception type for problems the user can fix (config, data, checkpoint files)."""
 
 
+def first_line(error: BaseException) -> str:
+    """An error as one line for a message: its first line, or its type's name when it has no text."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class UserError(Exception):
     """Printed as a single line naming what is wrong and how to fix it; `train` exits with 2."""
 

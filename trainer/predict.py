@@ -22,7 +22,7 @@ from torch.utils.data import default_collate
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.device import resolve_device
-from decltrain.trainer.errors import UserError
+from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.run_folder import RunFolder
 
 log = logging.getLogger("trainer")
@@ -39,8 +39,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
 
     def skip(name: str, err: Exception) -> None:
         skipped.append(name)
-        log.warning("skipped %s: %s", name, str(err).strip().splitlines()[0] if str(err).strip()
-                    else type(err).__name__)
+        log.warning("skipped %s: %s", name, first_line(err))
 
     for name, raw in read_inputs(files, skip):
         try:

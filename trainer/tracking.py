@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from decltrain.trainer.errors import first_line
 from decltrain.trainer.loggers import Logger
 
 log = logging.getLogger("trainer")
@@ -31,9 +32,8 @@ class Tracker(Logger):
             return action()
         except Exception as err:  # anything the client raises: the run matters more than the tracker
             self.off = True
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             log.warning("%s logger switched off: %s (the run goes on with its other loggers)", self.service,
-                        first[:300])
+                        first_line(err)[:300])
             return None
 
 
