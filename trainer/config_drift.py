@@ -8,7 +8,6 @@ logging, callbacks' patience, where the data lives) is allowed and named in a wa
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from omegaconf import OmegaConf
 

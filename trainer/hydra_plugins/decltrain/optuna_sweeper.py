@@ -35,7 +35,6 @@ STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
-_SIGNAL_EXIT_BASE = 128  # `train` exits with 128 + signal number when stopped by a signal
 _DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
@@ -100,8 +99,10 @@ class OptunaSweeper(Sweeper):
             overrides = [*fixed, *chosen,
                          *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
             self.validate_batch_is_legal([overrides])
-            result = self._launch(overrides, trial.number)
-            record = _job_record(result, trial.number, chosen, sweep_dir)
+            # A failed job fails its trial (train raises in a sweep: Hydra records it); a stop
+            # signal (exit 128 + signal) ends the search here, its trial left running to run again.
+            result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+            record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
             trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
             state, value = _tell(study, trial, result)
             self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
@@ -110,21 +111,6 @@ class OptunaSweeper(Sweeper):
         sweep_summary.report(self.records, sweep_dir)
         return self.records
 
-    def _launch(self, overrides: list[str], number: int) -> JobReturn | None:
-        """One job, numbered as its trial (its folder is `<sweep folder>/<trial number>`).
-
-        A job that exits (`train` turns bad settings into exit code 2) fails its trial, not the
-        search; one stopped by a signal (exit code 128 + signal: Ctrl-C, SIGTERM) stops the search,
-        leaving its trial running, to be run again when the search is continued.
-        """
-        try:
-            return self.launcher.launch([overrides], initial_job_idx=number)[0]
-        except SystemExit as stop:
-            if isinstance(stop.code, int) and stop.code >= _SIGNAL_EXIT_BASE:
-                raise
-            log.error("trial %d exited with code %s", number, stop.code)
-            return None
-
     def _report(self, study: Any, sweep_dir: Path) -> None:
         """Prints the best trial and writes it, with the records of every trial, to the sweep folder."""
         from optuna.trial import TrialState
@@ -132,7 +118,7 @@ class OptunaSweeper(Sweeper):
         finished = [t for t in study.trials if t.state == TrialState.COMPLETE]
         interrupted = set(study.user_attrs.get(_INTERRUPTED, []))
         results: dict[str, Any] = {"study": self.study_name, "direction": self.direction,
-                                   "trials": [_record(t, sweep_dir) for t in study.trials
+                                   "trials": [_record(t) for t in study.trials
                                               if t.number not in interrupted]}
         if finished:
             best = study.best_trial
@@ -166,7 +152,7 @@ def _requeue_interrupted(study: Any) -> None:
         log.warning("trial %d was interrupted; its parameters run again", trial.number)
 
 
-def _tell(study: Any, trial: Any, result: JobReturn | None) -> tuple[str, float | None]:
+def _tell(study: Any, trial: Any, result: JobReturn) -> tuple[str, float | None]:
     """Tells the study how the trial ended: pruned (its job said so), completed with the job's
     value (the monitored validation metric), or failed."""
     from optuna.trial import TrialState
@@ -176,9 +162,9 @@ def _tell(study: Any, trial: Any, result: JobReturn | None) -> tuple[str, float 
     if now.user_attrs.get(optuna_trial.PRUNED_AT) is not None:
         frozen = study.tell(trial, state=TrialState.PRUNED)
         return "pruned", frozen.value
-    value = result.return_value if result is not None and result.status == JobStatus.COMPLETED else None
+    value = result.return_value if result.status == JobStatus.COMPLETED else None
     if not isinstance(value, (int, float)) or not math.isfinite(value):
-        if result is not None and result.status == JobStatus.FAILED:
+        if result.status == JobStatus.FAILED:
             log.error("trial %d failed: %s", trial.number, result._return_value)
         study.tell(trial, state=TrialState.FAIL)
         return "failed", None
@@ -189,16 +175,7 @@ def _tell(study: Any, trial: Any, result: JobReturn | None) -> tuple[str, float 
 _SUMMARY_STATUS = {"completed": "done", "pruned": "pruned", "failed": "failed"}
 
 
-def _job_record(result: Optional[JobReturn], number: int, chosen: list[str],
-                sweep_dir: Path) -> sweep_summary.JobRecord:
-    """The trial as a row of the sweep summary, showing the values the search chose."""
-    if result is None:  # the job exited before Hydra could record it
-        return sweep_summary.JobRecord(number=number, overrides=chosen, status="failed", metric=None, value=None,
-                                       error="the job exited with a non-zero code", folder=str(sweep_dir))
-    return dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
-
-
-def _record(trial: Any, sweep_dir: Path) -> dict[str, Any]:
+def _record(trial: Any) -> dict[str, Any]:
     return {"number": trial.number, "state": trial.state.name.lower(), "value": trial.value,
             "params": trial.params, "intermediate": dict(trial.intermediate_values),
             "run_dir": trial.user_attrs.get(_RUN_DIR)}
