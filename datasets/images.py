@@ -11,7 +11,7 @@ from torchvision.datasets import FakeData
 from torchvision.transforms import v2
 
 from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, TransformedSubset, split_indices
-from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
+from decltrain.datasets.in_memory import BatchTransform, InMemory
 
 
 @dataclass(frozen=True)
