@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from decltrain.callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
 from decltrain.callbacks.gradient_clipping import total_norm

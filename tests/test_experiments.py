@@ -6,7 +6,6 @@ import json
 import random
 from pathlib import Path
 
-import pytest
 import torch
 import torchvision
 from PIL import Image

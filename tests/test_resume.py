@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback

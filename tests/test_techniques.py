@@ -14,7 +14,7 @@ from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from decltrain.callbacks.model_summary import summary_table
-from decltrain.callbacks.timer import Timer, parse_duration
+from decltrain.callbacks.timer import parse_duration
 from decltrain.datasets import csv_table
 from decltrain.trainer import checkpoint, schema
 from decltrain.trainer.errors import Preempted, UserError
