@@ -7,6 +7,7 @@ import os
 import random
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from decltrain.callbacks.base import Callback
 from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
 from decltrain.trainer import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
+from decltrain.trainer.loop import Trainer
 from decltrain.trainer.scheduling import LRSchedule
 
 
@@ -29,6 +31,22 @@ class SignalAtStep(Callback):
     def on_train_batch_end(self, trainer) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), self.signum)
+
+
+def stopped_then_resumed(build: Callable[[dict[str, Callback]], Trainer], run_dir: Path, step: int) -> Trainer:
+    """A run stopped by SIGTERM after optimizer step `step`, then continued to its end from its last.ckpt.
+
+    `build(extra)` makes the same run in `run_dir` each time, with the callbacks `extra` added.
+    """
+    interrupted = build({"signal": SignalAtStep(step)})
+    with pytest.raises(Preempted):
+        interrupted.fit()
+    state = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
+    assert state["progress"]["global_step"] == step
+    resumed = build({})
+    resumed.load_state_dict(state, "last.ckpt")
+    resumed.fit()
+    return resumed
 
 
 def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int = 4):
@@ -56,15 +74,8 @@ def test_resume_after_sigterm_is_bit_identical(tmp_path, stop_step):
     reference = stateful_trainer(tmp_path / "ref")
     reference.fit()
 
-    interrupted = stateful_trainer(tmp_path / "run", extra={"signal": SignalAtStep(stop_step)})
-    with pytest.raises(Preempted):
-        interrupted.fit()
-    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert state["progress"]["global_step"] == stop_step
-
-    resumed = stateful_trainer(tmp_path / "run")
-    resumed.load_state_dict(state, "last.ckpt")
-    resumed.fit()
+    resumed = stopped_then_resumed(lambda extra: stateful_trainer(tmp_path / "run", extra=extra),
+                                   tmp_path / "run", stop_step)
     assert resumed.global_step == reference.global_step == 64
     assert_bit_identical(weights(resumed), weights(reference))
     assert resumed.callbacks["early_stopping"].state_dict() == reference.callbacks["early_stopping"].state_dict()

@@ -17,12 +17,12 @@ from decltrain.callbacks.model_summary import summary_table
 from decltrain.callbacks.timer import parse_duration
 from decltrain.datasets import csv_table
 from decltrain.trainer import checkpoint, schema
-from decltrain.trainer.errors import Preempted, UserError
+from decltrain.trainer.errors import UserError
 from decltrain.trainer.loggers import Logger
 from decltrain.trainer.lr_finder import range_test, suggest
 from decltrain.trainer.task import ClassificationLoss, Task
 from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits, train_command
-from tests.test_resume import SignalAtStep, assert_bit_identical
+from tests.test_resume import assert_bit_identical, stopped_then_resumed
 
 
 class Recorder(Logger):
@@ -59,12 +59,7 @@ def test_val_check_interval_validates_mid_epoch_and_checkpoints_each_validation(
 def test_val_check_interval_resume_is_bit_identical_and_early_stopping_follows_it(tmp_path):
     reference = step_validated(tmp_path / "ref")
     reference.fit()
-    interrupted = step_validated(tmp_path / "run", extra={"signal": SignalAtStep(20)})
-    with pytest.raises(Preempted):
-        interrupted.fit()
-    resumed = step_validated(tmp_path / "run")
-    resumed.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt"), "last.ckpt")
-    resumed.fit()
+    resumed = stopped_then_resumed(lambda extra: step_validated(tmp_path / "run", extra=extra), tmp_path / "run", 20)
     assert_bit_identical(resumed.model.state_dict(), reference.model.state_dict())
     assert resumed.callbacks["early_stopping"].state_dict() == reference.callbacks["early_stopping"].state_dict()
     assert resumed.callbacks["model_checkpoint"].state_dict() == reference.callbacks["model_checkpoint"].state_dict()

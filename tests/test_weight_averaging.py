@@ -11,10 +11,9 @@ from torch import nn
 from decltrain.callbacks import EMA, SWA, EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from decltrain.trainer import checkpoint, distributed
-from decltrain.trainer.errors import Preempted
 from tests.conftest import make_trainer, synthetic_splits
 from tests.test_distributed import free_port
-from tests.test_resume import SignalAtStep, assert_bit_identical
+from tests.test_resume import assert_bit_identical, stopped_then_resumed
 
 
 class RecordWeights(Callback):
@@ -61,13 +60,8 @@ def test_ema_is_the_hand_computed_average_and_what_validation_and_checkpoints_ho
 def test_ema_resume_is_bit_identical(tmp_path, stop_step):
     reference = ema_trainer(tmp_path / "ref", val_check_interval=5)
     reference.fit()
-    interrupted = ema_trainer(tmp_path / "run", extra={"signal": SignalAtStep(stop_step)}, val_check_interval=5)
-    with pytest.raises(Preempted):
-        interrupted.fit()
-    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    resumed = ema_trainer(tmp_path / "run", val_check_interval=5)
-    resumed.load_state_dict(state, "last.ckpt")
-    resumed.fit()
+    resumed = stopped_then_resumed(lambda extra: ema_trainer(tmp_path / "run", extra=extra, val_check_interval=5),
+                                   tmp_path / "run", stop_step)
     assert_bit_identical(resumed.model.state_dict(), reference.model.state_dict())
     for name in ("last.ckpt", "best.ckpt"):
         ours, theirs = (checkpoint.load(folder / "checkpoints" / name) for folder in (tmp_path / "run", tmp_path / "ref"))
@@ -90,12 +84,7 @@ def test_swa_averages_epoch_ends_with_its_own_lr_and_resumes_exactly(tmp_path):
     for key in state["model"]:
         torch.testing.assert_close(state["model"][key], sum(w[key] for w in epoch_ends) / 3)
 
-    interrupted = swa_trainer(tmp_path / "run", {"signal": SignalAtStep(40)})
-    with pytest.raises(Preempted):
-        interrupted.fit()
-    resumed = swa_trainer(tmp_path / "run")
-    resumed.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt"), "last.ckpt")
-    resumed.fit()
+    resumed = stopped_then_resumed(lambda extra: swa_trainer(tmp_path / "run", extra), tmp_path / "run", 40)
     assert_bit_identical(resumed.model.state_dict(), reference.model.state_dict())
 
 
