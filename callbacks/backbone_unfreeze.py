@@ -5,7 +5,7 @@ import logging
 from typing import Any
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer.checkpoint import unwrap
+from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")
@@ -14,7 +14,7 @@ log = logging.getLogger("trainer")
 class BackboneUnfreeze(Callback):
     """From epoch `epoch` on (0-based), every backbone parameter trains.
 
-    The optimizer holds the frozen parameters from the start (trainer/build.py), with the
+    The optimizer holds the frozen parameters from the start (trainer/commands/build.py), with the
     backbone's own settings from `optimizer.param_groups.backbone` (e.g. a lower `lr`), so
     unfreezing only flips `requires_grad`. The check runs at the start of every epoch, so a run
     resumed after the unfreeze epoch is unfrozen again and nothing needs to be checkpointed.

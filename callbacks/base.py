@@ -1,6 +1,6 @@
 """The callback events: the only way callbacks see the training loop.
 
-Order of events in `Trainer.fit` (the loop itself is trainer/loop.py):
+Order of events in `Trainer.fit` (the loop itself is trainer/engine/loop.py):
 
     on_fit_start
       for each epoch:
@@ -53,7 +53,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from decltrain.trainer.loop import Trainer
+    from decltrain.trainer.engine.loop import Trainer
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",

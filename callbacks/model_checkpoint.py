@@ -7,7 +7,7 @@ Files in `<run>/checkpoints/`:
 
 On a stop signal (SIGTERM, SIGINT, USR2), and when the loop stops inside an epoch (`max_steps`, a
 callback's `should_stop`), `last.ckpt` is written at the step where the loop stopped. Every file
-appears atomically (see trainer/checkpoint.py); a file leaves only after its replacement is
+appears atomically (see trainer/engine/checkpoint.py); a file leaves only after its replacement is
 safely on disk. Checkpoints are written in `on_train_epoch_end`, after every `on_validation_end`
 handler ran, so the saved callback states (early stopping's counter) are those of the finished
 epoch; after a mid-epoch validation (`trainer.val_check_interval`) they are written in
@@ -25,7 +25,7 @@ from typing import Any
 
 from decltrain.callbacks.base import Callback
 from decltrain.callbacks.monitor import Monitor
-from decltrain.trainer.checkpoint import fsync_dir, temporary_sibling
+from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
 
 log = logging.getLogger("trainer")

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer.checkpoint import unwrap
+from decltrain.trainer.engine.checkpoint import unwrap
 
 
 class ModelSummary(Callback):

@@ -8,10 +8,11 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer import distributed, optuna_trial
+from decltrain.trainer.engine import distributed
+from decltrain.trainer.runs import optuna_trial
 
 if TYPE_CHECKING:
-    from decltrain.trainer.loop import Trainer
+    from decltrain.trainer.engine.loop import Trainer
 
 log = logging.getLogger("trainer")
 RECORD = "optuna_trial.json"  # in the run folder: the trial, its reported values, whether it was pruned

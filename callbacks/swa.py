@@ -17,7 +17,7 @@ import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
 from decltrain.callbacks.weight_averaging import WeightAveraging, has_batchnorm
-from decltrain.trainer import data
+from decltrain.trainer.engine import data
 from decltrain.trainer.errors import UserError
 
 

@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer import distributed
+from decltrain.trainer.engine import distributed
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")

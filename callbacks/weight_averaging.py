@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer.checkpoint import unwrap
+from decltrain.trainer.engine.checkpoint import unwrap
 
 
 class WeightAveraging(Callback):

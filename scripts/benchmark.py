@@ -186,10 +186,10 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     from decltrain.callbacks.base import Callback
     from decltrain.datasets.torchvision_images import build
     from decltrain.models.mnist_cnn import MnistCNN
-    from decltrain.trainer import data
-    from decltrain.trainer.loop import Trainer
-    from decltrain.trainer.scheduling import LRSchedule
-    from decltrain.trainer.task import Task
+    from decltrain.trainer.engine import data
+    from decltrain.trainer.engine.loop import Trainer
+    from decltrain.trainer.engine.scheduling import LRSchedule
+    from decltrain.trainer.engine.task import Task
 
     seed = 42
     splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)

@@ -92,8 +92,8 @@ def compute_child(job: Job, device_name: str, precision: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from decltrain.trainer.loop import uses_channels_last
-    from decltrain.trainer.precision import Precision
+    from decltrain.trainer.engine.loop import uses_channels_last
+    from decltrain.trainer.engine.precision import Precision
 
     device = torch.device(device_name)
     torch.manual_seed(0)
@@ -128,9 +128,9 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     from decltrain.callbacks.base import Callback
     from decltrain.datasets.base import DataSplits, LoaderSettings
     from decltrain.datasets.in_memory import BatchTransform, InMemory
-    from decltrain.trainer.loop import Trainer
-    from decltrain.trainer.scheduling import LRSchedule
-    from decltrain.trainer.task import Task
+    from decltrain.trainer.engine.loop import Trainer
+    from decltrain.trainer.engine.scheduling import LRSchedule
+    from decltrain.trainer.engine.task import Task
 
     device = torch.device(device_name)
     generator = torch.Generator().manual_seed(0)

@@ -73,7 +73,7 @@ def splits(root: Path, cache: bool, cache_dir: Path, workers: int, image_size: i
 def loader_of(data_splits, seed: int = 0):
     import torch
 
-    from decltrain.trainer import data
+    from decltrain.trainer.engine import data
 
     return data.train_loader(data_splits.train, data_splits.loader, seed, torch.device("cpu"))
 

@@ -13,9 +13,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits, LoaderSettings
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO / ".." / "shared" / "data").resolve()

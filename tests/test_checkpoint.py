@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import TinyNet, make_trainer
-from decltrain.trainer import checkpoint
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 
 

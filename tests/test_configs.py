@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-import decltrain.trainer.cli  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
+import decltrain.trainer.commands.train  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config",

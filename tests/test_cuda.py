@@ -27,15 +27,15 @@ from decltrain.callbacks.base import Callback
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.datasets.in_memory import BatchTransform, InMemory
 from decltrain.models.mnist_cnn import MnistCNN
-from decltrain.trainer import checkpoint
-from decltrain.trainer.device import configure_determinism, load_rng_state, rng_state
+from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.engine.device import configure_determinism, load_rng_state, rng_state
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.loggers import Logger
-from decltrain.trainer.loop import Trainer, compile_mode
-from decltrain.trainer.precision import Precision
-from decltrain.trainer.run_folder import RunFolder
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.tracking.loggers import Logger
+from decltrain.trainer.engine.loop import Trainer, compile_mode
+from decltrain.trainer.engine.precision import Precision
+from decltrain.trainer.runs.run_folder import RunFolder
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 from tests.conftest import REPO, make_trainer, run_train, train_command
 
 

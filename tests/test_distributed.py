@@ -16,11 +16,12 @@ from torch import nn
 from decltrain.callbacks import ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
-from decltrain.trainer import checkpoint, distributed, schema
+from decltrain.trainer.commands import schema
+from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 
 def free_port() -> int:

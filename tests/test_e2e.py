@@ -130,7 +130,7 @@ def test_non_editable_install_finds_its_configs(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = ("import decltrain.trainer as package\n"
             f"assert package.__file__.startswith({str(target)!r}), package.__file__\n"
-            "from decltrain.trainer.cli import train; train()")
+            "from decltrain.trainer.commands.train import train; train()")
     result = subprocess.run([sys.executable, "-c", code, "--cfg", "job"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

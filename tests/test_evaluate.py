@@ -1,4 +1,4 @@
-"""`evaluate` on a run trained in the test session, and reopening run folders (trainer/run_folder.py)."""
+"""`evaluate` on a run trained in the test session, and reopening run folders (trainer/runs/run_folder.py)."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import yaml
 from omegaconf import OmegaConf
 
 from tests.conftest import run_command
-from decltrain.trainer import evaluate
-from decltrain.trainer.commands import split_overrides
+from decltrain.trainer.commands import evaluate
+from decltrain.trainer.commands.entry_points import split_overrides
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.run_folder import RunFolder
+from decltrain.trainer.runs.run_folder import RunFolder
 
 
 def test_evaluate_reproduces_the_training_test_metrics(tiny_run, tmp_path, data_dir):

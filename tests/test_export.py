@@ -14,9 +14,9 @@ import torch
 from omegaconf import OmegaConf
 
 from tests.conftest import run_command
-from decltrain.trainer import export
+from decltrain.trainer.commands import export
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.run_folder import RunFolder
+from decltrain.trainer.runs.run_folder import RunFolder
 
 # Any import of the toolkit's packages fails in the checking process.
 BLOCK_TOOLKIT = "import sys\nfor name in ('trainer', 'models', 'datasets', 'callbacks', 'configs'): sys.modules[name] = None\n"

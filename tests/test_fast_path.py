@@ -18,11 +18,11 @@ from decltrain.datasets.base import DataSplits, LoaderSettings, TransformedSubse
 from decltrain.datasets.images import image_pipeline
 from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
 from decltrain.models.mnist_cnn import MnistCNN
-from decltrain.trainer import checkpoint, data
+from decltrain.trainer.engine import checkpoint, data
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.loop import Trainer, uses_channels_last
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.loop import Trainer, uses_channels_last
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CPU = torch.device("cpu")

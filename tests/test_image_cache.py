@@ -16,11 +16,11 @@ from decltrain.callbacks.base import Callback
 from decltrain.datasets import image_folder
 from decltrain.datasets.base import DataSplits
 from decltrain.datasets.image_cache import CachedImages
-from decltrain.trainer import checkpoint
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 from tests.conftest import run_train
 from tests.test_fast_path import StopAtStep
 

@@ -7,7 +7,7 @@ import torch
 from decltrain.callbacks.base import Callback
 from tests.conftest import make_trainer, synthetic_splits
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.engine.scheduling import LRSchedule
 
 
 class EventRecorder(Callback):

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from decltrain.callbacks import BackboneUnfreeze
 from decltrain.models import MLP, CifarCNN, MnistCNN, SequenceClassifier, TorchvisionClassifier
-from decltrain.trainer import build
+from decltrain.trainer.commands import build
 from decltrain.trainer.errors import UserError
 
 IMAGE_MODELS = [

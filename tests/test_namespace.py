@@ -100,7 +100,7 @@ def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, t
     python = coexisting_venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "uninstall", "--yes", "--quiet",
                     "standin-ml"], check=True, capture_output=True, timeout=120)
-    result = subprocess.run([str(python), "-c", "import decltrain.trainer.cli, decltrain.datasets.base"],
+    result = subprocess.run([str(python), "-c", "import decltrain.trainer.commands.train, decltrain.datasets.base"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     gone = subprocess.run([str(python), "-c", "import datasets"], cwd=tmp_path, capture_output=True, text=True)
@@ -137,7 +137,7 @@ def test_run_folder_saved_with_the_old_module_paths_still_evaluates(tiny_run, tm
 def test_old_paths_are_rewritten_only_where_they_name_ours():
     from omegaconf import OmegaConf
 
-    from decltrain.trainer import legacy_paths
+    from decltrain.trainer.runs import legacy_paths
 
     old = OmegaConf.create({
         "model": {"_target_": "models.MnistCNN", "hidden": 3},
@@ -154,7 +154,7 @@ def test_old_paths_are_rewritten_only_where_they_name_ours():
     assert new["dataset"]["root"] == "${oc.env:DATA_DIR,data}"
     assert new["dataset"]["train_transforms"][0]["_target_"] == "torchvision.transforms.v2.RandomCrop"
     assert new["callbacks"] == {"mine": {"_target_": "models.UsersOwnNet"}, "off": None}
-    assert new["trainer"]["_target_"] == "decltrain.trainer.loop.Trainer"
+    assert new["trainer"]["_target_"] == "decltrain.trainer.engine.loop.Trainer"
 
 
 def test_nothing_is_installed_under_the_old_top_level_names():

@@ -7,9 +7,9 @@ import torch
 from decltrain.callbacks.base import Callback
 from decltrain.callbacks.gradient_clipping import total_norm
 from tests.conftest import TinyNet, make_trainer
-from decltrain.trainer import checkpoint
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.precision import Precision
+from decltrain.trainer.engine.precision import Precision
 
 
 class GradNorms(Callback):

@@ -1,4 +1,4 @@
-"""`predict` on a run trained in the test session, and the input handling of trainer/predict.py."""
+"""`predict` on a run trained in the test session, and the input handling of trainer/commands/predict.py."""
 from __future__ import annotations
 
 import csv
@@ -11,9 +11,9 @@ from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits
 from tests.conftest import run_command
-from decltrain.trainer import predict
+from decltrain.trainer.commands import predict
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.run_folder import RunFolder
+from decltrain.trainer.runs.run_folder import RunFolder
 
 DIGITS = 5
 

@@ -16,10 +16,10 @@ import torch
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
-from decltrain.trainer import checkpoint
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
 
 
 class SignalAtStep(Callback):

@@ -14,12 +14,13 @@ from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
-from decltrain.trainer import checkpoint, config_drift
+from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.runs import config_drift
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.loggers import Logger
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.tracking.loggers import Logger
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 from tests.conftest import TinyNet, make_trainer, synthetic_splits
 
 STEPS_PER_EPOCH = 16  # synthetic_splits: 256 samples in batches of 16
@@ -212,7 +213,7 @@ def test_skip_under_ddp_every_rank_skips_the_same_step(tmp_path):
 
 def test_the_report_pairs_each_value_with_its_model(tmp_path):
     """metrics.json: `best` is what best.ckpt scored (the value sweepers get), `last` where training ended."""
-    from decltrain.trainer.run import _report
+    from decltrain.trainer.commands.train_job import _report
 
     seen = {}
 

@@ -25,11 +25,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from decltrain.datasets.base import LoaderSettings, TransformedSubset
-from decltrain.trainer import checkpoint
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.loggers import TensorBoardLogger
-from decltrain.trainer.run import purge_step
-from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.tracking.loggers import TensorBoardLogger
+from decltrain.trainer.commands.train_job import purge_step
+from decltrain.trainer.engine.scheduling import LRSchedule
 from tests.conftest import make_trainer, run_train, synthetic_splits, train_command
 
 EPOCHS = 3

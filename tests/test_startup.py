@@ -26,7 +26,7 @@ def test_help_and_cfg_job_do_not_import_torch(args: list[str]):
 
 
 def _omp_policy_after_importing_cli(env: dict[str, str]) -> list[str]:
-    code = "import sys, os, trainer.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    code = "import sys, os, decltrain.trainer.commands.train; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                             check=True)
     return result.stdout.split()

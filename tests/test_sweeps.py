@@ -8,7 +8,7 @@ import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from decltrain.trainer import sweep_summary
+from decltrain.trainer.runs import sweep_summary
 from tests.conftest import run_train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",

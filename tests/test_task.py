@@ -7,8 +7,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 from torchmetrics import MeanMetric
 
-from decltrain.trainer.loggers import TensorBoardLogger
-from decltrain.trainer.task import Task
+from decltrain.trainer.tracking.loggers import TensorBoardLogger
+from decltrain.trainer.engine.task import Task
 
 
 def accumulate(task: Task, batches: list[tuple[torch.Tensor, torch.Tensor]], confusion: bool = False):

@@ -16,11 +16,12 @@ from decltrain.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from decltrain.callbacks.model_summary import summary_table
 from decltrain.callbacks.timer import parse_duration
 from decltrain.datasets import csv_table
-from decltrain.trainer import checkpoint, schema
+from decltrain.trainer.commands import schema
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.loggers import Logger
-from decltrain.trainer.lr_finder import range_test, suggest
-from decltrain.trainer.task import ClassificationLoss, Task
+from decltrain.trainer.tracking.loggers import Logger
+from decltrain.trainer.engine.lr_finder import range_test, suggest
+from decltrain.trainer.engine.task import ClassificationLoss, Task
 from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits, train_command
 from tests.test_resume import assert_bit_identical, stopped_then_resumed
 
@@ -193,7 +194,7 @@ def test_range_test_sweeps_a_copy_and_suggests_a_rate_before_divergence():
     model = TinyNet()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    from decltrain.trainer import data
+    from decltrain.trainer.engine import data
     loader = data.train_loader(splits.train, splits.loader, 0, torch.device("cpu"))
     rng = torch.get_rng_state()
     result = range_test(model, optimizer, loader, Task(nn.CrossEntropyLoss(), "multiclass", 3), torch.device("cpu"),

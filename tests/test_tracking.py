@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from decltrain.trainer.csv_logger import CSVLogger
-from decltrain.trainer.hparams import select
+from decltrain.trainer.tracking.csv_logger import CSVLogger
+from decltrain.trainer.tracking.hparams import select
 from tests.conftest import run_train
 
 SHORT = ("trainer.limit_train_batches=10", "trainer.limit_val_batches=2")
@@ -58,7 +58,7 @@ def test_hparams_are_the_values_that_matter():
 
 
 def test_unreachable_tracking_server_warns_once_and_the_logger_goes_quiet(tmp_path, caplog):
-    from decltrain.trainer.mlflow_logger import MLflowLogger
+    from decltrain.trainer.tracking.mlflow_logger import MLflowLogger
 
     with caplog.at_level(logging.WARNING, logger="trainer"):
         logger = MLflowLogger(tmp_path, tracking_uri="http://127.0.0.1:9", experiment_name="x")

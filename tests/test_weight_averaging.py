@@ -10,7 +10,7 @@ from torch import nn
 
 from decltrain.callbacks import EMA, SWA, EarlyStopping, ModelCheckpoint
 from decltrain.callbacks.base import Callback
-from decltrain.trainer import checkpoint, distributed
+from decltrain.trainer.engine import checkpoint, distributed
 from tests.conftest import make_trainer, synthetic_splits
 from tests.test_distributed import free_port
 from tests.test_resume import assert_bit_identical, stopped_then_resumed

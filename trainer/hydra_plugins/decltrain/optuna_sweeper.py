@@ -26,8 +26,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer import optuna_trial, sweep_summary
-from decltrain.trainer.launch import quote_override
+from decltrain.trainer.runs import optuna_trial, sweep_summary
+from decltrain.trainer.commands.launch import quote_override
 from hydra_plugins.decltrain import search_space
 
 log = logging.getLogger("trainer")
@@ -67,7 +67,7 @@ class OptunaSweeper(Sweeper):
         self.sampler = sampler
         self.pruner = pruner
         self.params = dict(params or {})
-        # One per trial run by this call, for the sweep summary (trainer/sweep_summary.py).
+        # One per trial run by this call, for the sweep summary (trainer/runs/sweep_summary.py).
         self.records: list[sweep_summary.JobRecord] = []
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:

@@ -1,4 +1,4 @@
-"""Hydra's submitit launchers, with requeued jobs that continue their runs (see trainer/requeue.py).
+"""Hydra's submitit launchers, with requeued jobs that continue their runs (see trainer/runs/requeue.py).
 
 `configs/hydra/launcher/slurm.yaml` picks `SlurmLauncher`. Hydra's launcher requeues a job with
 the arguments it started with, which would train from scratch in the same folder; here it gets

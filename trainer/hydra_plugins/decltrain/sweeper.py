@@ -2,8 +2,8 @@
 
 Hydra's `BasicSweeper` raises the first failed job's exception once its batch is back, which
 skips every later batch and shows a traceback instead of the results. This one launches every
-batch, then prints the summary (trainer/sweep_summary.py) and exits with 1 if any job failed
-(0 when all succeeded). Jobs fail by raising (trainer/cli.py), so Hydra records each failure
+batch, then prints the summary (trainer/runs/sweep_summary.py) and exits with 1 if any job failed
+(0 when all succeeded). Jobs fail by raising (trainer/commands/train.py), so Hydra records each failure
 in its `JobReturn`, with any launcher (local, submitit). As when the basic sweeper raises, Hydra's
 `on_multirun_end` callbacks do not run after a failed job. No torch import.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 
-from decltrain.trainer import sweep_summary
+from decltrain.trainer.runs import sweep_summary
 
 FAILED_SWEEP_EXIT_CODE = 1
 

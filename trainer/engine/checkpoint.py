@@ -4,7 +4,7 @@ A checkpoint is one dict of plain tensors and containers:
   format_version, model (state_dict with plain parameter names), optimizer, lr_schedule,
   precision (grad scaler), progress (the loop's position: epoch, batch within it; global step),
   callbacks ({name: state}), rng (python, numpy, torch, cuda; `rng_per_rank` under DDP), config
-  (the resolved config as YAML text, compared on resume by trainer/config_drift.py),
+  (the resolved config as YAML text, compared on resume by trainer/runs/config_drift.py),
   logged_at_step (the scalars logged at the checkpoint's step, replayed by a resumed run).
   With weight averaging (EMA, SWA), "model" holds the averaged weights, the ones to evaluate
   and deploy, and "training_weights" the raw weights training continues from.

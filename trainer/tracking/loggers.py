@@ -1,6 +1,6 @@
 """Experiment loggers. The Trainer calls them only on the global-zero process.
 
-Every logger is built (trainer/build.py) from its `logger.<name>` config plus three values of
+Every logger is built (trainer/commands/build.py) from its `logger.<name>` config plus three values of
 the run: `log_dir` (the run folder), `purge_step` (a resumed run's first step: points an
 interrupted run wrote at or after it are dropped where the logger can) and `resumed` (what the
 loggers' `state_dict`s put into the checkpoint being resumed, else an empty dict).
@@ -31,7 +31,7 @@ class Logger:
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
 
     def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The values that tell runs apart (trainer/hparams.py) with the run's final metrics."""
+        """The values that tell runs apart (trainer/tracking/hparams.py) with the run's final metrics."""
 
     def log_image(self, name: str, image: torch.Tensor, step: int) -> None: ...
 

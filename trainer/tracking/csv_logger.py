@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from decltrain.trainer.loggers import Logger
+from decltrain.trainer.tracking.loggers import Logger
 
 FILE_NAME = "metrics.csv"
 

@@ -11,12 +11,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.base import Callback
-from decltrain.trainer import build, checkpoint, config_drift, distributed, hparams, provenance, resume
+from decltrain.trainer.commands import build
+from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.runs import config_drift, resume
+from decltrain.trainer.tracking import hparams, provenance
 from decltrain.trainer.console import print_config, print_metrics
-from decltrain.trainer.device import seed_everything
+from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.task import Task
 
 log = logging.getLogger("trainer")
 

@@ -20,8 +20,10 @@ from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer import build, checkpoint, legacy_paths
-from decltrain.trainer.device import seed_everything
+from decltrain.trainer.commands import build
+from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.runs import legacy_paths
+from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError
 
 CONFIG = Path(".hydra") / "config.yaml"

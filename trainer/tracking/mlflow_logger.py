@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from decltrain.trainer import provenance, tracking
-from decltrain.trainer.hparams import flatten
-from decltrain.trainer.tracking import Tracker, artifact_files, run_name
+from decltrain.trainer.tracking import provenance, tracking
+from decltrain.trainer.tracking.hparams import flatten
+from decltrain.trainer.tracking.tracking import Tracker, artifact_files, run_name
 
 # MLflow retries an unreachable server for minutes by default (7 retries with backoff, 120 s
 # timeout); a tracker must never hold a run up that long, so a server that does not answer within

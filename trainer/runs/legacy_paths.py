@@ -4,7 +4,8 @@ Run folders and checkpoints written earlier name classes by their old top-level 
 (`models.MnistCNN`, `datasets.torchvision_images.build`, `callbacks.ModelCheckpoint`,
 `trainer.loggers.TensorBoardLogger`). Those paths now belong to whatever the user's environment
 has under such names (Hugging Face `datasets`, a user's own `models/`), so an old path is
-rewritten only when the same path under `decltrain.` names one of ours.
+rewritten only when the same path under `decltrain.` names one of ours. Configs saved before
+`decltrain.trainer` was split by role name the modules that moved (`MOVED`) by their flat path.
 """
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 OLD_PACKAGES = ("trainer", "callbacks", "datasets", "models", "configs")
 PACKAGE = "decltrain"
+# Modules of `decltrain.trainer` a saved config can name (loss, loggers), before and after the split.
+MOVED = {f"{PACKAGE}.trainer.{module}": f"{PACKAGE}.trainer.{package}.{module}" for package, module in (
+    ("engine", "task"), ("tracking", "loggers"), ("tracking", "csv_logger"), ("tracking", "mlflow_logger"),
+    ("tracking", "wandb_logger"))}
 # Keys whose string values are dotted import paths.
 PATH_KEYS = ("_target_", "collate_fn")
 
@@ -34,11 +39,17 @@ def _rewrite(node: Any) -> Any:
 
 
 def upgraded_path(path: str) -> str:
-    """`models.MnistCNN` -> `decltrain.models.MnistCNN` when that exists; anything else unchanged."""
-    if path.split(".", 1)[0] not in OLD_PACKAGES:
+    """`models.MnistCNN` -> `decltrain.models.MnistCNN` when that exists; anything else unchanged.
+
+    `trainer.loggers.TensorBoardLogger` and `decltrain.trainer.loggers.TensorBoardLogger` both
+    become `decltrain.trainer.tracking.loggers.TensorBoardLogger`.
+    """
+    if path.split(".", 1)[0] not in OLD_PACKAGES + (PACKAGE,):
         return path
-    candidate = f"{PACKAGE}.{path}"
+    candidate = path if path.startswith(f"{PACKAGE}.") else f"{PACKAGE}.{path}"
     module, _, name = candidate.rpartition(".")
+    module = MOVED.get(module, module)
+    candidate = f"{module}.{name}"
     try:
         return candidate if hasattr(importlib.import_module(module), name) else path
     except ImportError:

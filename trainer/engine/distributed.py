@@ -1,7 +1,7 @@
 """The process group of one worker: torchrun's environment in, torch.distributed collectives out.
 
 Every worker is started by torch elastic (`torchrun`, or `train trainer.devices=N`, which starts
-torch elastic itself; see trainer/launch.py), so RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
+torch elastic itself; see trainer/commands/launch.py), so RANK, LOCAL_RANK, WORLD_SIZE and the rendezvous
 address come from the environment. Outside torchrun nothing here starts a group and every helper
 is a no-op for a world of one, so single-process code pays nothing.
 """
@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from decltrain.trainer.device import resolve_device
+from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.errors import UserError
 
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from torchmetrics.classification import (
 )
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
-from decltrain.trainer.confusion import confusion_image
+from decltrain.trainer.engine.confusion import confusion_image
 from decltrain.trainer.errors import UserError
 
 TASKS = ("multiclass", "binary", "regression")

@@ -19,8 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from decltrain.trainer.data import Loader
-from decltrain.trainer.task import Task
+from decltrain.trainer.engine.data import Loader
+from decltrain.trainer.engine.task import Task
 
 SMOOTHING = 0.98  # exponential moving average of the loss (debiased), as in fastai
 SKIP_START = 10  # the first steps' slope is noise

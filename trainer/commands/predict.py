@@ -21,9 +21,9 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.device import resolve_device
+from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.errors import UserError, first_line
-from decltrain.trainer.run_folder import RunFolder
+from decltrain.trainer.runs.run_folder import RunFolder
 
 log = logging.getLogger("trainer")
 IMAGE_MODES = {1: "L", 3: "RGB"}  # channels of the model's input -> PIL mode

@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 from torch import nn
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer import checkpoint, data
+from decltrain.trainer.engine import checkpoint, data
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.run_folder import RunFolder
+from decltrain.trainer.runs.run_folder import RunFolder
 
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 INPUT_NAME, OUTPUT_NAME = "input", "output"

@@ -1,7 +1,7 @@
-"""The `train` console script: Hydra composes the config, `trainer.run` does the work.
+"""The `train` console script: Hydra composes the config, `commands.train_job` does the work.
 
 This module imports no torch, so `train --help` and `train --cfg job` answer quickly.
-With several devices the process Hydra started only launches the workers (trainer/launch.py);
+With several devices the process Hydra started only launches the workers (trainer/commands/launch.py);
 each worker comes back through this same entry point under torch elastic.
 """
 from __future__ import annotations
@@ -17,7 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import hydra_plugins.decltrain
-from decltrain.trainer import launch, requeue, resume, schema
+from decltrain.trainer.commands import launch, schema
+from decltrain.trainer.runs import requeue, resume
 
 # OpenMP threads that finished their share sleep instead of spinning (unless the user chose
 # otherwise). OpenMP reads this once, when torch loads, which is later than here: this module
@@ -36,7 +37,7 @@ SIGNAL_EXIT_BASE = 128
 ABORTED_EXIT_CODE = 130
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     """Runs one job; returns the monitored validation metric so Hydra sweepers can optimise it.
 
@@ -50,8 +51,8 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         if launch.should_launch(cfg):
             return launch.launch_workers(cfg)
-        from decltrain.trainer import distributed
-        from decltrain.trainer.run import run
+        from decltrain.trainer.engine import distributed
+        from decltrain.trainer.commands.train_job import run
 
         if launch.under_torchrun() and os.environ["RANK"] != "0":
             log.setLevel(logging.WARNING)  # rank 0 speaks for the job; errors still show from every rank
@@ -103,7 +104,7 @@ def importable_working_directory() -> None:
 
 
 def train() -> None:
-    """The console script (also `python -m trainer.cli`, which is how launched workers start)."""
+    """The console script (also `python -m decltrain.trainer.commands.train`, which is how launched workers start)."""
     importable_working_directory()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:

@@ -32,14 +32,15 @@ from decltrain.callbacks.base import EVENTS, Callback, overrides
 from decltrain.callbacks.monitor import Monitor
 from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer import checkpoint, data, distributed, requeue
-from decltrain.trainer.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
+from decltrain.trainer.engine import checkpoint, data, distributed
+from decltrain.trainer.runs import requeue
+from decltrain.trainer.engine.device import configure_determinism, explain_nondeterministic, load_rng_state, rng_state
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
-from decltrain.trainer.loggers import Logger
-from decltrain.trainer.precision import Precision
-from decltrain.trainer.profiler import build_profiler
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.tracking.loggers import Logger
+from decltrain.trainer.engine.precision import Precision
+from decltrain.trainer.engine.profiler import build_profiler
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 log = logging.getLogger("trainer")
 
@@ -85,7 +86,7 @@ class Trainer:
         self.nonfinite_loss = nonfinite_loss
         self.init_from = init_from
         self.init_strict = init_strict
-        # Launching happens before the Trainer exists (trainer/launch.py): here the world is given.
+        # Launching happens before the Trainer exists (trainer/commands/launch.py): here the world is given.
         self.world_size = distributed.world_size()
         if devices > 1 and self.world_size == 1:
             raise UserError(f"trainer.devices={devices} needs {devices} processes; start the run with the `train` "
@@ -256,7 +257,7 @@ class Trainer:
         """SIGTERM, SIGINT and submitit's early signal (USR2) stop the loop at the next step.
 
         A second SIGINT aborts at once. The handlers installed before (submitit's, in a SLURM job)
-        are back in place afterwards: trainer/requeue.py hands the stop on to them.
+        are back in place afterwards: trainer/runs/requeue.py hands the stop on to them.
         """
         def request_stop(signum: int, frame: object) -> None:
             if self._signal is not None and signum == signal.SIGINT:
@@ -513,7 +514,7 @@ class Trainer:
         per_rank = state.get("rng_per_rank") or []
         load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
         # What the earlier run logged at this step before the checkpoint: the loggers that purged
-        # from this step (trainer/run.py), dropping what it logged after (a final test), get it again.
+        # from this step (trainer/commands/train_job.py), dropping what it logged after (a final test), get it again.
         self._logged_step, self._logged = self.global_step, dict(state.get("logged_at_step") or {})
         if self.is_global_zero and self._logged:
             for logger in self.loggers:

@@ -11,8 +11,8 @@ import logging
 
 from omegaconf import OmegaConf
 
-from decltrain.trainer import legacy_paths
-from decltrain.trainer.hparams import flatten
+from decltrain.trainer.runs import legacy_paths
+from decltrain.trainer.tracking.hparams import flatten
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")

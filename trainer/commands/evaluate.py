@@ -10,12 +10,12 @@ import json
 
 from omegaconf import DictConfig
 
-from decltrain.trainer import build
+from decltrain.trainer.commands import build
 from decltrain.trainer.console import print_metrics
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.run_folder import RunFolder
-from decltrain.trainer.scheduling import LRSchedule
-from decltrain.trainer.task import Task
+from decltrain.trainer.runs.run_folder import RunFolder
+from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 SPLITS = ("test", "val")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from decltrain.trainer.errors import first_line
-from decltrain.trainer.loggers import Logger
+from decltrain.trainer.tracking.loggers import Logger
 
 log = logging.getLogger("trainer")
 T = TypeVar("T")

@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from decltrain.trainer import provenance, tracking
-from decltrain.trainer.tracking import Tracker, artifact_files, run_name
+from decltrain.trainer.tracking import provenance, tracking
+from decltrain.trainer.tracking.tracking import Tracker, artifact_files, run_name
 
 _EXIT_CODE = {"success": 0, "failed": 1, "killed": 143}
 _INIT_TIMEOUT_S = 60  # W&B waits 90 s for an unreachable server by default

@@ -6,7 +6,7 @@ Two ways in, one engine (torch elastic, what `torchrun` runs):
   (`hydra.run.dir=...`), and waits. Elastic ends every worker as soon as one fails.
 - `torchrun --nproc_per_node=N --no-python train ...`: every rank composes its own config, so the
   ranks above 0 are sent to a throwaway folder before Hydra starts (`isolate_nonzero_rank`) and
-  learn rank 0's folder by broadcast once the process group is up (trainer/run.py).
+  learn rank 0's folder by broadcast once the process group is up (trainer/commands/train_job.py).
 
 No torch import at module level: `train --help` stays fast.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer import requeue
+from decltrain.trainer.runs import requeue
 
 log = logging.getLogger("trainer")
 
@@ -92,7 +92,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
     log.info("starting %d worker processes (torch elastic); run folder %s", devices, run_dir)
     try:
         with _early_signal_stops_workers(SignalException):
-            elastic_launch(config, sys.executable)("-m", "decltrain.trainer.cli", *worker_arguments(hydra_cfg))
+            elastic_launch(config, sys.executable)("-m", "decltrain.trainer.commands.train", *worker_arguments(hydra_cfg))
     except SignalException as stop:
         # Elastic has passed the signal on to the workers and waited for them: they agreed on a
         # step, rank 0 wrote last.ckpt and printed how to resume. The CLI exits or requeues.
@@ -112,7 +112,7 @@ def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[N
     Elastic turns SIGTERM, SIGINT, SIGHUP and SIGQUIT into a `SignalException`, passes that
     signal to the workers and waits for them; USR2 it leaves alone, so submitit's handler would
     requeue the job at once, before the workers wrote their checkpoint. Raised the same way,
-    USR2 reaches the workers (which stop on it like on SIGTERM) and then trainer/requeue.py.
+    USR2 reaches the workers (which stop on it like on SIGTERM) and then trainer/runs/requeue.py.
     """
     early = requeue.early_signal()
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer.cli import USER_ERROR_EXIT_CODE, importable_working_directory
+from decltrain.trainer.commands.train import USER_ERROR_EXIT_CODE, importable_working_directory
 from decltrain.trainer.errors import UserError
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`).
 FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
                               "-sc", "--shell-completion", "--info", "--experimental-rerun"})
@@ -60,7 +60,7 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
         own_keys = {str(key) for key in OmegaConf.load(CONFIGS / f"{config_name}.yaml")} - {"defaults", "hydra"}
         sys.argv[1:], run_overrides = split_overrides(sys.argv[1:], own_keys)
 
-        @hydra.main(version_base="1.3", config_path="../configs", config_name=config_name)
+        @hydra.main(version_base="1.3", config_path="../../configs", config_name=config_name)
         def app(cfg: DictConfig) -> None:
             try:
                 missing = sorted(OmegaConf.missing_keys(cfg))
@@ -77,6 +77,6 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
     return entry_point
 
 
-evaluate = _command("evaluate", "decltrain.trainer.evaluate")
-predict = _command("predict", "decltrain.trainer.predict")
-export_model = _command("export", "decltrain.trainer.export")
+evaluate = _command("evaluate", "decltrain.trainer.commands.evaluate")
+predict = _command("predict", "decltrain.trainer.commands.predict")
+export_model = _command("export", "decltrain.trainer.commands.export")

@@ -3,7 +3,7 @@
 How a SLURM job of `train -m hydra/launcher=slurm` gets through its time limit or a preemption:
 1. SLURM signals the job: submitit's early signal (USR2, `signal_delay_s` seconds before the time
    limit; `SUBMITIT_PREEMPT_SIGNAL` names another) or SIGTERM (preemption). During training the
-   loop (trainer/loop.py) catches both, finishes the optimizer step and writes `last.ckpt`.
+   loop (trainer/engine/loop.py) catches both, finishes the optimizer step and writes `last.ckpt`.
 2. `hand_over` then gives the stop to submitit's own handler, which asks the launcher for the job
    to run next (hydra_plugins.decltrain.submitit_launcher: the same job with `resume=auto`), saves it and requeues the
    job (`scontrol requeue`). Time limits count against `max_num_timeout`; preemptions do not.

@@ -18,9 +18,9 @@ from torch.utils.data import default_collate
 from decltrain.callbacks.base import Callback
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.errors import UserError, first_line
-from decltrain.trainer.loggers import Logger
-from decltrain.trainer.loop import Trainer
-from decltrain.trainer.scheduling import LRSchedule
+from decltrain.trainer.tracking.loggers import Logger
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.scheduling import LRSchedule
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -143,7 +143,7 @@ def callbacks(cfg: DictConfig) -> dict[str, Callback]:
 def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None,
             resumed: dict[str, Any] | None = None) -> list[Logger]:
     """The loggers of `logger.*`, each told the run folder and, for a resumed run, where it
-    continues (see trainer/loggers.py)."""
+    continues (see trainer/tracking/loggers.py)."""
     return [instantiate_node(node, f"logger.{name}", log_dir=str(run_dir), purge_step=purge_step,
                              resumed=resumed or {})
             for name, node in (cfg.get("logger") or {}).items() if node is not None]

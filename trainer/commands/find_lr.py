@@ -2,7 +2,7 @@
 
 `find-lr config=mnist_cnn [any train override]` composes the same config as `train` (plus the
 `lr_find` settings of configs/find_lr.yaml), builds the data, model and optimizer as a run
-would, sweeps a copy of them (trainer/lr_finder.py), and writes into its own folder
+would, sweeps a copy of them (trainer/engine/lr_finder.py), and writes into its own folder
 (outputs/<experiment>/find_lr_<time>/): lr_find.png, lr_find.json and TensorBoard events.
 It prints the suggested rate and the `train` command line that uses it; the experiment's seed
 and model are not changed, so that command trains from the same start as without find-lr.
@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from decltrain.trainer import cli  # noqa: F401  (registers the config schema and resolvers, as for `train`)
+from decltrain.trainer.commands import train  # noqa: F401  (registers the config schema and resolvers, as for `train`)
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")
@@ -28,10 +28,12 @@ log = logging.getLogger("trainer")
 def run(cfg: DictConfig) -> float:
     from torch.utils.tensorboard import SummaryWriter
 
-    from decltrain.trainer import build, data, distributed
-    from decltrain.trainer.device import seed_everything
-    from decltrain.trainer.lr_finder import plot, range_test
-    from decltrain.trainer.task import Task
+    from decltrain.trainer.commands import build
+
+    from decltrain.trainer.engine import data, distributed
+    from decltrain.trainer.engine.device import seed_everything
+    from decltrain.trainer.engine.lr_finder import plot, range_test
+    from decltrain.trainer.engine.task import Task
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = cfg.lr_find
@@ -63,13 +65,13 @@ def run(cfg: DictConfig) -> float:
     return result.suggestion
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="find_lr")
+@hydra.main(version_base="1.3", config_path="../../configs", config_name="find_lr")
 def _main(cfg: DictConfig) -> None:
     try:
         run(cfg)
     except UserError as err:
         log.error("%s", err)
-        sys.exit(cli.USER_ERROR_EXIT_CODE)
+        sys.exit(train.USER_ERROR_EXIT_CODE)
 
 
 def main() -> None:

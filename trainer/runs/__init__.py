@@ -1,0 +1,2 @@
+"""Run folders over time: their layout, resuming, config drift, requeueing, and sweeps of many runs.
+"""

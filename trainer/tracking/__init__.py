@@ -1,0 +1,2 @@
+"""Where a run's numbers go: TensorBoard, CSV, MLflow, W&B, and the run's provenance record.
+"""
