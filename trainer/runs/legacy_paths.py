@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 OLD_PACKAGES = ("trainer", "callbacks", "datasets", "models", "configs")
 PACKAGE = "decltrain"
-# Modules of `decltrain.trainer` a saved config can name (loss, loggers), before and after the split.
+# Modules of `decltrain.trainer` a saved config can name (trainer, loss, loggers), before and after the split.
 MOVED = {f"{PACKAGE}.trainer.{module}": f"{PACKAGE}.trainer.{package}.{module}" for package, module in (
-    ("engine", "task"), ("tracking", "loggers"), ("tracking", "csv_logger"), ("tracking", "mlflow_logger"),
+    ("engine", "loop"), ("engine", "task"), ("tracking", "loggers"), ("tracking", "csv_logger"), ("tracking", "mlflow_logger"),
     ("tracking", "wandb_logger"))}
 # Keys whose string values are dotted import paths.
 PATH_KEYS = ("_target_", "collate_fn")
