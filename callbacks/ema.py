@@ -7,11 +7,11 @@ dominated by the random initial weights.
 """
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from decltrain.callbacks.base import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging
 from decltrain.trainer.errors import UserError
 
@@ -34,5 +34,5 @@ class EMA(WeightAveraging):
                      num_averaged: torch.Tensor) -> None:
         get_ema_multi_avg_fn(self.current_decay())(averaged, current, num_averaged)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         self.update(trainer)

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.monitor import Monitor
 from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
@@ -52,7 +52,7 @@ class ModelCheckpoint(Callback):
     def best_path(self) -> Path | None:
         return self.dir / "best.ckpt" if self.top_k else None
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
         # Under DDP every rank keeps the same bookkeeping (metrics are reduced over ranks), so
         # each knows `best_path`; only the global-zero rank touches files.
@@ -61,22 +61,22 @@ class ModelCheckpoint(Callback):
         for stale in self.dir.glob(".*.tmp") if self._writes else ():
             stale.unlink(missing_ok=True)
 
-    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
             self._latest = dict(metrics)
         if trainer.validating_mid_epoch:
             self._save_validated(trainer)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer, self.dir / "last.ckpt")
 
-    def on_train_epoch_end(self, trainer: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerView) -> None:
         if (trainer.epoch + 1) % self.every_n_epochs == 0:
             self._save_validated(trainer)
         self._latest = None
 
-    def _save_validated(self, trainer: Any) -> None:
+    def _save_validated(self, trainer: TrainerView) -> None:
         """Top-k and last checkpoints of the state that was just validated."""
         metrics, self._latest = self._latest, None
         if trainer.fast_dev_run:
@@ -100,12 +100,12 @@ class ModelCheckpoint(Callback):
             else:
                 self._save(trainer, self.dir / "last.ckpt")
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """The loop stopped inside an epoch (`max_steps`, `should_stop`): keep that step to continue from."""
         if self.save_last and trainer.batch_idx > 0:
             self._save(trainer, self.dir / "last.ckpt")
 
-    def on_exception(self, trainer: Any, error: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
         if isinstance(error, Preempted):
             self._save(trainer, self.dir / "last.ckpt")
@@ -131,7 +131,7 @@ class ModelCheckpoint(Callback):
         if self._writes:
             _publish(source, target)
 
-    def _save(self, trainer: Any, path: Path) -> None:
+    def _save(self, trainer: TrainerView, path: Path) -> None:
         if not trainer.fast_dev_run:
             trainer.save_checkpoint(path)
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.runs import optuna_trial
-
-if TYPE_CHECKING:
-    from decltrain.trainer.engine.loop import Trainer
 
 log = logging.getLogger("trainer")
 RECORD = "optuna_trial.json"  # in the run folder: the trial, its reported values, whether it was pruned
@@ -28,7 +25,7 @@ class OptunaPruning(Callback):
         self.reported: dict[int, float] = {}
         self.pruned_at: int | None = None
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if not self.in_search:
             return
         epoch = trainer.epoch + 1  # the step the pruner compares trials at: epochs, whatever the batch size
@@ -47,11 +44,11 @@ class OptunaPruning(Callback):
         if distributed.broadcast_object(prune):
             trainer.should_stop = True
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self.trial is not None and self.pruned_at is None:
             self._write_record(trainer, "finished")
 
-    def _write_record(self, trainer: Trainer, state: str) -> None:
+    def _write_record(self, trainer: TrainerView, state: str) -> None:
         record: dict[str, Any] = {"study": self.trial.study.study_name, "trial": self.trial.number,
                                   "state": state, "pruned_at_epoch": self.pruned_at,
                                   "monitor": self.monitor, "reported": self.reported}

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
+from decltrain.callbacks.base import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging, has_batchnorm
 from decltrain.trainer.engine import data
 from decltrain.trainer.errors import UserError
@@ -44,13 +45,13 @@ class SWA(WeightAveraging):
 
     multi_avg_fn = staticmethod(get_swa_multi_avg_fn())
 
-    def start_epoch(self, trainer: Any) -> int:
+    def start_epoch(self, trainer: TrainerView) -> int:
         """The first SWA epoch, 0-based."""
         if isinstance(self.swa_epoch_start, float) and self.swa_epoch_start < 1:
             return max(0, int(self.swa_epoch_start * trainer.max_epochs))
         return int(self.swa_epoch_start) - 1
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
         if trainer.epoch < self.start_epoch(trainer) or self.scheduler is not None:
             return
         learning_rates = [group["lr"] for group in trainer.optimizer.param_groups]
@@ -61,13 +62,13 @@ class SWA(WeightAveraging):
             for group, lr in zip(trainer.optimizer.param_groups, learning_rates):
                 group["lr"] = lr
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.scheduler is not None and trainer.batch_idx == trainer.num_train_batches:
             self.update(trainer)
             self.scheduler.step()
             self._bn_current = False
 
-    def prepare(self, trainer: Any) -> None:
+    def prepare(self, trainer: TrainerView) -> None:
         module = self.averaged.module
         if self._bn_current or not has_batchnorm(module):
             return
