@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.models.param_groups import param_groups
 from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError
 
@@ -27,7 +28,7 @@ class BackboneUnfreeze(Callback):
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         model = unwrap(trainer.model)
-        if "backbone" not in getattr(model, "param_groups", dict)():
+        if "backbone" not in param_groups(model):
             raise UserError(f"callbacks.backbone_unfreeze: model {type(model).__name__} has no "
                             "backbone parameter group; use a torchvision model or remove the callback")
         # DDP registers the trainable parameters when it wraps the model: parameters unfrozen
@@ -37,7 +38,7 @@ class BackboneUnfreeze(Callback):
                             "stages as two runs (the second with model.freeze_backbone=false and trainer.init_from)")
 
     def on_train_epoch_start(self, trainer: TrainerView) -> None:
-        backbone = unwrap(trainer.model).param_groups()["backbone"]
+        backbone = param_groups(unwrap(trainer.model))["backbone"]
         if trainer.epoch >= self.epoch and not all(p.requires_grad for p in backbone):
             for param in backbone:
                 param.requires_grad_(True)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+from collections.abc import Sequence
+
 import torch
 
 from decltrain.callbacks.base import Callback, TrainerView
@@ -44,6 +46,6 @@ class GradientClipping(Callback):
             self._norm = None
 
 
-def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
+def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all gradients together, computed on their device without a host sync."""
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))

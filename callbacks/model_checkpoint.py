@@ -82,9 +82,10 @@ class ModelCheckpoint(Callback):
         if trainer.fast_dev_run:
             return
         written: Path | None = None
-        if metrics is not None and self._qualifies(score := self.monitor.read(metrics)):
+        monitor = self.monitor  # set whenever `metrics` is (on_validation_end)
+        if metrics is not None and monitor is not None and self._qualifies(monitor, score := monitor.read(metrics)):
             written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
-            dropped = self._admit(score, written.name)
+            dropped = self._admit(monitor, score, written.name)
             is_best = self.top_k[0][1] == written.name
             if is_best:
                 self.best = {"epoch": trainer.epoch + 1, "global_step": trainer.global_step,
@@ -110,17 +111,17 @@ class ModelCheckpoint(Callback):
         if isinstance(error, Preempted):
             self._save(trainer, self.dir / "last.ckpt")
 
-    def _qualifies(self, score: float) -> bool:
+    def _qualifies(self, monitor: Monitor, score: float) -> bool:
         if self.save_top_k == 0:
             return False
         if self.save_top_k < 0 or len(self.top_k) < self.save_top_k:
-            return self.monitor.better(score, None)
-        return self.monitor.better(score, self.top_k[-1][0])
+            return monitor.better(score, None)
+        return monitor.better(score, self.top_k[-1][0])
 
-    def _admit(self, score: float, name: str) -> list[str]:
+    def _admit(self, monitor: Monitor, score: float, name: str) -> list[str]:
         """Adds the new file to the top k; returns the names that fell out, to remove once it is written."""
         self.top_k.append((score, name))
-        self.top_k.sort(key=lambda item: item[0], reverse=self.monitor.mode == "max")
+        self.top_k.sort(key=lambda item: item[0], reverse=monitor.mode == "max")
         if self.save_top_k < 0:
             return []
         dropped = [dropped for _, dropped in self.top_k[self.save_top_k:]]

@@ -76,7 +76,7 @@ def _route_console_logging_through_rich() -> list[tuple[logging.Handler, logging
     handlers (train.log) are left alone.
     """
     root = logging.getLogger()
-    swapped = []
+    swapped: list[tuple[logging.Handler, logging.Handler]] = []
     for handler in list(root.handlers):
         if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
             rich = RichHandler(console=console, level=handler.level, show_path=False)

@@ -11,7 +11,7 @@ the checkpoint holds. SWALR owns the learning rate from the start epoch on: use 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
@@ -26,7 +26,7 @@ class SWA(WeightAveraging):
     use_buffers = False  # BatchNorm statistics are recomputed for the averaged weights
 
     def __init__(self, swa_lr: float, swa_epoch_start: int | float = 0.8, annealing_epochs: int = 2,
-                 annealing_strategy: str = "cos") -> None:
+                 annealing_strategy: Literal["cos", "linear"] = "cos") -> None:
         if annealing_strategy not in ("cos", "linear"):
             raise UserError(f"callbacks.swa.annealing_strategy={annealing_strategy!r} is not valid; "
                             "use 'cos' or 'linear'")

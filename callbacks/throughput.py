@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+from torch.utils.data import DistributedSampler
 
 from decltrain.callbacks.base import Callback, TrainerView
 
@@ -48,10 +49,12 @@ class ThroughputMonitor(Callback):
 def _samples(trainer: TrainerView, from_batch: int, to_batch: int) -> int:
     """Samples all ranks trained on between two batch positions of one epoch (the last batch may be short)."""
     loader = trainer.train_loader
-    per_rank = loader.sampler.num_samples
+    # The training loaders (engine/data.py) batch a DistributedSampler's shard of the split.
+    assert isinstance(loader.sampler, DistributedSampler) and loader.batch_size is not None
+    per_rank, batch_size = loader.sampler.num_samples, loader.batch_size
 
     def done(batches: int) -> int:
-        return min(batches * loader.batch_size, per_rank)
+        return min(batches * batch_size, per_rank)
 
     return (done(to_batch) - done(from_batch)) * trainer.world_size
 

@@ -12,6 +12,7 @@ Every DDP rank keeps the same average (the ranks' weights are identical after ea
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -28,22 +29,27 @@ class WeightAveraging(Callback):
     use_buffers = True  # average BatchNorm statistics too (SWA recomputes them instead)
 
     def __init__(self) -> None:
-        self.averaged: AveragedModel | None = None
+        self._averaged: AveragedModel | None = None
         self.num_averaged = 0  # a host-side copy of AveragedModel.n_averaged: reading it costs no sync
         self._loaded: dict[str, torch.Tensor] | None = None  # averaged weights of a resumed checkpoint
         self._raw: dict[str, torch.Tensor] | None = None  # the raw weights while the average is swapped in
 
-    def multi_avg_fn(self, averaged: list[torch.Tensor], current: list[torch.Tensor],
-                     num_averaged: torch.Tensor) -> None:
+    def multi_avg_fn(self, averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor],
+                     num_averaged: torch.Tensor | int) -> None:
         raise NotImplementedError
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         model = unwrap(trainer.model)
-        self.averaged = AveragedModel(model, multi_avg_fn=self.multi_avg_fn, use_buffers=self.use_buffers)
+        self._averaged = AveragedModel(model, multi_avg_fn=self.multi_avg_fn, use_buffers=self.use_buffers)
         if self._loaded is not None:
-            self.averaged.module.load_state_dict(self._loaded)
+            self._averaged.module.load_state_dict(self._loaded)
             self._loaded = None
         self.averaged.n_averaged.fill_(self.num_averaged)
+
+    @property
+    def averaged(self) -> AveragedModel:
+        assert self._averaged is not None, "on_fit_start creates the average, before any event that reads it"
+        return self._averaged
 
     def update(self, trainer: TrainerView) -> None:
         self.averaged.update_parameters(unwrap(trainer.model))

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
 
 STORAGE = "DECLTRAIN_OPTUNA_STORAGE"
 STUDY = "DECLTRAIN_OPTUNA_STUDY"
@@ -25,7 +28,7 @@ def environment(storage: str, study_name: str, trial_id: int, pruner: dict[str, 
     return {STORAGE: storage, STUDY: study_name, TRIAL_ID: str(trial_id), PRUNER: json.dumps(pruner)}
 
 
-def current() -> Any:
+def current() -> optuna.Trial | None:
     """The `optuna.Trial` this job runs for, or None outside a search."""
     if TRIAL_ID not in os.environ:
         return None
