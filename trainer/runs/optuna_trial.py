@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ PRUNER = "DECLTRAIN_OPTUNA_PRUNER"
 PRUNED_AT = "pruned_at_epoch"
 
 
-def environment(storage: str, study_name: str, trial_id: int, pruner: dict[str, Any]) -> dict[str, str]:
+def environment(storage: str, study_name: str, trial_id: int, pruner: Mapping[Any, Any]) -> dict[str, str]:
     return {STORAGE: storage, STUDY: study_name, TRIAL_ID: str(trial_id), PRUNER: json.dumps(pruner)}
 
 
