@@ -23,7 +23,8 @@ LINKS = ROOT / ".mypy_cache" / "src"
 # pyproject's package-dir, minus configs/ (YAML only). trainer/hydra_plugins/decltrain installs as
 # `hydra_plugins.decltrain`: linked there alone, so no file has two module names.
 PACKAGES = {"decltrain/trainer": "trainer", "decltrain/callbacks": "callbacks", "decltrain/models": "models",
-            "decltrain/datasets": "datasets", "hydra_plugins/decltrain": "trainer/hydra_plugins/decltrain"}
+            "decltrain/datasets": "datasets", "decltrain/configs": "configs",
+            "hydra_plugins/decltrain": "trainer/hydra_plugins/decltrain"}
 SKIPPED = {"trainer/hydra_plugins"}  # inside decltrain/trainer: the plugins have their own name above
 # Files mypy checks by path: the scripts, and the typing checks of tests/ (the Trainer against
 # the callbacks' TrainerView).
