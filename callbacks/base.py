@@ -60,10 +60,10 @@ EVENTS = (
 
 
 class TrainerView(Protocol):
-    """The trainer as callbacks see it: read-only properties, two settable attributes, three methods.
+    """The trainer as callbacks see it: read-only properties, two settable attributes, two methods.
 
-    The engine's Trainer satisfies it structurally (it never names this class); callbacks import
-    this, not the Trainer, so the engine and the callbacks import each other in one direction only.
+    The engine's Trainer satisfies it structurally (it never names this class), so this module
+    never imports the Trainer's: no import cycle, not even one under TYPE_CHECKING.
     """
 
     @property
