@@ -1,6 +1,6 @@
 """Built-in callbacks, one file each; `callbacks.base` documents the events they hook into."""
 from decltrain.callbacks.backbone_unfreeze import BackboneUnfreeze
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.early_stopping import EarlyStopping
 from decltrain.callbacks.ema import EMA
 from decltrain.callbacks.gradient_clipping import GradientClipping
@@ -15,4 +15,4 @@ from decltrain.callbacks.timer import Timer
 
 __all__ = ["EMA", "SWA", "BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping",
            "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "OptunaPruning", "RichProgressBar",
-           "ThroughputMonitor", "Timer"]
+           "ThroughputMonitor", "Timer", "TrainerView"]

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.models.param_groups import param_groups
 from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError
 
@@ -26,9 +26,9 @@ class BackboneUnfreeze(Callback):
             raise UserError(f"callbacks.backbone_unfreeze.epoch={epoch} must be 0 or more")
         self.epoch = epoch
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         model = unwrap(trainer.model)
-        if "backbone" not in getattr(model, "param_groups", dict)():
+        if "backbone" not in param_groups(model):
             raise UserError(f"callbacks.backbone_unfreeze: model {type(model).__name__} has no "
                             "backbone parameter group; use a torchvision model or remove the callback")
         # DDP registers the trainable parameters when it wraps the model: parameters unfrozen
@@ -37,8 +37,8 @@ class BackboneUnfreeze(Callback):
             raise UserError("callbacks.backbone_unfreeze does not work with several processes (DDP); train the "
                             "stages as two runs (the second with model.freeze_backbone=false and trainer.init_from)")
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
-        backbone = unwrap(trainer.model).param_groups()["backbone"]
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
+        backbone = param_groups(unwrap(trainer.model))["backbone"]
         if trainer.epoch >= self.epoch and not all(p.requires_grad for p in backbone):
             for param in backbone:
                 param.requires_grad_(True)

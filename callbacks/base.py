@@ -35,25 +35,22 @@ calls `on_load_checkpoint(state)` before it loads anything. Callbacks with
 `writes_checkpoints = True` run after all others on every event, so the files they write hold
 every other callback's update of that event.
 
-Trainer attributes a callback may read: `model`, `optimizer`, `epoch`, `global_step`,
-`batch_idx`, `position` (where a checkpoint written now resumes: epoch, batch), `num_train_batches`,
-`max_epochs`, `run_dir`, `is_global_zero`, `world_size` (DDP processes), `device`, `train_loader`,
-`splits` (the data), `fast_dev_run`, `should_log` (this step's metrics are being logged),
-`last_loss` (a float, set on logging steps), `callback_metrics` (the latest validation metrics),
-`validating_mid_epoch` (True during a `val_check_interval` validation). A callback may set
-`trainer.should_stop = True`, call
-`trainer.log_metrics({...})` and `trainer.save_checkpoint(path)` (on every rank: only rank 0
-writes), and in `on_fit_end` add summary values to `callback_metrics`, which then join the
-final metrics table and metrics.json.
+What a callback may read of the trainer, set and call is `TrainerView` below: every event gets
+the trainer as a `TrainerView`, so a type checker (mypy, tests/test_types.py) holds callbacks to
+that contract and the Trainer to providing it (tests/typing_checks.py).
 
 Only the events a callback overrides are called, so an idle callback costs nothing per step.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from decltrain.trainer.engine.loop import Trainer
+import torch
+from torch import nn
+
+from decltrain.datasets.base import DataSplits
+from decltrain.trainer.engine.data import Loader
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",
@@ -62,23 +59,94 @@ EVENTS = (
 )
 
 
+class TrainerView(Protocol):
+    """The trainer as callbacks see it: read-only properties, two settable attributes, two methods.
+
+    The engine's Trainer satisfies it structurally (it never names this class), so this module
+    never imports the Trainer's: no import cycle, not even one under TYPE_CHECKING.
+    """
+
+    @property
+    def model(self) -> nn.Module:
+        """The training module, possibly wrapped (DDP, torch.compile): `unwrap` it for the plain one."""
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
+    @property
+    def epoch(self) -> int:
+        """The epoch being trained (0-based); during an epoch's end events, the one that ended."""
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken (not batches)."""
+    @property
+    def batch_idx(self) -> int:
+        """Batches of the current epoch consumed so far (micro-batches too)."""
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epoch, batch) where a checkpoint written now resumes."""
+    @property
+    def num_train_batches(self) -> int:
+        """Batches per training epoch (after `limit_train_batches`)."""
+    @property
+    def max_epochs(self) -> int: ...
+    @property
+    def log_every_n_steps(self) -> int:
+        """Logging steps are every this many optimizer steps (`last_loss` is set from the first on)."""
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def is_global_zero(self) -> bool:
+        """True in the process that writes files and logs (rank 0)."""
+    @property
+    def world_size(self) -> int:
+        """The number of DDP processes (1 without DDP)."""
+    @property
+    def device(self) -> torch.device: ...
+    @property
+    def train_loader(self) -> Loader: ...
+    @property
+    def splits(self) -> DataSplits:
+        """The data: train/val/test datasets, class names, loader settings."""
+    @property
+    def fast_dev_run(self) -> bool: ...
+    @property
+    def should_log(self) -> bool:
+        """This optimizer step's metrics are being logged."""
+    @property
+    def last_loss(self) -> float:
+        """The training loss of the latest logging step (NaN before the first)."""
+    @property
+    def validating_mid_epoch(self) -> bool:
+        """True during a `val_check_interval` validation."""
+
+    should_stop: bool
+    """Set True to stop training at the next optimizer-step boundary."""
+    callback_metrics: dict[str, float]
+    """The latest validation metrics; in `on_fit_end` a callback may add summary values (in a new
+    dict: loggers may hold the old one), which join the final metrics table and metrics.json."""
+
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """Logs scalars at the current `global_step` (rank 0 only; a no-op elsewhere)."""
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Writes the full state atomically; call it on every rank (a collective): only rank 0 writes."""
+
+
 class Callback:
     """Base class: override the events you need, and `state_dict` if you keep state."""
 
     writes_checkpoints: bool = False  # True: runs after every other callback on each event
 
-    def on_fit_start(self, trainer: Trainer) -> None: ...
-    def on_train_epoch_start(self, trainer: Trainer) -> None: ...
-    def on_train_batch_start(self, trainer: Trainer) -> None: ...
-    def on_before_optimizer_step(self, trainer: Trainer) -> None: ...
-    def on_train_batch_end(self, trainer: Trainer) -> None: ...
-    def on_validation_start(self, trainer: Trainer) -> None: ...
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
-    def on_train_epoch_end(self, trainer: Trainer) -> None: ...
-    def on_fit_end(self, trainer: Trainer) -> None: ...
-    def on_exception(self, trainer: Trainer, error: BaseException) -> None: ...
-    def on_save_checkpoint(self, trainer: Trainer, state: dict[str, Any]) -> None: ...
-    def on_load_checkpoint(self, trainer: Trainer, state: dict[str, Any]) -> None: ...
+    def on_fit_start(self, trainer: TrainerView) -> None: ...
+    def on_train_epoch_start(self, trainer: TrainerView) -> None: ...
+    def on_train_batch_start(self, trainer: TrainerView) -> None: ...
+    def on_before_optimizer_step(self, trainer: TrainerView) -> None: ...
+    def on_train_batch_end(self, trainer: TrainerView) -> None: ...
+    def on_validation_start(self, trainer: TrainerView) -> None: ...
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None: ...
+    def on_train_epoch_end(self, trainer: TrainerView) -> None: ...
+    def on_fit_end(self, trainer: TrainerView) -> None: ...
+    def on_exception(self, trainer: TrainerView, error: BaseException) -> None: ...
+    def on_save_checkpoint(self, trainer: TrainerView, state: dict[str, Any]) -> None: ...
+    def on_load_checkpoint(self, trainer: TrainerView, state: dict[str, Any]) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps of this callback (plain values and tensors only)."""

@@ -5,7 +5,7 @@ import logging
 import math
 from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.monitor import Monitor
 
 log = logging.getLogger("trainer")
@@ -20,7 +20,7 @@ class EarlyStopping(Callback):
         self.best: float | None = None
         self.wait = 0
 
-    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         value = self.monitor.read(metrics)
         if not math.isfinite(value):
             log.warning("early stopping: %s is %s at epoch %d; stopping", self.monitor.name, value, trainer.epoch + 1)

@@ -7,11 +7,12 @@ dominated by the random initial weights.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
+from decltrain.callbacks.base import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging
 from decltrain.trainer.errors import UserError
 
@@ -30,9 +31,9 @@ class EMA(WeightAveraging):
             return min(self.decay, (1 + self.num_averaged) / (10 + self.num_averaged))
         return self.decay
 
-    def multi_avg_fn(self, averaged: list[torch.Tensor], current: list[torch.Tensor],
-                     num_averaged: torch.Tensor) -> None:
+    def multi_avg_fn(self, averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor],
+                     num_averaged: torch.Tensor | int) -> None:
         get_ema_multi_avg_fn(self.current_decay())(averaged, current, num_averaged)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         self.update(trainer)

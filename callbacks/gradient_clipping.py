@@ -1,11 +1,12 @@
 """Clips gradients where they are final (accumulated, all-reduced, unscaled) and logs their norm."""
 from __future__ import annotations
 
-from typing import Any
+
+from collections.abc import Sequence
 
 import torch
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.errors import UserError
 
 
@@ -24,7 +25,7 @@ class GradientClipping(Callback):
         self.algorithm = algorithm
         self._norm: torch.Tensor | None = None  # measured before the step, logged after it
 
-    def on_before_optimizer_step(self, trainer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: TrainerView) -> None:
         if self.value is None and not trainer.should_log:
             return
         params = [p for p in trainer.model.parameters() if p.grad is not None]
@@ -39,12 +40,12 @@ class GradientClipping(Callback):
         if trainer.should_log:
             self._norm = norm
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self._norm is not None:
             trainer.log_metrics({"train/grad_norm": self._norm.item()})
             self._norm = None
 
 
-def total_norm(params: list[torch.Tensor]) -> torch.Tensor:
+def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
     """The 2-norm of all gradients together, computed on their device without a host sync."""
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))

@@ -1,21 +1,20 @@
 """Logs the learning rate of each parameter group (`lr`, or `lr/group<i>` for several groups)."""
 from __future__ import annotations
 
-from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 
 
 class LearningRateMonitor(Callback):
-    def on_train_epoch_start(self, trainer: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
         if trainer.batch_idx == 0:  # a resumed epoch already logged its start
             self._log(trainer)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if trainer.should_log:
             self._log(trainer)
 
-    def _log(self, trainer: Any) -> None:
+    def _log(self, trainer: TrainerView) -> None:
         groups = trainer.optimizer.param_groups
         if len(groups) == 1:
             trainer.log_metrics({"lr": groups[0]["lr"]})

@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.monitor import Monitor
 from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
@@ -52,7 +52,7 @@ class ModelCheckpoint(Callback):
     def best_path(self) -> Path | None:
         return self.dir / "best.ckpt" if self.top_k else None
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
         # Under DDP every rank keeps the same bookkeeping (metrics are reduced over ranks), so
         # each knows `best_path`; only the global-zero rank touches files.
@@ -61,30 +61,31 @@ class ModelCheckpoint(Callback):
         for stale in self.dir.glob(".*.tmp") if self._writes else ():
             stale.unlink(missing_ok=True)
 
-    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
             self._latest = dict(metrics)
         if trainer.validating_mid_epoch:
             self._save_validated(trainer)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
             self._save(trainer, self.dir / "last.ckpt")
 
-    def on_train_epoch_end(self, trainer: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerView) -> None:
         if (trainer.epoch + 1) % self.every_n_epochs == 0:
             self._save_validated(trainer)
         self._latest = None
 
-    def _save_validated(self, trainer: Any) -> None:
+    def _save_validated(self, trainer: TrainerView) -> None:
         """Top-k and last checkpoints of the state that was just validated."""
         metrics, self._latest = self._latest, None
         if trainer.fast_dev_run:
             return
         written: Path | None = None
-        if metrics is not None and self._qualifies(score := self.monitor.read(metrics)):
+        monitor = self.monitor  # set whenever `metrics` is (on_validation_end)
+        if metrics is not None and monitor is not None and self._qualifies(monitor, score := monitor.read(metrics)):
             written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
-            dropped = self._admit(score, written.name)
+            dropped = self._admit(monitor, score, written.name)
             is_best = self.top_k[0][1] == written.name
             if is_best:
                 self.best = {"epoch": trainer.epoch + 1, "global_step": trainer.global_step,
@@ -100,27 +101,27 @@ class ModelCheckpoint(Callback):
             else:
                 self._save(trainer, self.dir / "last.ckpt")
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         """The loop stopped inside an epoch (`max_steps`, `should_stop`): keep that step to continue from."""
         if self.save_last and trainer.batch_idx > 0:
             self._save(trainer, self.dir / "last.ckpt")
 
-    def on_exception(self, trainer: Any, error: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
         if isinstance(error, Preempted):
             self._save(trainer, self.dir / "last.ckpt")
 
-    def _qualifies(self, score: float) -> bool:
+    def _qualifies(self, monitor: Monitor, score: float) -> bool:
         if self.save_top_k == 0:
             return False
         if self.save_top_k < 0 or len(self.top_k) < self.save_top_k:
-            return self.monitor.better(score, None)
-        return self.monitor.better(score, self.top_k[-1][0])
+            return monitor.better(score, None)
+        return monitor.better(score, self.top_k[-1][0])
 
-    def _admit(self, score: float, name: str) -> list[str]:
+    def _admit(self, monitor: Monitor, score: float, name: str) -> list[str]:
         """Adds the new file to the top k; returns the names that fell out, to remove once it is written."""
         self.top_k.append((score, name))
-        self.top_k.sort(key=lambda item: item[0], reverse=self.monitor.mode == "max")
+        self.top_k.sort(key=lambda item: item[0], reverse=monitor.mode == "max")
         if self.save_top_k < 0:
             return []
         dropped = [dropped for _, dropped in self.top_k[self.save_top_k:]]
@@ -131,7 +132,7 @@ class ModelCheckpoint(Callback):
         if self._writes:
             _publish(source, target)
 
-    def _save(self, trainer: Any, path: Path) -> None:
+    def _save(self, trainer: TrainerView, path: Path) -> None:
         if not trainer.fast_dev_run:
             trainer.save_checkpoint(path)
 

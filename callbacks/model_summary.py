@@ -13,7 +13,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import default_collate
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine.checkpoint import unwrap
 
 
@@ -21,7 +21,7 @@ class ModelSummary(Callback):
     def __init__(self, max_depth: int = 1) -> None:
         self.max_depth = max_depth
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         if trainer.is_global_zero:
             from decltrain.trainer.console import console
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.runs import optuna_trial
 
 if TYPE_CHECKING:
-    from decltrain.trainer.engine.loop import Trainer
+    import optuna  # an optional extra: imported only where a search runs (optuna_trial.current)
 
 log = logging.getLogger("trainer")
 RECORD = "optuna_trial.json"  # in the run folder: the trial, its reported values, whether it was pruned
@@ -28,7 +29,7 @@ class OptunaPruning(Callback):
         self.reported: dict[int, float] = {}
         self.pruned_at: int | None = None
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if not self.in_search:
             return
         epoch = trainer.epoch + 1  # the step the pruner compares trials at: epochs, whatever the batch size
@@ -43,16 +44,16 @@ class OptunaPruning(Callback):
                 self.trial.set_user_attr(optuna_trial.PRUNED_AT, epoch)
                 log.warning("Optuna trial %d pruned after epoch %d: %s=%.4g cannot catch up with the other "
                             "trials; the run stops here", self.trial.number, epoch, self.monitor, value)
-            self._write_record(trainer, "pruned" if prune else "running")
+            self._write_record(self.trial, trainer.run_dir, "pruned" if prune else "running")
         if distributed.broadcast_object(prune):
             trainer.should_stop = True
 
-    def on_fit_end(self, trainer: Trainer) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self.trial is not None and self.pruned_at is None:
-            self._write_record(trainer, "finished")
+            self._write_record(self.trial, trainer.run_dir, "finished")
 
-    def _write_record(self, trainer: Trainer, state: str) -> None:
-        record: dict[str, Any] = {"study": self.trial.study.study_name, "trial": self.trial.number,
+    def _write_record(self, trial: optuna.Trial, run_dir: Path, state: str) -> None:
+        record: dict[str, Any] = {"study": trial.study.study_name, "trial": trial.number,
                                   "state": state, "pruned_at_epoch": self.pruned_at,
                                   "monitor": self.monitor, "reported": self.reported}
-        (trainer.run_dir / RECORD).write_text(json.dumps(record, indent=1) + "\n")
+        (run_dir / RECORD).write_text(json.dumps(record, indent=1) + "\n")

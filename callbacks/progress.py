@@ -5,12 +5,11 @@ import logging
 import sys
 import time
 from datetime import timedelta
-from typing import Any
 
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.console import console
 
 log = logging.getLogger("trainer")
@@ -21,7 +20,7 @@ class RichProgressBar(Callback):
         self.progress: Progress | None = None
         self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         # A live bar only makes sense on a terminal; CI logs, SLURM and pipes get plain lines.
         if console.is_terminal and trainer.is_global_zero:
             self.progress = Progress(
@@ -31,14 +30,14 @@ class RichProgressBar(Callback):
             self._swapped = _route_console_logging_through_rich()  # before start() redirects stdout
             self.progress.start()
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
         self.epoch_start = time.monotonic()
         self.start_batch = trainer.batch_idx
         if self.progress is not None:
             self.task = self.progress.add_task("train", total=trainer.num_train_batches,
                                                completed=trainer.batch_idx, epoch=_epoch(trainer), loss="")
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.progress is not None:
             loss = f"loss {trainer.last_loss:.4f}" if trainer.global_step >= trainer.log_every_n_steps else ""
             self.progress.update(self.task, completed=trainer.batch_idx, loss=loss)
@@ -49,14 +48,14 @@ class RichProgressBar(Callback):
             log.info("epoch %s batch %d/%d loss %.4f eta %s", _epoch(trainer), trainer.batch_idx,
                      trainer.num_train_batches, trainer.last_loss, eta)
 
-    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if trainer.is_global_zero:
             log.info("epoch %s %s", _epoch(trainer), "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         self._stop()
 
-    def on_exception(self, trainer: Any, error: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         self._stop()
 
     def _stop(self) -> None:
@@ -77,7 +76,7 @@ def _route_console_logging_through_rich() -> list[tuple[logging.Handler, logging
     handlers (train.log) are left alone.
     """
     root = logging.getLogger()
-    swapped = []
+    swapped: list[tuple[logging.Handler, logging.Handler]] = []
     for handler in list(root.handlers):
         if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.stderr):
             rich = RichHandler(console=console, level=handler.level, show_path=False)
@@ -87,5 +86,5 @@ def _route_console_logging_through_rich() -> list[tuple[logging.Handler, logging
     return swapped
 
 
-def _epoch(trainer: Any) -> str:
+def _epoch(trainer: TrainerView) -> str:
     return f"{trainer.epoch + 1}/{trainer.max_epochs}"

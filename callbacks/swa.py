@@ -11,11 +11,12 @@ the checkpoint holds. SWALR owns the learning rate from the start epoch on: use 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
+from decltrain.callbacks.base import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging, has_batchnorm
 from decltrain.trainer.engine import data
 from decltrain.trainer.errors import UserError
@@ -25,7 +26,7 @@ class SWA(WeightAveraging):
     use_buffers = False  # BatchNorm statistics are recomputed for the averaged weights
 
     def __init__(self, swa_lr: float, swa_epoch_start: int | float = 0.8, annealing_epochs: int = 2,
-                 annealing_strategy: str = "cos") -> None:
+                 annealing_strategy: Literal["cos", "linear"] = "cos") -> None:
         if annealing_strategy not in ("cos", "linear"):
             raise UserError(f"callbacks.swa.annealing_strategy={annealing_strategy!r} is not valid; "
                             "use 'cos' or 'linear'")
@@ -44,13 +45,13 @@ class SWA(WeightAveraging):
 
     multi_avg_fn = staticmethod(get_swa_multi_avg_fn())
 
-    def start_epoch(self, trainer: Any) -> int:
+    def start_epoch(self, trainer: TrainerView) -> int:
         """The first SWA epoch, 0-based."""
         if isinstance(self.swa_epoch_start, float) and self.swa_epoch_start < 1:
             return max(0, int(self.swa_epoch_start * trainer.max_epochs))
         return int(self.swa_epoch_start) - 1
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
         if trainer.epoch < self.start_epoch(trainer) or self.scheduler is not None:
             return
         learning_rates = [group["lr"] for group in trainer.optimizer.param_groups]
@@ -61,13 +62,13 @@ class SWA(WeightAveraging):
             for group, lr in zip(trainer.optimizer.param_groups, learning_rates):
                 group["lr"] = lr
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.scheduler is not None and trainer.batch_idx == trainer.num_train_batches:
             self.update(trainer)
             self.scheduler.step()
             self._bn_current = False
 
-    def prepare(self, trainer: Any) -> None:
+    def prepare(self, trainer: TrainerView) -> None:
         module = self.averaged.module
         if self._bn_current or not has_batchnorm(module):
             return

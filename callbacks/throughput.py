@@ -9,11 +9,11 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from typing import Any
 
 import torch
+from torch.utils.data import DistributedSampler
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 
 
 class ThroughputMonitor(Callback):
@@ -21,38 +21,40 @@ class ThroughputMonitor(Callback):
         self._seconds = 0.0  # training time of finished epochs
         self._samples = 0
 
-    def on_train_epoch_start(self, trainer: Any) -> None:
+    def on_train_epoch_start(self, trainer: TrainerView) -> None:
         self._epoch_start = self._window = self._last = (time.perf_counter(), trainer.batch_idx)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         self._last = (time.perf_counter(), trainer.batch_idx)
         if trainer.should_log:
             trainer.log_metrics({"perf/samples_per_sec": self._rate(trainer, self._window, self._last),
                                  "perf/peak_memory_mb": peak_memory_mb(trainer.device)})
             self._window = self._last
 
-    def on_train_epoch_end(self, trainer: Any) -> None:
+    def on_train_epoch_end(self, trainer: TrainerView) -> None:
         (start, first), (end, last) = self._epoch_start, self._last
         self._seconds += end - start
         self._samples += _samples(trainer, first, last)
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         summary = {"perf/peak_memory_mb": peak_memory_mb(trainer.device)}
         if self._seconds > 0:
             summary["perf/samples_per_sec"] = self._samples / self._seconds
         trainer.callback_metrics = {**trainer.callback_metrics, **summary}  # a new dict: loggers may hold the old
 
-    def _rate(self, trainer: Any, since: tuple[float, int], until: tuple[float, int]) -> float:
+    def _rate(self, trainer: TrainerView, since: tuple[float, int], until: tuple[float, int]) -> float:
         return _samples(trainer, since[1], until[1]) / max(until[0] - since[0], 1e-9)
 
 
-def _samples(trainer: Any, from_batch: int, to_batch: int) -> int:
+def _samples(trainer: TrainerView, from_batch: int, to_batch: int) -> int:
     """Samples all ranks trained on between two batch positions of one epoch (the last batch may be short)."""
     loader = trainer.train_loader
-    per_rank = loader.sampler.num_samples
+    # The training loaders (engine/data.py) batch a DistributedSampler's shard of the split.
+    assert isinstance(loader.sampler, DistributedSampler) and loader.batch_size is not None
+    per_rank, batch_size = loader.sampler.num_samples, loader.batch_size
 
     def done(batches: int) -> int:
-        return min(batches * loader.batch_size, per_rank)
+        return min(batches * batch_size, per_rank)
 
     return (done(to_batch) - done(from_batch)) * trainer.world_size
 

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Any
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.errors import UserError
 
@@ -47,13 +47,13 @@ class Timer(Callback):
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self._start
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         self._start = time.monotonic()
         left = self.budget - self.elapsed_before
         earlier = f" ({left:.0f} s left after {self.elapsed_before:.0f} s of earlier runs)" if self.elapsed_before else ""
         log.info("time budget: %.0f s%s", self.budget, earlier)
 
-    def on_train_batch_end(self, trainer: Any) -> None:
+    def on_train_batch_end(self, trainer: TrainerView) -> None:
         spent = self.elapsed() >= self.budget
         if trainer.world_size > 1:  # every rank must stop at the same step: the first clock to run out decides
             spent = bool(distributed.max_over_ranks(int(spent), trainer.device))

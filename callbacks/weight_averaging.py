@@ -12,13 +12,14 @@ Every DDP rank keeps the same average (the ranks' weights are identical after ea
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine.checkpoint import unwrap
 
 
@@ -28,59 +29,64 @@ class WeightAveraging(Callback):
     use_buffers = True  # average BatchNorm statistics too (SWA recomputes them instead)
 
     def __init__(self) -> None:
-        self.averaged: AveragedModel | None = None
+        self._averaged: AveragedModel | None = None
         self.num_averaged = 0  # a host-side copy of AveragedModel.n_averaged: reading it costs no sync
         self._loaded: dict[str, torch.Tensor] | None = None  # averaged weights of a resumed checkpoint
         self._raw: dict[str, torch.Tensor] | None = None  # the raw weights while the average is swapped in
 
-    def multi_avg_fn(self, averaged: list[torch.Tensor], current: list[torch.Tensor],
-                     num_averaged: torch.Tensor) -> None:
+    def multi_avg_fn(self, averaged: Sequence[torch.Tensor], current: Sequence[torch.Tensor],
+                     num_averaged: torch.Tensor | int) -> None:
         raise NotImplementedError
 
-    def on_fit_start(self, trainer: Any) -> None:
+    def on_fit_start(self, trainer: TrainerView) -> None:
         model = unwrap(trainer.model)
-        self.averaged = AveragedModel(model, multi_avg_fn=self.multi_avg_fn, use_buffers=self.use_buffers)
+        self._averaged = AveragedModel(model, multi_avg_fn=self.multi_avg_fn, use_buffers=self.use_buffers)
         if self._loaded is not None:
-            self.averaged.module.load_state_dict(self._loaded)
+            self._averaged.module.load_state_dict(self._loaded)
             self._loaded = None
         self.averaged.n_averaged.fill_(self.num_averaged)
 
-    def update(self, trainer: Any) -> None:
+    @property
+    def averaged(self) -> AveragedModel:
+        assert self._averaged is not None, "on_fit_start creates the average, before any event that reads it"
+        return self._averaged
+
+    def update(self, trainer: TrainerView) -> None:
         self.averaged.update_parameters(unwrap(trainer.model))
         self.num_averaged += 1
 
-    def prepare(self, trainer: Any) -> None:
+    def prepare(self, trainer: TrainerView) -> None:
         """Called before the average is evaluated (SWA recomputes BatchNorm statistics here)."""
 
-    def on_validation_start(self, trainer: Any) -> None:
+    def on_validation_start(self, trainer: TrainerView) -> None:
         if self.num_averaged:
             self.prepare(trainer)
             model = unwrap(trainer.model)
             self._raw = {name: value.detach().clone() for name, value in model.state_dict().items()}
             model.load_state_dict(self.averaged.module.state_dict())
 
-    def _restore_raw(self, trainer: Any) -> None:
+    def _restore_raw(self, trainer: TrainerView) -> None:
         if self._raw is not None:
             unwrap(trainer.model).load_state_dict(self._raw)
             self._raw = None
 
-    def on_validation_end(self, trainer: Any, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self._restore_raw(trainer)
 
-    def on_exception(self, trainer: Any, error: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         self._restore_raw(trainer)  # runs before the checkpoint callbacks save on the way out
 
-    def on_fit_end(self, trainer: Any) -> None:
+    def on_fit_end(self, trainer: TrainerView) -> None:
         if self.num_averaged:
             self.prepare(trainer)
             unwrap(trainer.model).load_state_dict(self.averaged.module.state_dict())
 
-    def on_save_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
+    def on_save_checkpoint(self, trainer: TrainerView, state: dict[str, Any]) -> None:
         if self.num_averaged:
             state["training_weights"] = state["model"]
             state["model"] = self.averaged.module.state_dict()
 
-    def on_load_checkpoint(self, trainer: Any, state: dict[str, Any]) -> None:
+    def on_load_checkpoint(self, trainer: TrainerView, state: dict[str, Any]) -> None:
         if "training_weights" in state:
             self._loaded = state["model"]
 

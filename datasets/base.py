@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import csv
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 from hydra.utils import get_method
-from torch.utils.data import Dataset, random_split
+from torch.utils.data import Dataset
 
 from decltrain.trainer.errors import UserError
 
@@ -47,13 +48,20 @@ class DataSplits:
     vocab_size: int | None = None
 
 
+class SizedDataset(Protocol):
+    """A map-style dataset with a length, as every split here is (torch's `Dataset` declares no `__len__`)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Any: ...
+
+
 class TransformedSubset(Dataset):
     """The samples `indices` of `base`, with `transform` applied to each input (targets untouched).
 
     Train and validation can then share one loaded dataset and still get their own transforms.
     """
 
-    def __init__(self, base: Dataset, indices: Sequence[int], transform: Callable[[Any], Any] | None) -> None:
+    def __init__(self, base: SizedDataset, indices: Sequence[int], transform: Callable[[Any], Any] | None) -> None:
         self.base = base
         self.indices = list(indices)
         self.transform = transform
@@ -96,8 +104,10 @@ def split_indices(count: int, fractions: Sequence[float], seed: int) -> list[lis
     sizes = [max(1, round(count * f)) for f in fractions]
     if count - sum(sizes) < 1:
         raise UserError(f"the dataset has {count} samples: too few to split off {list(fractions)}")
-    parts = random_split(range(count), [count - sum(sizes), *sizes], generator=torch.Generator().manual_seed(seed))
-    return [list(part.indices) for part in parts]
+    # torch.utils.data.random_split's order, cut into consecutive parts
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    ends = list(itertools.accumulate([count - sum(sizes), *sizes]))
+    return [order[start:end] for start, end in zip([0, *ends], ends)]
 
 
 # Samples per split (train, val, test) that `dataset.fake=true` generates: enough for a few steps.

@@ -16,7 +16,7 @@ from typing import Any
 
 from torchvision.datasets import ImageFolder
 
-from decltrain.datasets.base import DataSplits, loader_settings
+from decltrain.datasets.base import DataSplits, SizedDataset, loader_settings
 from decltrain.datasets.image_cache import cached_folder, default_cache_dir
 from decltrain.datasets.images import fake_images, image_pipeline, image_splits
 from decltrain.datasets.in_memory import decode_images
@@ -37,17 +37,14 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
     side resized to `cache_size` (default: `image_size` x 1.15, room for random crops) and the
     centre square cropped, in `cache_dir` (default `~/.cache/decltrain/images`).
     """
+    train: SizedDataset
+    val: SizedDataset | None
+    test: SizedDataset | None
     if fake:
         train, val, test = fake_images((3, image_size, image_size), fake_num_classes)
         class_names = [f"class_{i}" for i in range(fake_num_classes)]
     else:
-        train = _read(Path(root), "train", required=True)
-        val, test = _read(Path(root), "val"), _read(Path(root), "test")
-        class_names = train.classes
-        for split, folder in (("val", val), ("test", test)):
-            if folder is not None and folder.classes != class_names:
-                raise UserError(f"image folder {Path(root) / split} has classes {folder.classes} but train/ has "
-                                f"{class_names}; give every split the same class folders")
+        train, val, test, class_names = _read_folders(Path(root))
     size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
     if size < 1:
         raise UserError(f"dataset.cache_size={cache_size} must be at least 1 (or null for image_size x 1.15)")
@@ -63,13 +60,21 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
                         loader=loader_settings(**loader), decode=decode)
 
 
-def _read(root: Path, split: str, required: bool = False) -> ImageFolder | None:
-    folder = root / split
+def _read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
+    """The splits of `root` (val/ and test/ may be missing) and the class names they share."""
+    train = _read(root / "train")
+    val, test = (_read(root / split) if (root / split).is_dir() else None for split in ("val", "test"))
+    for split, folder in (("val", val), ("test", test)):
+        if folder is not None and folder.classes != train.classes:
+            raise UserError(f"image folder {root / split} has classes {folder.classes} but train/ has "
+                            f"{train.classes}; give every split the same class folders")
+    return train, val, test, train.classes
+
+
+def _read(folder: Path) -> ImageFolder:
     if not folder.is_dir():
-        if required:
-            raise UserError(f"image folder {folder.resolve()} does not exist; lay out your images as {LAYOUT} "
-                            "and set dataset.root")
-        return None
+        raise UserError(f"image folder {folder.resolve()} does not exist; lay out your images as {LAYOUT} "
+                        "and set dataset.root")
     try:
         return ImageFolder(str(folder))
     except FileNotFoundError as err:  # no class folder, or a class folder without images

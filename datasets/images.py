@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.datasets import FakeData
 from torchvision.transforms import v2
 
-from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, TransformedSubset, split_indices
+from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, SizedDataset, TransformedSubset, split_indices
 from decltrain.datasets.in_memory import BatchTransform, InMemory
 
 
@@ -40,17 +40,17 @@ def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[
     return ImagePipeline(tuple(steps or ()), tuple(mean), tuple(std))
 
 
-def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[Dataset, Dataset, Dataset]:
+def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[SizedDataset, SizedDataset, SizedDataset]:
     """Train, val and test sets of random PIL images of `image_shape` (C, H, W) with random labels."""
-    offsets = (0, FAKE_SIZES[0], FAKE_SIZES[0] + FAKE_SIZES[1])  # distinct samples in each split
-    return tuple(FakeData(size, tuple(image_shape), num_classes, random_offset=offset)  # type: ignore[return-value]
-                 for size, offset in zip(FAKE_SIZES, offsets))
+    train, val, test = (FakeData(size, tuple(image_shape), num_classes, random_offset=offset)
+                        for size, offset in zip(FAKE_SIZES, (0, FAKE_SIZES[0], FAKE_SIZES[0] + FAKE_SIZES[1])))
+    return train, val, test  # distinct samples in each split (the offsets)
 
 
-def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, class_names: list[str],
+def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDataset | None, *, class_names: list[str],
                  train_transform: ImagePipeline, eval_transform: ImagePipeline, val_fraction: float,
                  val_split_seed: int, name: str, loader: LoaderSettings,
-                 decode: Callable[[Dataset], InMemory] | None = None) -> DataSplits:
+                 decode: Callable[[SizedDataset], InMemory] | None = None) -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
 
     A carved validation set shares the loaded training images but gets the evaluation
@@ -59,9 +59,25 @@ def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, c
     into uint8 images (datasets/in_memory.py) and transformed per batch on the training device,
     by the same steps and normalization.
     """
-    part = _per_sample_part if decode is None else _in_memory_part
-    if decode is not None:
-        train, val, test = (None if split is None else decode(split) for split in (train, val, test))
+    transforms = (train_transform, eval_transform, val_fraction, val_split_seed)
+    if decode is None:
+        train_part, val_part, test_part = _parts(train, val, test, _per_sample_part, *transforms)
+    else:
+        val_images, test_images = (None if split is None else decode(split) for split in (val, test))
+        train_part, val_part, test_part = _parts(decode(train), val_images, test_images, _in_memory_part, *transforms)
+    image, _ = test_part[0]
+    return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
+                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
+                      name=name, eval_transform=eval_transform.per_sample())
+
+
+Split = TypeVar("Split", bound=SizedDataset)
+
+
+def _parts(train: Split, val: Split | None, test: Split | None,
+           part: Callable[[Split, Sequence[int], ImagePipeline], Dataset], train_transform: ImagePipeline,
+           eval_transform: ImagePipeline, val_fraction: float, val_split_seed: int) -> tuple[Dataset, Dataset, Dataset]:
+    """Train, validation and test parts of loaded (or decoded) splits; see `image_splits`."""
     if val is None:
         train_indices, val_indices = split_indices(len(train), [val_fraction], val_split_seed)
         train_part = part(train, train_indices, train_transform)
@@ -69,14 +85,10 @@ def image_splits(train: Dataset, val: Dataset | None, test: Dataset | None, *, c
     else:
         train_part = part(train, range(len(train)), train_transform)
         val_part = part(val, range(len(val)), eval_transform)
-    test_part = val_part if test is None else part(test, range(len(test)), eval_transform)
-    image, _ = test_part[0]
-    return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
-                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
-                      name=name, eval_transform=eval_transform.per_sample())
+    return train_part, val_part, val_part if test is None else part(test, range(len(test)), eval_transform)
 
 
-def _per_sample_part(images: Dataset, indices: Sequence[int], pipeline: ImagePipeline) -> TransformedSubset:
+def _per_sample_part(images: SizedDataset, indices: Sequence[int], pipeline: ImagePipeline) -> TransformedSubset:
     return TransformedSubset(images, indices, pipeline.per_sample())
 
 

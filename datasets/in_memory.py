@@ -16,6 +16,8 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from decltrain.datasets.base import SizedDataset
+
 
 class BatchTransform:
     """`steps` (transforms.v2, as in the config) then ToDtype(float, scale) + Normalize, on (B, C, H, W) uint8.
@@ -35,7 +37,7 @@ class BatchTransform:
         return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), self.mean, self.std)
 
 
-def _apply(step: Callable[[Any], Any], images: torch.Tensor) -> torch.Tensor:
+def _apply(step: Any, images: torch.Tensor) -> torch.Tensor:  # a v2 transform: torchvision is untyped
     if type(step) in (v2.RandomHorizontalFlip, v2.RandomVerticalFlip):
         flip = torch.rand(len(images), device=images.device) < step.p
         flipped = images.flip(-1 if isinstance(step, v2.RandomHorizontalFlip) else -2)
@@ -102,7 +104,7 @@ class InMemory(Dataset):
         return InMemory(self.inputs.to(device), self.targets.to(device), self.transform)
 
 
-def decode_images(dataset: Dataset) -> InMemory:
+def decode_images(dataset: SizedDataset) -> InMemory:
     """Every (image, label) of an untransformed image dataset as uint8 (N, C, H, W) and int64 (N,).
 
     torchvision's MNIST-style (uint8 tensor N, H, W) and CIFAR-style (uint8 array N, H, W, C)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,13 +19,13 @@ def conv_block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
 
 
 class CifarCNN(nn.Module):
-    def __init__(self, num_classes: int, input_shape: tuple[int, ...], channels: list[int] = (32, 64, 128),
+    def __init__(self, num_classes: int, input_shape: tuple[int, ...], channels: Sequence[int] = (32, 64, 128),
                  hidden: int = 256, dropout: float = 0.25, dropout_fc: float = 0.5,
                  activation_checkpointing: bool = False) -> None:
         super().__init__()
         in_channels, height, width = input_shape
         widths = [in_channels, *channels]
-        blocks = OrderedDict((f"block{i}", conv_block(c_in, c_out, dropout))
+        blocks: OrderedDict[str, nn.Module] = OrderedDict((f"block{i}", conv_block(c_in, c_out, dropout))
                              for i, (c_in, c_out) in enumerate(zip(widths, widths[1:])))
         self.features = checkpointed(nn.Sequential(blocks), activation_checkpointing)
         # Each block halves height and width (padded convolutions keep them, pooling halves).

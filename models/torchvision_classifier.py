@@ -31,6 +31,7 @@ class TorchvisionClassifier(nn.Module):
         self.net = _pretrained(name, weights)
         self.head_name = _last_linear(self.net, name)
         old_head = self.net.get_submodule(self.head_name)
+        assert isinstance(old_head, nn.Linear)  # what _last_linear looks for
         parent_name, _, attribute = self.head_name.rpartition(".")
         setattr(self.net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
         if activation_checkpointing:

@@ -182,8 +182,9 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     import torch
     import torch.nn.functional as F
     from torch import nn
+    from torch.utils.data import DataLoader, DistributedSampler
 
-    from decltrain.callbacks.base import Callback
+    from decltrain.callbacks.base import Callback, TrainerView
     from decltrain.datasets.torchvision_images import build
     from decltrain.models.mnist_cnn import MnistCNN
     from decltrain.trainer.engine import data
@@ -194,6 +195,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     seed = 42
     splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)
     loader = data.train_loader(splits.train, splits.loader, seed, torch.device("cpu"))
+    assert isinstance(loader, DataLoader) and isinstance(loader.sampler, DistributedSampler)  # in_memory=False
     steps = min(len(loader), limit or len(loader))
     torch.manual_seed(seed)
     model = MnistCNN(10, splits.input_shape)
@@ -216,7 +218,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
         seconds = time.perf_counter() - start
     else:
         class RecordLoss(Callback):
-            def on_train_batch_end(self, trainer: Trainer) -> None:
+            def on_train_batch_end(self, trainer: TrainerView) -> None:
                 losses.append(trainer.last_loss)
 
         trainer = Trainer(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,

@@ -99,7 +99,7 @@ def compute_child(job: Job, device_name: str, precision: str) -> dict:
     torch.manual_seed(0)
     model = build_model(job.model, job.channels, job.size)
     layout = torch.channels_last if uses_channels_last(model, device) else torch.preserve_format
-    model = model.to(device, memory_format=layout)
+    model = model.to(device, memory_format=layout)  # type: ignore[call-overload]  # Module.to takes both; its stubs not
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     autocast = Precision(precision, device).autocast
     batches = [(torch.randn(job.batch_size, job.channels, job.size, job.size, device=device)
@@ -125,7 +125,7 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     import torch
     from torch import nn
 
-    from decltrain.callbacks.base import Callback
+    from decltrain.callbacks.base import Callback, TrainerView
     from decltrain.datasets.base import DataSplits, LoaderSettings
     from decltrain.datasets.in_memory import BatchTransform, InMemory
     from decltrain.trainer.engine.loop import Trainer
@@ -143,10 +143,10 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     watch = Stopwatch(device)
 
     class EpochTimer(Callback):
-        def on_train_epoch_start(self, trainer: Trainer) -> None:
+        def on_train_epoch_start(self, trainer: TrainerView) -> None:
             watch.start()
 
-        def on_train_epoch_end(self, trainer: Trainer) -> None:
+        def on_train_epoch_end(self, trainer: TrainerView) -> None:
             watch.stop()
 
     torch.manual_seed(0)

@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    loader_kwargs = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+    loader_kwargs: dict[str, Any] = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
     torch.manual_seed(args.seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_set = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)

@@ -22,10 +22,18 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sized
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # imported where used: `--help` and the JPEG writer need no torch
+    import torch
+
+    from decltrain.datasets.base import DataSplits
+    from decltrain.trainer.engine.data import Loader
 
 SIDE, CLASSES = 256, 10
 
@@ -40,7 +48,7 @@ def write_jpegs(root: Path, count: int) -> None:
         folder = root / "train" / f"class_{index % CLASSES}"
         folder.mkdir(parents=True, exist_ok=True)
         coarse = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-        image = np.asarray(Image.fromarray(coarse).resize((SIDE, SIDE), Image.BICUBIC), dtype=np.int16)
+        image = np.asarray(Image.fromarray(coarse).resize((SIDE, SIDE), Image.Resampling.BICUBIC), dtype=np.int16)
         noisy = np.clip(image + rng.integers(-12, 13, image.shape), 0, 255).astype(np.uint8)
         Image.fromarray(noisy).save(folder / f"{index:06d}.jpg", quality=90)
 
@@ -54,7 +62,7 @@ def linked_subset(source: Path, target: Path, count: int) -> None:
             os.link(path, destination)
 
 
-def splits(root: Path, cache: bool, cache_dir: Path, workers: int, image_size: int, eval_only: bool):
+def splits(root: Path, cache: bool, cache_dir: Path, workers: int, image_size: int, eval_only: bool) -> DataSplits:
     """`dataset=image_folder` as the config builds it, all images in the training split."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -70,7 +78,7 @@ def splits(root: Path, cache: bool, cache_dir: Path, workers: int, image_size: i
     return instantiate(OmegaConf.create({"dataset": node}).dataset)
 
 
-def loader_of(data_splits, seed: int = 0):
+def loader_of(data_splits: DataSplits, seed: int = 0) -> Loader:
     import torch
 
     from decltrain.trainer.engine import data
@@ -78,14 +86,18 @@ def loader_of(data_splits, seed: int = 0):
     return data.train_loader(data_splits.train, data_splits.loader, seed, torch.device("cpu"))
 
 
-def epoch(loader, number: int, model=None, optimizer=None) -> tuple[float, int]:
-    """Seconds and images of one pass; with a model, a training step per batch."""
+def epoch(loader: Loader, number: int,
+          training: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None) -> tuple[float, int]:
+    """Seconds and images of one pass; with a (model, optimizer), a training step per batch."""
     import torch.nn.functional as F
+    from torch.utils.data import DistributedSampler
 
+    assert isinstance(loader.sampler, DistributedSampler)  # the training sampler, on either loader
     loader.sampler.set_epoch(number)
     count, start = 0, time.perf_counter()
     for inputs, targets in loader:
-        if model is not None:
+        if training is not None:
+            model, optimizer = training
             loss = F.cross_entropy(model(inputs), targets)
             loss.backward()
             optimizer.step()
@@ -94,7 +106,7 @@ def epoch(loader, number: int, model=None, optimizer=None) -> tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def small_cnn():
+def small_cnn() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """A small convolutional classifier: the compute of a light fine-tuning head, not of a ResNet."""
     import torch
     from torch import nn
@@ -115,6 +127,7 @@ def measure(root: Path, work: Path, workers: int, image_size: int, epochs: int) 
         cache_dir = work / f"cache_{root.name}_{eval_only}"
         start = time.perf_counter()
         cached_splits = splits(root, True, cache_dir, workers, image_size, eval_only)
+        assert isinstance(cached_splits.train, Sized)  # torch's Dataset type declares no length
         rates["cache build"] = len(cached_splits.train) / (time.perf_counter() - start)
         cached = loader_of(cached_splits)
         seconds = [epoch(cached, e) for e in range(epochs)]
@@ -122,8 +135,8 @@ def measure(root: Path, work: Path, workers: int, image_size: int, epochs: int) 
         shutil.rmtree(cache_dir, ignore_errors=True)
     for cache, label in ((False, "PIL"), (True, "cache")):
         loader = loader_of(splits(root, cache, work / f"cache_train_{root.name}", workers, image_size, False))
-        model, optimizer = small_cnn()
-        seconds = [epoch(loader, e, model, optimizer) for e in range(epochs)]
+        training = small_cnn()
+        seconds = [epoch(loader, e, training) for e in range(epochs)]
         rates[f"{label}, epoch with a small CNN"] = _steady_rate(seconds)
     shutil.rmtree(work / f"cache_train_{root.name}", ignore_errors=True)
     return rates

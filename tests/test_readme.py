@@ -107,6 +107,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "DATA_DIR=../shared/data python -m pytest -q -m cuda":
         Excluded("the test suite itself (its CUDA tests, collected and skipped with their reason here)"),
     "DATA_DIR=../shared/data python scripts/benchmark.py --device cuda": Excluded("needs a CUDA device"),
+    "python scripts/typecheck.py": Excluded("runs from the repository root; tests/test_types.py runs it"),
     "DATA_DIR=../shared/data python scripts/benchmark.py --mode device --device cpu --quick":
         Excluded("runs from the repository root and takes minutes; tests/test_benchmark_script.py runs its "
                  "measurements on a tiny job"),

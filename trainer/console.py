@@ -18,6 +18,7 @@ def print_config(cfg: DictConfig, callback_names: list[str]) -> None:
     """The resolved config as a tree, one branch per group, and the active callbacks in order."""
     tree = Tree("[bold]config[/bold]")
     for key, value in cfg.items():
+        key = str(key)  # DictConfig keys may be of other types; the run's config has string keys
         branch = tree.add(f"[bold cyan]{key}[/bold cyan]")
         if isinstance(value, DictConfig):
             branch.add(OmegaConf.to_yaml(value, resolve=True).rstrip() or "{}")

@@ -23,12 +23,16 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.runs import requeue
+
+if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.api import SignalException  # torch loads only when launching
 
 log = logging.getLogger("trainer")
 
@@ -106,7 +110,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
 
 
 @contextlib.contextmanager
-def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[None]:
+def _early_signal_stops_workers(signal_exception: type[SignalException]) -> Iterator[None]:
     """Submitit's early signal (USR2) stops the workers as SIGTERM does, while elastic runs them.
 
     Elastic turns SIGTERM, SIGINT, SIGHUP and SIGQUIT into a `SignalException`, passes that
@@ -126,8 +130,9 @@ def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[N
         signal.signal(early, previous)
 
 
-def worker_arguments(hydra_cfg: DictConfig) -> list[str]:
+def worker_arguments(hydra_cfg: HydraConf) -> list[str]:
     """The command line of a worker: this job's config and overrides, in this job's folder."""
+    assert hydra_cfg.job.config_name is not None  # the console scripts name their config (train.yaml)
     args = ["--config-name", hydra_cfg.job.config_name]
     args += [arg for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"
              for arg in ("--config-dir", source.path)]

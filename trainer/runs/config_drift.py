@@ -8,8 +8,9 @@ logging, callbacks' patience, where the data lives) is allowed and named in a wa
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from decltrain.trainer.runs import legacy_paths
 from decltrain.trainer.tracking.hparams import flatten
@@ -30,8 +31,8 @@ def check(saved_yaml: str, current_yaml: str, source: str) -> None:
     """Refuses a resume whose config changes what is trained; warns about other changes."""
     if not saved_yaml:  # checkpoints written outside `train` may hold no config
         return
-    saved = flatten(OmegaConf.to_container(legacy_paths.upgrade(OmegaConf.create(saved_yaml))))
-    current = flatten(OmegaConf.to_container(OmegaConf.create(current_yaml)))
+    saved = _settings(legacy_paths.upgrade(OmegaConf.create(saved_yaml)))
+    current = _settings(OmegaConf.create(current_yaml))
     changed = sorted(key for key in saved.keys() | current.keys()
                      if saved.get(key, "<absent>") != current.get(key, "<absent>") and not _under(key, IGNORED))
     refused = [key for key in changed if _under(key, DEFINING) and not _under(key, LOADING)]
@@ -45,6 +46,13 @@ def check(saved_yaml: str, current_yaml: str, source: str) -> None:
     if changed:
         log.warning("resume: continuing with changed settings: %s", ", ".join(
             f"{key} ({saved.get(key, '<absent>')} -> {current.get(key, '<absent>')})" for key in changed))
+
+
+def _settings(config: DictConfig | ListConfig) -> dict[str, Any]:
+    """A run's config (a mapping) as {dotted key: value}."""
+    tree = OmegaConf.to_container(config)
+    assert isinstance(tree, dict)
+    return flatten(tree)
 
 
 def _under(key: str, prefixes: tuple[str, ...]) -> bool:

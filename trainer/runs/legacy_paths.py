@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 OLD_PACKAGES = ("trainer", "callbacks", "datasets", "models", "configs")
 PACKAGE = "decltrain"
@@ -24,7 +24,7 @@ MOVED = {f"{PACKAGE}.trainer.{module}": f"{PACKAGE}.trainer.{package}.{module}" 
 PATH_KEYS = ("_target_", "collate_fn")
 
 
-def upgrade(config: DictConfig) -> DictConfig:
+def upgrade(config: DictConfig | ListConfig) -> DictConfig | ListConfig:
     """A copy of `config` with every old import path that names one of ours rewritten."""
     return OmegaConf.create(_rewrite(OmegaConf.to_container(config, resolve=False)))
 

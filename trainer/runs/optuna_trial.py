@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import optuna
 
 STORAGE = "DECLTRAIN_OPTUNA_STORAGE"
 STUDY = "DECLTRAIN_OPTUNA_STUDY"
@@ -21,11 +25,11 @@ PRUNER = "DECLTRAIN_OPTUNA_PRUNER"
 PRUNED_AT = "pruned_at_epoch"
 
 
-def environment(storage: str, study_name: str, trial_id: int, pruner: dict[str, Any]) -> dict[str, str]:
+def environment(storage: str, study_name: str, trial_id: int, pruner: Mapping[Any, Any]) -> dict[str, str]:
     return {STORAGE: storage, STUDY: study_name, TRIAL_ID: str(trial_id), PRUNER: json.dumps(pruner)}
 
 
-def current() -> Any:
+def current() -> optuna.Trial | None:
     """The `optuna.Trial` this job runs for, or None outside a search."""
     if TRIAL_ID not in os.environ:
         return None

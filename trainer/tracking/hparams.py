@@ -7,6 +7,7 @@ value the user overrode on the command line.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 GROUPS = ("model", "dataset", "optimizer", "scheduler", "trainer")
@@ -14,7 +15,7 @@ GROUPS = ("model", "dataset", "optimizer", "scheduler", "trainer")
 _NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger")
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
     """{'optimizer': {'lr': 1e-3}} -> {'optimizer.lr': 1e-3}; an empty dict stays a value."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():

@@ -74,8 +74,10 @@ class TensorBoardLogger(Logger):
         clean = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
                  for key, value in params.items()}
         experiment, session_start, session_end = hparams(clean, metrics)
+        file_writer = self.writer.file_writer
+        assert file_writer is not None  # None only after close()
         for summary in (experiment, session_start, session_end):
-            self.writer.file_writer.add_summary(summary)
+            file_writer.add_summary(summary)
 
     def flush(self) -> None:
         self.writer.flush()

@@ -44,6 +44,12 @@ class MLflowLogger(Tracker):
         self.run_id: str | None = (resumed or {}).get("mlflow_run_id")
         self._call(lambda: self._start(experiment_name or tracking.experiment_name(), dict(tags or {})))
 
+    @property
+    def _run_id(self) -> str:
+        """The MLflow run: known whenever the logger is on (resumed, or `_start` succeeded)."""
+        assert self.run_id is not None, "_call runs nothing once the logger is off"
+        return self.run_id
+
     def _start(self, experiment_name: str, tags: dict[str, str]) -> None:
         if self.run_id is not None:  # resumed: the same MLflow run, running again
             self.client.update_run(self.run_id, status="RUNNING")
@@ -64,11 +70,11 @@ class MLflowLogger(Tracker):
 
         def log() -> None:
             # Params cannot change once logged: a resumed run adds only those it did not have.
-            known = self.client.get_run(self.run_id).data.params
+            known = self.client.get_run(self._run_id).data.params
             params = [Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in flatten(config).items()
                       if key not in known]
             for start in range(0, len(params), _BATCH):
-                self.client.log_batch(self.run_id, params=params[start:start + _BATCH])
+                self.client.log_batch(self._run_id, params=params[start:start + _BATCH])
         self._call(log)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -76,7 +82,7 @@ class MLflowLogger(Tracker):
 
         now = int(time.time() * 1000)
         batch = [Metric(_valid_name(name), float(value), now, step) for name, value in metrics.items()]
-        self._call(lambda: self.client.log_batch(self.run_id, metrics=batch))
+        self._call(lambda: self.client.log_batch(self._run_id, metrics=batch))
 
     def state_dict(self) -> dict[str, Any]:
         return {"mlflow_run_id": self.run_id} if self.run_id else {}
@@ -86,8 +92,8 @@ class MLflowLogger(Tracker):
             if self.log_artifacts:
                 for path in artifact_files(self.run_dir):
                     folder = str(path.parent.relative_to(self.run_dir)) if path.parent != self.run_dir else None
-                    self.client.log_artifact(self.run_id, str(path), artifact_path=folder)
-            self.client.set_terminated(self.run_id, _STATUS.get(status, "FINISHED"))
+                    self.client.log_artifact(self._run_id, str(path), artifact_path=folder)
+            self.client.set_terminated(self._run_id, _STATUS.get(status, "FINISHED"))
         self._call(finish)
 
 

@@ -16,7 +16,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -35,7 +35,7 @@ STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
-_DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
+_DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
 @dataclass
@@ -79,6 +79,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> list[sweep_summary.JobRecord]:
         import optuna
 
+        assert self.config is not None and self.hydra_context is not None and self.launcher is not None  # setup()
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -90,6 +91,7 @@ class OptunaSweeper(Sweeper):
                                     sampler=self.sampler, pruner=self.pruner, load_if_exists=True)
         _requeue_interrupted(study)
         pruner_config = OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True)
+        assert isinstance(pruner_config, dict)  # a `_target_` node
         log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
                  _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
         while _trials_done(study) < self.n_trials:

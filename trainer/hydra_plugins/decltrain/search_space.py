@@ -30,10 +30,11 @@ def split(overrides: list[str], parser: OverridesParser) -> tuple[dict[str, Any]
         if not override.is_sweep_override():
             fixed[key] = f"{key}={override.get_value_element_as_str()}"
         elif override.is_choice_sweep() or override.is_range_sweep():
-            space[key] = CategoricalDistribution(list(override.sweep_iterator(transformer=Transformer.encode)))
+            choices: list[Any] = list(override.sweep_iterator(transformer=Transformer.encode))  # Optuna checks them
+            space[key] = CategoricalDistribution(choices)
         else:
             sweep = override.value()
-            assert isinstance(sweep, IntervalSweep)
+            assert isinstance(sweep, IntervalSweep) and sweep.start is not None and sweep.end is not None
             log = "log" in sweep.tags
             if isinstance(sweep.start, int) and isinstance(sweep.end, int):
                 space[key] = IntDistribution(sweep.start, sweep.end, log=log)

@@ -34,7 +34,7 @@ class Sweeper(BasicSweeper):
             # exception: it gets the completed ones only, and the failures stay in `returns`.
             return [result for result in results if result.status == JobStatus.COMPLETED]
 
-        self.launcher.launch = launch_and_keep  # type: ignore[method-assign]
+        self.launcher.launch = launch_and_keep  # type: ignore[method-assign, assignment]  # bound: no `self`
         try:
             super().sweep(arguments)
         finally:
