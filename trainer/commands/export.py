@@ -22,6 +22,7 @@ from torch import nn
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine import checkpoint, data
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
 
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -40,7 +41,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
     run = RunFolder.open(cfg.run, overrides)
     splits, model, ckpt = run.load_model(cfg.ckpt)
     batch = check_batch(splits)
-    target = run.path / "export" / FILES[cfg.format]
+    target = run.path / layout.EXPORT / FILES[cfg.format]
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = checkpoint.temporary_sibling(target)
     try:
