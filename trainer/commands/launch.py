@@ -25,10 +25,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from decltrain.trainer.runs import requeue
+from decltrain.trainer.runs import layout, requeue
 
 log = logging.getLogger("trainer")
 
@@ -102,11 +103,11 @@ def launch_workers(cfg: DictConfig) -> float | None:
         rank, failure = err.get_first_failure()
         raise WorkersFailed(f"worker rank {rank} failed (exit code {failure.exitcode}): "
                             f"{_failure_text(failure.message)}", failure.exitcode if failure.exitcode > 0 else 1) from None
-    return _monitored_value(cfg, run_dir)
+    return _monitored_value(run_dir)
 
 
 @contextlib.contextmanager
-def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[None]:
+def _early_signal_stops_workers(signal_exception: Callable[..., Exception]) -> Iterator[None]:
     """Submitit's early signal (USR2) stops the workers as SIGTERM does, while elastic runs them.
 
     Elastic turns SIGTERM, SIGINT, SIGHUP and SIGQUIT into a `SignalException`, passes that
@@ -126,9 +127,9 @@ def _early_signal_stops_workers(signal_exception: type[Exception]) -> Iterator[N
         signal.signal(early, previous)
 
 
-def worker_arguments(hydra_cfg: DictConfig) -> list[str]:
+def worker_arguments(hydra_cfg: HydraConf) -> list[str]:
     """The command line of a worker: this job's config and overrides, in this job's folder."""
-    args = ["--config-name", hydra_cfg.job.config_name]
+    args = ["--config-name", str(hydra_cfg.job.config_name)]
     args += [arg for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"
              for arg in ("--config-dir", source.path)]
     args += list(hydra_cfg.overrides.task)
@@ -153,13 +154,10 @@ def _failure_text(message: Any) -> str:
     return first[0] if first else "see its output above"
 
 
-def _monitored_value(cfg: DictConfig, run_dir: Path) -> float | None:
+def _monitored_value(run_dir: Path) -> float | None:
     """What the workers' rank 0 returned to its sweeper: the monitored metric, from metrics.json."""
-    metrics_file = run_dir / "metrics.json"
-    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
-    if not monitor or not metrics_file.is_file():
-        return None
-    return json.loads(metrics_file.read_text()).get(monitor)
+    metrics_file = run_dir / layout.METRICS
+    return layout.result(json.loads(metrics_file.read_text())) if metrics_file.is_file() else None
 
 
 def quote_override(value: str) -> str:
