@@ -25,7 +25,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} is not a split; use split=test or split=val")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = run.load_model(cfg.ckpt)
+    splits, model, ckpt = build.trained_model(run, cfg.ckpt)
     config = run.config
     with run.named_in_errors():
         trainer = build.trainer(config, {}, [], run.path)

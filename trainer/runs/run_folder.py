@@ -1,5 +1,6 @@
-"""A finished run folder, reopened: its saved config (plus the user's overrides), a checkpoint,
-and the model and data rebuilt from them. Shared by `evaluate`, `predict` and `export-model`.
+"""A finished run folder, reopened: its saved config (plus the user's overrides) and a checkpoint;
+`commands/build.trained_model` rebuilds the model and data from them. Shared by `evaluate`,
+`predict` and `export-model`.
 
 The config is `<run>/.hydra/config.yaml`, unresolved, so `${oc.env:DATA_DIR,data}` is resolved
 afresh and a run trained on another machine can be evaluated here.
@@ -17,13 +18,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch import nn
 
-from decltrain.datasets.base import DataSplits
-from decltrain.trainer.commands import build
-from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.runs import layout, legacy_paths
-from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError
 
 REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
@@ -110,16 +106,6 @@ class RunFolder:
             if str(self.path) in str(err):
                 raise
             raise UserError(f"run folder {self.path}: {err}") from err
-
-    def load_model(self, ckpt: str) -> tuple[DataSplits, nn.Module, Path]:
-        """The run's data and model, with the weights of checkpoint `ckpt`, in eval mode."""
-        path = self.checkpoint(ckpt)
-        with self.named_in_errors():
-            seed_everything(self.config.seed)
-            splits = build.data(self.config)
-            model = build.model(self.config, splits)
-            checkpoint.load_weights(model, path)
-        return splits, model.eval(), path
 
 
 def _fit_to_this_machine(trainer: DictConfig) -> None:
