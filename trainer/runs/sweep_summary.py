@@ -40,6 +40,7 @@ class JobRecord:
         # `job.return_value` re-raises a failed job's exception; the stored value is what we show.
         returned = job._return_value
         failed = job.status != JobStatus.COMPLETED
+        assert job.hydra_cfg is not None and job.cfg is not None  # Hydra's run_job sets both on every job
         hydra_cfg = job.hydra_cfg.hydra
         return cls(number=int(hydra_cfg.job.num), overrides=[str(o) for o in job.overrides or []],
                    status="failed" if failed else "done",
