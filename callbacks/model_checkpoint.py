@@ -1,6 +1,6 @@
 """Saves `last.ckpt` and the best checkpoints by a monitored metric, never losing a good file.
 
-Files in `<run>/checkpoints/`:
+Files in `<run>/checkpoints/` (names from trainer/runs/layout.py):
   last.ckpt                 the newest state (every epoch, and every N optimizer steps if asked)
   epoch=E-step=S.ckpt       the `save_top_k` best by `monitor`
   best.ckpt                 the best of them (a hard link, so no second copy is written)
@@ -27,6 +27,7 @@ from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.monitor import Monitor
 from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
+from decltrain.trainer.runs import layout
 
 log = logging.getLogger("trainer")
 
@@ -50,10 +51,10 @@ class ModelCheckpoint(Callback):
 
     @property
     def best_path(self) -> Path | None:
-        return self.dir / "best.ckpt" if self.top_k else None
+        return self.dir / layout.BEST if self.top_k else None
 
     def on_fit_start(self, trainer: TrainerView) -> None:
-        self.dir = self.dirpath or Path(trainer.run_dir) / "checkpoints"
+        self.dir = self.dirpath or layout.checkpoints(Path(trainer.run_dir))
         # Under DDP every rank keeps the same bookkeeping (metrics are reduced over ranks), so
         # each knows `best_path`; only the global-zero rank touches files.
         self._writes = trainer.is_global_zero
@@ -69,7 +70,7 @@ class ModelCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            self._save(trainer, self.dir / "last.ckpt")
+            self._save(trainer, self.dir / layout.LAST)
 
     def on_train_epoch_end(self, trainer: TrainerView) -> None:
         if (trainer.epoch + 1) % self.every_n_epochs == 0:
@@ -84,7 +85,7 @@ class ModelCheckpoint(Callback):
         written: Path | None = None
         monitor = self.monitor  # set whenever `metrics` is (on_validation_end)
         if metrics is not None and monitor is not None and self._qualifies(monitor, score := monitor.read(metrics)):
-            written = self.dir / f"epoch={trainer.epoch + 1:03d}-step={trainer.global_step}.ckpt"
+            written = self.dir / layout.top_k_name(trainer.epoch + 1, trainer.global_step)
             dropped = self._admit(monitor, score, written.name)
             is_best = self.top_k[0][1] == written.name
             if is_best:
@@ -92,24 +93,24 @@ class ModelCheckpoint(Callback):
                              "checkpoint": written.name, **metrics}
             self._save(trainer, written)  # after the bookkeeping: the file holds its own admission
             if is_best:
-                self._publish(written, self.dir / "best.ckpt")
+                self._publish(written, self.dir / layout.BEST)
             for name in dropped if self._writes else ():
                 (self.dir / name).unlink(missing_ok=True)
         if self.save_last:
             if written is not None:
-                self._publish(written, self.dir / "last.ckpt")
+                self._publish(written, self.dir / layout.LAST)
             else:
-                self._save(trainer, self.dir / "last.ckpt")
+                self._save(trainer, self.dir / layout.LAST)
 
     def on_fit_end(self, trainer: TrainerView) -> None:
         """The loop stopped inside an epoch (`max_steps`, `should_stop`): keep that step to continue from."""
         if self.save_last and trainer.batch_idx > 0:
-            self._save(trainer, self.dir / "last.ckpt")
+            self._save(trainer, self.dir / layout.LAST)
 
     def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
         if isinstance(error, Preempted):
-            self._save(trainer, self.dir / "last.ckpt")
+            self._save(trainer, self.dir / layout.LAST)
 
     def _qualifies(self, monitor: Monitor, score: float) -> bool:
         if self.save_top_k == 0:

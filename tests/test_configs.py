@@ -8,12 +8,13 @@ from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-import decltrain.trainer.commands.train  # noqa: F401  (registers the config schema and the run_folder resolver, as `train` does)
+from decltrain.trainer.commands import console_script
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config",
           "hparams_search"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml"))]
+console_script.register_train_config()  # the schema and the run_dir resolver, as `train` registers them
 
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from decltrain.callbacks import ModelCheckpoint
 from decltrain.callbacks.base import Callback
 from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
-from decltrain.trainer.commands import schema
+from decltrain.trainer.commands import launch, schema
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
@@ -152,6 +152,12 @@ def test_train_with_two_devices_writes_one_run_folder(tmp_path, data_dir):
                        env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
     assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 8
+
+
+def test_a_launched_job_returns_its_best_monitored_value_to_the_sweeper(tmp_path):
+    assert launch._monitored_value(tmp_path) is None  # no metrics.json: the job wrote none (fast_dev_run)
+    (tmp_path / "metrics.json").write_text(json.dumps({"monitor": "val/acc", "best": {"val/acc": 0.75}}))
+    assert launch._monitored_value(tmp_path) == 0.75
 
 
 def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):

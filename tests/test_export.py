@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from tests.conftest import run_command
 from decltrain.trainer.commands import export
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.commands import build
 from decltrain.trainer.runs.run_folder import RunFolder
 
 # Any import of the toolkit's packages fails in the checking process.
@@ -32,7 +33,7 @@ CHECK = "import numpy as np\ndata = np.load(sys.argv[2])\n{runner}print(float(np
 
 def _expected(run: Path, data_dir: Path, path: Path) -> Path:
     """Seven test digits (a batch size the export never saw) and the eager model's outputs for them."""
-    splits, model, _ = RunFolder.open(str(run), [f"dataset.root={data_dir}"]).load_model("best")
+    splits, model, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
     inputs = torch.stack([splits.test[index][0] for index in range(7)])
     with torch.no_grad():
         np.savez(path, inputs=inputs.numpy(), expected=model(inputs).numpy())

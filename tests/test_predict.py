@@ -13,6 +13,7 @@ from decltrain.datasets.base import DataSplits
 from tests.conftest import run_command
 from decltrain.trainer.commands import predict
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.commands import build
 from decltrain.trainer.runs.run_folder import RunFolder
 
 DIGITS = 5
@@ -34,7 +35,7 @@ def digit_files(tmp_path, data_dir) -> Path:
 
 def _eager_predictions(run: Path, data_dir: Path) -> list[int]:
     """What the run's model predicts for the first test digits, straight from the dataset."""
-    splits, model, _ = RunFolder.open(str(run), [f"dataset.root={data_dir}"]).load_model("best")
+    splits, model, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
     with torch.no_grad():
         inputs = torch.stack([splits.test[index][0] for index in range(DIGITS)])
         return model(inputs).argmax(dim=-1).tolist()

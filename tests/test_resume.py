@@ -20,6 +20,7 @@ from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.runs import layout, resume
 
 
 class SignalAtStep(Callback):
@@ -202,6 +203,28 @@ def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir):
     assert result.returncode == 2
     assert f"checkpoint {bad} is truncated or corrupt" in result.stdout + result.stderr
     assert bad.stat().st_size == len(data) // 3  # nothing overwrote the user's file
+
+
+def test_one_reading_of_checkpoint_names_for_resume_and_ckpt(tmp_path):
+    run, other = tmp_path / "run", tmp_path / "other"
+    for folder in (run, other):
+        layout.checkpoints(folder).mkdir(parents=True)
+        layout.last(folder).write_bytes(b"")
+    (layout.checkpoints(run) / layout.BEST).write_bytes(b"")
+    assert layout.find_checkpoint("best", run, "ckpt") == layout.checkpoints(run) / layout.BEST
+    assert layout.find_checkpoint("last", run, "ckpt") == layout.find_checkpoint("auto", run, "ckpt") == layout.last(run)
+    assert layout.find_checkpoint("latest", run, "resume") == layout.last(run)  # run_dir already is the latest run
+    assert layout.find_checkpoint(str(other), run, "resume") == layout.last(other)  # a folder: its last.ckpt
+    assert layout.find_checkpoint(layout.LAST, other, "ckpt") == layout.last(other)  # a name inside checkpoints/
+    with pytest.raises(UserError, match="resume=latest found no run"):
+        layout.find_checkpoint("latest", tmp_path / "fresh", "resume")
+    # `resume=auto` starts fresh in a folder without a last checkpoint; `ckpt=auto` needs one
+    assert resume.checkpoint("auto", tmp_path / "fresh") is None and resume.checkpoint(None, run) is None
+    with pytest.raises(UserError, match="has no checkpoint"):
+        layout.find_checkpoint("auto", tmp_path / "fresh", "ckpt")
+    # the resolver of hydra.run.dir: a checkpoint inside a run folder continues that run
+    assert resume.run_dir(str(layout.last(other)), "fresh") == str(other)
+    assert resume.run_dir("latest", str(tmp_path / "new")) == str(run)  # "run" sorts after "other", as timestamps do
 
 
 def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from decltrain.trainer.tracking.csv_logger import CSVLogger
 from decltrain.trainer.tracking.hparams import select
+from decltrain.trainer.tracking.provenance import installed_packages
 from tests.conftest import run_train
 
 SHORT = ("trainer.limit_train_batches=10", "trainer.limit_val_batches=2")
@@ -124,6 +126,12 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     records = json.loads((run_dir / "reproducibility.json").read_text())
     assert [record["command"][-1] for record in records] == [SHORT[-1], f"resume={run_dir}"]
     assert {"python", "torch", "cuda", "packages", "host", "devices", "git"} <= set(records[0])
+
+
+def test_the_package_list_reads_what_full_metadata_parsing_reads():
+    parsed = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in metadata.distributions()
+                    if dist.metadata["Name"])
+    assert installed_packages() == parsed and any(name.startswith("torch==") for name in parsed)
 
 
 def test_unreachable_tracking_uri_does_not_stop_the_run(tmp_path, data_dir):

@@ -6,7 +6,7 @@ Each builder turns a failure into a UserError that names the config key, so a ty
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from hydra.errors import InstantiationException
@@ -17,7 +17,10 @@ from torch.utils.data import default_collate
 
 from decltrain.callbacks.base import Callback
 from decltrain.datasets.base import DataSplits
+from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError, first_line
+from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
@@ -77,6 +80,17 @@ def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
                         f"{splits.name or '?'} ({splits.task}) needs {expected}; do not set model.num_classes by hand")
 
 
+def trained_model(run: RunFolder, ckpt: str) -> tuple[DataSplits, nn.Module, Path]:
+    """A finished run's data and model, with the weights of its checkpoint `ckpt`, in eval mode."""
+    path = run.checkpoint(ckpt)
+    with run.named_in_errors():
+        seed_everything(run.config.seed)
+        splits = data(run.config)
+        built = model(run.config, splits)
+        checkpoint.load_weights(built, path)
+    return splits, built.eval(), path
+
+
 def loss(cfg: DictConfig) -> nn.Module:
     return instantiate_node(cfg.loss, "loss")
 
@@ -92,7 +106,8 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     node = cfg.optimizer.copy()
     with open_dict(node):
         group_settings = node.pop("param_groups", None)
-    settings = OmegaConf.to_container(group_settings, resolve=True) if group_settings else {}
+    # `optimizer.param_groups` is a mapping (group name -> settings) in every config
+    settings = cast(dict[str, Any], OmegaConf.to_container(group_settings, resolve=True)) if group_settings else {}
     factory = instantiate_node(node, "optimizer")
     try:
         return factory(_param_groups(model, settings))
@@ -101,7 +116,8 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, Any]]:
-    named = model.param_groups() if callable(getattr(model, "param_groups", None)) else {}
+    param_groups = getattr(model, "param_groups", None)
+    named = param_groups() if callable(param_groups) else {}
     if not named:
         if settings:
             raise UserError(f"optimizer.param_groups is set but model {type(model).__name__} names no parameter "

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.trainer.commands.train import USER_ERROR_EXIT_CODE, importable_working_directory
+from decltrain.trainer.commands import console_script
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -56,7 +56,8 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
     """A console-script entry point: Hydra composes `config_name`, `module.main(cfg, overrides)` runs."""
 
     def entry_point() -> None:
-        importable_working_directory()  # a run of the user's own model rebuilds it
+        console_script.sleeping_openmp_threads()  # as for `train`: a CPU pass on shared cores
+        console_script.importable_working_directory()  # a run of the user's own model rebuilds it
         own_keys = {str(key) for key in OmegaConf.load(CONFIGS / f"{config_name}.yaml")} - {"defaults", "hydra"}
         sys.argv[1:], run_overrides = split_overrides(sys.argv[1:], own_keys)
 
@@ -70,7 +71,7 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
                 importlib.import_module(module).main(cfg, run_overrides)
             except UserError as err:
                 log.error("error: %s", err)
-                sys.exit(USER_ERROR_EXIT_CODE)
+                sys.exit(console_script.USER_ERROR_EXIT_CODE)
 
         app()
 

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from decltrain.trainer.commands import build
 from decltrain.trainer.console import print_metrics
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.task import Task
@@ -24,7 +25,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} is not a split; use split=test or split=val")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = run.load_model(cfg.ckpt)
+    splits, model, ckpt = build.trained_model(run, cfg.ckpt)
     config = run.config
     with run.named_in_errors():
         trainer = build.trainer(config, {}, [], run.path)
@@ -34,7 +35,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
         loader = trainer.test_loader if cfg.split == "test" else trainer.val_loader
         metrics = trainer.evaluate(loader, cfg.split)
     print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt.name}")
-    target = run.path / f"eval_{cfg.split}.json"
+    target = layout.evaluation(run.path, cfg.split)
     target.write_text(json.dumps({**metrics, "checkpoint": str(ckpt)}, indent=2) + "\n")
     print(f"wrote {target}")
     return metrics

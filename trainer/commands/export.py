@@ -21,7 +21,9 @@ from torch import nn
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine import checkpoint, data
+from decltrain.trainer.commands import build
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
 
 FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
@@ -38,9 +40,9 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
     if not cfg.tolerance >= 0:
         raise UserError(f"tolerance={cfg.tolerance} must be a non-negative number, e.g. tolerance=1e-4")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = run.load_model(cfg.ckpt)
+    splits, model, ckpt = build.trained_model(run, cfg.ckpt)
     batch = check_batch(splits)
-    target = run.path / "export" / FILES[cfg.format]
+    target = run.path / layout.EXPORT / FILES[cfg.format]
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = checkpoint.temporary_sibling(target)
     try:

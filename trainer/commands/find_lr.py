@@ -19,7 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from decltrain.trainer.commands import train  # noqa: F401  (registers the config schema and resolvers, as for `train`)
+from decltrain.trainer.commands import console_script
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("trainer")
@@ -71,9 +71,12 @@ def _main(cfg: DictConfig) -> None:
         run(cfg)
     except UserError as err:
         log.error("%s", err)
-        sys.exit(train.USER_ERROR_EXIT_CODE)
+        sys.exit(console_script.USER_ERROR_EXIT_CODE)
 
 
 def main() -> None:
-    """The console script."""
+    """The console script: set up as `train` is, since it composes the same config."""
+    console_script.sleeping_openmp_threads()
+    console_script.importable_working_directory()
+    console_script.register_train_config()
     _main()

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from decltrain.trainer.runs import requeue
+from decltrain.trainer.runs import layout, requeue
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.api import SignalException  # torch loads only when launching
@@ -106,7 +106,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
         rank, failure = err.get_first_failure()
         raise WorkersFailed(f"worker rank {rank} failed (exit code {failure.exitcode}): "
                             f"{_failure_text(failure.message)}", failure.exitcode if failure.exitcode > 0 else 1) from None
-    return _monitored_value(cfg, run_dir)
+    return _monitored_value(run_dir)
 
 
 @contextlib.contextmanager
@@ -158,13 +158,10 @@ def _failure_text(message: Any) -> str:
     return first[0] if first else "see its output above"
 
 
-def _monitored_value(cfg: DictConfig, run_dir: Path) -> float | None:
+def _monitored_value(run_dir: Path) -> float | None:
     """What the workers' rank 0 returned to its sweeper: the monitored metric, from metrics.json."""
-    metrics_file = run_dir / "metrics.json"
-    monitor = OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")
-    if not monitor or not metrics_file.is_file():
-        return None
-    return json.loads(metrics_file.read_text()).get(monitor)
+    metrics_file = run_dir / layout.METRICS
+    return layout.result(json.loads(metrics_file.read_text())) if metrics_file.is_file() else None
 
 
 def quote_override(value: str) -> str:

@@ -16,21 +16,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import hydra_plugins.decltrain
-from decltrain.trainer.commands import launch, schema
-from decltrain.trainer.runs import requeue, resume
+from decltrain.trainer.commands import console_script, launch
+from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
+from decltrain.trainer.runs import requeue
 
-# OpenMP threads that finished their share sleep instead of spinning (unless the user chose
-# otherwise). OpenMP reads this once, when torch loads, which is later than here: this module
-# imports no torch. With spinning threads a CPU run slows several-fold whenever other processes
-# share the cores; sleeping costs microseconds per parallel region on an idle machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-schema.register()
-hydra_plugins.decltrain.register()  # the sweeper and launchers, also from an editable install
-OmegaConf.register_new_resolver("run_folder", resume.run_folder, replace=True)
+# At import, not in `train()`: whatever imports this module (find-lr, a test) may import torch next.
+console_script.sleeping_openmp_threads()
 log = logging.getLogger("trainer")
 
-USER_ERROR_EXIT_CODE = 2
 # Stopped by a signal after writing a checkpoint: the shell's convention, 128 + signal number
 # (SIGTERM: 143, SIGINT: 130). A second Ctrl-C aborts without a checkpoint, also with 130.
 SIGNAL_EXIT_BASE = 128
@@ -91,21 +84,10 @@ def _in_sweep() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def importable_working_directory() -> None:
-    """Puts the working directory first on `sys.path`, as `python -m` does.
-
-    A console script gets its own folder there instead, so without this `_target_: my_models.Net`
-    would not find the user's `my_models.py`. The toolkit's own modules live under `decltrain.`,
-    so the user's `models/` or `configs/` folders shadow none of them.
-    """
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-
-
 def train() -> None:
     """The console script (also `python -m decltrain.trainer.commands.train`, which is how launched workers start)."""
-    importable_working_directory()
+    console_script.importable_working_directory()
+    console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
         _main()

@@ -11,9 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.base import Callback
+from decltrain.callbacks.model_checkpoint import ModelCheckpoint
 from decltrain.trainer.commands import build
 from decltrain.trainer.engine import checkpoint, distributed
-from decltrain.trainer.runs import config_drift, resume
+from decltrain.trainer.runs import config_drift, layout, resume
 from decltrain.trainer.tracking import hparams, provenance
 from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.engine.device import seed_everything
@@ -28,7 +29,7 @@ def run(cfg: DictConfig) -> float | None:
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
-    resume_from = resume.checkpoint_path(cfg.resume, run_dir) if cfg.resume else None
+    resume_from = resume.checkpoint(cfg.resume, run_dir)
     state = checkpoint.load(resume_from) if resume_from else None
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if state:
@@ -62,7 +63,7 @@ def run(cfg: DictConfig) -> float | None:
             trainer.fit()
         except Preempted as stop:
             status = "killed"
-            last = run_dir / resume.LAST
+            last = layout.last(run_dir)
             if not talks:
                 raise
             if last.is_file():
@@ -72,12 +73,12 @@ def run(cfg: DictConfig) -> float | None:
                 log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
                             "is off)", stop, trainer.epoch + 1, trainer.global_step)
             raise
-        checkpointer = callbacks.get("model_checkpoint")
+        checkpointer = _checkpointer(callbacks)
         best_path = getattr(checkpointer, "best_path", None)
         test = trainer.test(best_path)
         report = _report(trainer, checkpointer, test)
         if talks and not fast_dev_run:
-            (run_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+            (run_dir / layout.METRICS).write_text(json.dumps(report, indent=2) + "\n")
             hyperparameters = hparams.select(config, list(HydraConfig.get().overrides.task),
                                              dict(HydraConfig.get().runtime.choices))
             for logger in loggers:
@@ -88,7 +89,13 @@ def run(cfg: DictConfig) -> float | None:
     finally:
         for logger in loggers:
             logger.close(status)
-    return report["best"][report["monitor"]] if report["best"] else None
+    return layout.result(report)
+
+
+def _checkpointer(callbacks: dict[str, Callback]) -> ModelCheckpoint | None:
+    """The checkpoint callback, by its type (whatever its config name): the best checkpoint it kept
+    is the one tested, and its bookkeeping is the report's `best`. With several, the first."""
+    return next((callback for callback in callbacks.values() if isinstance(callback, ModelCheckpoint)), None)
 
 
 def purge_step(state: dict | None) -> int | None:
@@ -104,7 +111,7 @@ def purge_step(state: dict | None) -> int | None:
     return step if "logged_at_step" in state else step + 1
 
 
-def _report(trainer: Trainer, checkpointer: Callback | None, test: dict[str, float]) -> dict[str, Any]:
+def _report(trainer: Trainer, checkpointer: ModelCheckpoint | None, test: dict[str, float]) -> dict[str, Any]:
     """metrics.json: the best checkpoint's values, the last epoch's, and the test of the model tested.
 
     `best` is what the monitored best checkpoint scored (and the value returned to sweepers);

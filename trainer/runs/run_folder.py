@@ -1,5 +1,6 @@
-"""A finished run folder, reopened: its saved config (plus the user's overrides), a checkpoint,
-and the model and data rebuilt from them. Shared by `evaluate`, `predict` and `export-model`.
+"""A finished run folder, reopened: its saved config (plus the user's overrides) and a checkpoint;
+`commands/build.trained_model` rebuilds the model and data from them. Shared by `evaluate`,
+`predict` and `export-model`.
 
 The config is `<run>/.hydra/config.yaml`, unresolved, so `${oc.env:DATA_DIR,data}` is resolved
 afresh and a run trained on another machine can be evaluated here.
@@ -17,17 +18,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from torch import nn
 
-from decltrain.datasets.base import DataSplits
-from decltrain.trainer.commands import build
-from decltrain.trainer.engine import checkpoint
-from decltrain.trainer.runs import legacy_paths
-from decltrain.trainer.engine.device import seed_everything
+from decltrain.trainer.runs import layout, legacy_paths
 from decltrain.trainer.errors import UserError
 
-CONFIG = Path(".hydra") / "config.yaml"
-CHECKPOINTS = "checkpoints"
 REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
 log = logging.getLogger("trainer")
 
@@ -44,17 +38,17 @@ class RunFolder:
         if not path.is_dir():
             raise UserError(f"run folder {path} does not exist; pass run=<folder written by train>, "
                             "e.g. run=outputs/mnist_cnn/<timestamp>")
-        if not (path / CONFIG).is_file():
-            raise UserError(f"run folder {path} has no {CONFIG}: it was not written by `train`; "
-                            "pass the folder that holds .hydra/ and checkpoints/")
+        if not (path / layout.CONFIG).is_file():
+            raise UserError(f"run folder {path} has no {layout.CONFIG}: it was not written by `train`; "
+                            f"pass the folder that holds {layout.HYDRA}/ and {layout.CHECKPOINTS}/")
         try:
-            config = OmegaConf.load(path / CONFIG)
+            config = OmegaConf.load(path / layout.CONFIG)
         except (OmegaConfBaseException, ValueError, OSError) as err:
-            raise UserError(f"run folder {path}: {CONFIG} cannot be read ({err}); "
+            raise UserError(f"run folder {path}: {layout.CONFIG} cannot be read ({err}); "
                             "restore it from the checkpoint's `config` entry") from err
         missing = [key for key in REQUIRED_SECTIONS if not isinstance(config, DictConfig) or key not in config]
         if missing:
-            raise UserError(f"run folder {path}: {CONFIG} has no {', '.join(missing)}: it was written by an "
+            raise UserError(f"run folder {path}: {layout.CONFIG} has no {', '.join(missing)}: it was written by an "
                             "incompatible config; train the run again with this version")
         config = legacy_paths.upgrade(config)  # runs saved before the `decltrain` package name
         # The weights come from the chosen checkpoint; a fine-tuning source the run started from
@@ -100,24 +94,8 @@ class RunFolder:
             OmegaConf.update(self.config, key, value, merge=True, force_add=True)
 
     def checkpoint(self, ckpt: str) -> Path:
-        """`best`, `last`, or a file: as given, else relative to the run folder or its checkpoints/."""
-        folder = self.path / CHECKPOINTS
-        if ckpt in ("best", "last"):
-            path = folder / f"{ckpt}.ckpt"
-            if path.is_file():
-                return path
-            present = sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
-            if not present:
-                raise UserError(f"run folder {self.path} has no checkpoint ({CHECKPOINTS}/ is empty or missing): "
-                                "runs with trainer.fast_dev_run=true or callbacks.model_checkpoint=null save none; "
-                                "train again without them")
-            raise UserError(f"run folder {self.path} has no {CHECKPOINTS}/{ckpt}.ckpt (it holds "
-                            f"{', '.join(present)}); pass ckpt=<one of them>")
-        for candidate in (Path(ckpt), self.path / ckpt, folder / ckpt):
-            if candidate.is_file():
-                return candidate
-        raise UserError(f"checkpoint {ckpt} not found as a file, in run folder {self.path} or in its "
-                        f"{CHECKPOINTS}/; pass ckpt=best, ckpt=last or an existing file")
+        """`best`, `last` or a file (see `layout.find_checkpoint`)."""
+        return layout.find_checkpoint(ckpt, self.path, "ckpt")
 
     @contextlib.contextmanager
     def named_in_errors(self) -> Iterator[None]:
@@ -128,16 +106,6 @@ class RunFolder:
             if str(self.path) in str(err):
                 raise
             raise UserError(f"run folder {self.path}: {err}") from err
-
-    def load_model(self, ckpt: str) -> tuple[DataSplits, nn.Module, Path]:
-        """The run's data and model, with the weights of checkpoint `ckpt`, in eval mode."""
-        path = self.checkpoint(ckpt)
-        with self.named_in_errors():
-            seed_everything(self.config.seed)
-            splits = build.data(self.config)
-            model = build.model(self.config, splits)
-            checkpoint.load_weights(model, path)
-        return splits, model.eval(), path
 
 
 def _fit_to_this_machine(trainer: DictConfig) -> None:

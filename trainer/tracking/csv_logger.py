@@ -12,9 +12,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from decltrain.trainer.runs import layout
 from decltrain.trainer.tracking.loggers import Logger
 
-FILE_NAME = "metrics.csv"
 
 
 class CSVLogger(Logger):
@@ -22,7 +22,7 @@ class CSVLogger(Logger):
 
     def __init__(self, log_dir: str | Path, purge_step: int | None = None,
                  resumed: dict[str, Any] | None = None) -> None:
-        self.path = Path(log_dir) / FILE_NAME
+        self.path = Path(log_dir) / layout.METRICS_CSV
         self.rows: dict[int, dict[str, float]] = {}
         self.columns: list[str] = []
         self.file_columns: list[str] = []  # the header the file has now
@@ -58,7 +58,7 @@ class CSVLogger(Logger):
             buffer = io.StringIO()
             csv.writer(buffer).writerow(["step", *self.columns])
             self._write_rows(buffer, steps)
-            temporary = self.path.with_name(FILE_NAME + ".tmp")
+            temporary = self.path.with_name(layout.METRICS_CSV + ".tmp")
             temporary.write_text(buffer.getvalue())
             os.replace(temporary, self.path)  # a kill never leaves a half-written header
             self.file_columns, self.stale = list(self.columns), False

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from decltrain.trainer.errors import first_line
+from decltrain.trainer.runs import layout
 from decltrain.trainer.tracking.loggers import Logger
 
 log = logging.getLogger("trainer")
@@ -53,6 +54,6 @@ def run_name(log_dir: str | Path) -> str:
 
 def artifact_files(run_dir: Path) -> list[Path]:
     """The run folder's config and metrics, which the service loggers upload at the end."""
-    names = (".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.json", "metrics.csv", "reproducibility.json")
+    names = (layout.CONFIG, layout.OVERRIDES, layout.METRICS, layout.METRICS_CSV, layout.REPRODUCIBILITY)
     return [run_dir / name for name in names if (run_dir / name).is_file()]
 
