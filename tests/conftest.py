@@ -14,7 +14,7 @@ from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.trainer.engine.loop import Trainer
-from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,18 +72,20 @@ class TinyNet(nn.Module):
 
 
 def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
-                 lr: float = 0.05, resume: dict | None = None, **trainer_kwargs) -> Trainer:
-    """A set-up Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given)."""
+                 lr: float = 0.05, resume: dict | None = None, model: nn.Module | None = None,
+                 momentum: float = 0.9, loggers: list | None = None, **trainer_kwargs) -> Trainer:
+    """A Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given).
+
+    `model` (a TinyNet unless given) is trained by SGD with `lr` and `momentum`."""
     torch.manual_seed(0)
     splits = splits or synthetic_splits()
-    model = TinyNet(splits.num_classes, splits.input_shape)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model = TinyNet(splits.num_classes, splits.input_shape) if model is None else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
-    trainer = Trainer(callbacks=callbacks or {}, run_dir=tmp_path, **trainer_kwargs)
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3),
-                  resume=resume, resume_source="last.ckpt")
-    return trainer
+    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
+                   optimizer=optimizer, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path, resume=resume,
+                   resume_source="last.ckpt")
 
 
 def train_command(name: str = "train") -> str:
