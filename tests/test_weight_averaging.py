@@ -99,7 +99,7 @@ class BatchNormNet(nn.Module):
 
 def test_swa_recomputes_batchnorm_statistics_for_the_average(tmp_path):
     trainer = make_trainer(tmp_path, callbacks={"swa": SWA(swa_lr=0.01, swa_epoch_start=1)}, max_epochs=2,
-                           model=BatchNormNet(), lr=0.05, momentum=0.0)
+                           model=BatchNormNet(), optimizer=lambda params: torch.optim.SGD(params, lr=0.05))
     trainer.fit()
     bn = trainer.model.net[1]
     features = torch.stack([trainer.splits.train[i][0] for i in range(len(trainer.splits.train))])
