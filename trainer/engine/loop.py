@@ -27,11 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from decltrain.callbacks.base import EVENTS, Callback, overrides
-from decltrain.callbacks.monitor import Monitor
+from decltrain.callbacks.base import Callback
 from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.engine import data, distributed, evaluation
+from decltrain.trainer.engine import data, distributed, evaluation, events
 from decltrain.trainer.engine.device import configure_determinism, explain_nondeterministic
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.position import Position
@@ -77,12 +76,7 @@ class Trainer(CheckpointState):
             self.callbacks.setdefault("timer", Timer(settings.max_time))
         self.run_dir = Path(run_dir)
         self.profiler = build_profiler(settings.profiler, self.run_dir, settings.profiler_schedule)
-        # Per event, only the callbacks that do something on it: idle ones cost nothing per step.
-        # Callbacks that write checkpoints come last, so a file holds every other callback's
-        # update of the same event (early stopping's counter, the weight average of this step).
-        ordered = sorted(self.callbacks.items(), key=lambda item: item[1].writes_checkpoints)
-        self._handlers = {event: [self.profiler.wrap(f"{name}.{event}", getattr(cb, event))
-                                  for name, cb in ordered if overrides(cb, event)] for event in EVENTS}
+        self._handlers = events.handlers(self.callbacks, self.profiler)
         self.loggers = list(loggers or [])
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = config_yaml
@@ -101,7 +95,7 @@ class Trainer(CheckpointState):
             placed, optimizer, task, self.precision, self.profiler, accumulate=settings.accumulate_grad_batches,
             num_batches=self.num_train_batches, nonfinite_loss=settings.nonfinite_loss, device=self.device)
         self.profiler.setup(self.device)
-        self._check_monitors()
+        events.check_monitors(self.callbacks, self.lr_schedule, task.metric_names("val"))
 
         self.position = Position()
         self.epoch = 0  # the epoch being trained (0-based); during its end events, the one that ended
@@ -115,15 +109,6 @@ class Trainer(CheckpointState):
         self._logged_step, self._logged = -1, {}
         self._stop = StopSignals(self.world_size, self.device)
         self._start(resume, resume_source)
-
-    def _check_monitors(self) -> None:
-        """Every monitored name (callbacks, scheduler) is a metric the task produces: checked before training."""
-        available = self.task.metric_names("val")
-        for monitor in [getattr(callback, "monitor", None) for callback in self.callbacks.values()]:
-            if isinstance(monitor, Monitor):
-                monitor.check(available)
-        if self.lr_schedule is not None:
-            self.lr_schedule.check_monitor(available)
 
     # ------------------------------------------------------------------------------------- fit
     def fit(self) -> None:
@@ -269,19 +254,6 @@ class Trainer(CheckpointState):
         for name, image in images.items():
             self.log_image(name, image)
         return scalars
-
-    # --------------------------------------------------------------------------------- logging
-    def log_metrics(self, metrics: dict[str, float]) -> None:
-        if self.is_global_zero:
-            self._remember_logged(metrics)
-            for logger in self.loggers:
-                logger.log_metrics(metrics, self.global_step)
-
-    def log_image(self, name: str, image: torch.Tensor) -> None:
-        """A uint8 (C, H, W) image, e.g. the test confusion matrix."""
-        if self.is_global_zero:
-            for logger in self.loggers:
-                logger.log_image(name, image, self.global_step)
 
     def _call(self, event: str, *args: Any) -> None:
         for handler in self._handlers[event]:

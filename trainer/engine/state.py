@@ -1,4 +1,4 @@
-"""The Trainer's checkpoint state: what a checkpoint holds, how it is restored, how it is written.
+"""The Trainer's state: what a checkpoint holds, how it is restored and written, what was logged.
 
 A base of `Trainer` (trainer/engine/loop.py), apart so the loop file holds only the loop. The
 file format itself (atomic writes, safe loading, weight matching) is trainer/engine/checkpoint.py.
@@ -71,10 +71,20 @@ class CheckpointState:
         """The model weights of checkpoint file `path` (e.g. the best one, to test it)."""
         checkpoint.load_weights(self.model, path)
 
-    def _remember_logged(self, metrics: dict[str, float]) -> None:
-        if self._logged_step != self.global_step:
-            self._logged_step, self._logged = self.global_step, {}
-        self._logged.update(metrics)
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """To every logger (global zero only); the scalars of the current step are kept for its checkpoint."""
+        if self.is_global_zero:
+            if self._logged_step != self.global_step:
+                self._logged_step, self._logged = self.global_step, {}
+            self._logged.update(metrics)
+            for logger in self.loggers:
+                logger.log_metrics(metrics, self.global_step)
+
+    def log_image(self, name: str, image: torch.Tensor) -> None:
+        """A uint8 (C, H, W) image, e.g. the test confusion matrix."""
+        if self.is_global_zero:
+            for logger in self.loggers:
+                logger.log_image(name, image, self.global_step)
 
     def _training(self) -> tuple[TrainStep, torch.optim.Optimizer, LRSchedule]:
         if self.step is None or self.optimizer is None or self.lr_schedule is None:
