@@ -76,7 +76,7 @@ class EvalShardSampler(Sampler[int]):
     """Rank r takes samples r, r + world, r + 2*world, ...: no padding, no duplicates."""
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
-        self.indices = range(rank, len(dataset), num_replicas)
+        self.indices = range(rank, len(dataset), num_replicas)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -110,7 +110,7 @@ class DeviceTensorLoader:
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        count = len(self.sampler)
+        count = len(self.sampler)  # type: ignore[arg-type]
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
 
     def start_epoch(self, epoch: int, skip_batches: int) -> None:

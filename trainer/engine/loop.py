@@ -106,7 +106,8 @@ class Trainer(CheckpointState):
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
-        self._logged_step, self._logged = -1, {}
+        self._logged_step = -1
+        self._logged: dict[str, float] = {}
         self._stop = StopSignals(self.world_size, self.device)
         self._start(resume, resume_source)
 

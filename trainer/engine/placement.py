@@ -6,7 +6,7 @@ processes is given, and settings that cannot work in it are refused.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -58,14 +58,16 @@ class Placement:
         if self.sync_batchnorm and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.channels_last = uses_channels_last(model, self.device)
-        model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.preserve_format)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        model = model.to(self.device, memory_format=layout)  # type: ignore[call-overload]  # torch's overloads omit this pair
         ddp = None
-        trained = evaluated = model
+        trained: nn.Module = model
+        evaluated: nn.Module = model
         if self.world_size > 1:
             trained = ddp = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
         if self.compile_mode:
-            trained = torch.compile(trained, mode=self.compile_mode)
-            evaluated = trained if ddp is None else torch.compile(model, mode=self.compile_mode)
+            trained = cast(nn.Module, torch.compile(trained, mode=self.compile_mode))
+            evaluated = trained if ddp is None else cast(nn.Module, torch.compile(model, mode=self.compile_mode))
         return Placed(trained, evaluated, ddp)
 
     def inputs(self, batch: Any) -> tuple[Any, Any]:
