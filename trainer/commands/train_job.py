@@ -19,6 +19,7 @@ from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.task import Task
 
 log = logging.getLogger("trainer")
@@ -27,6 +28,7 @@ log = logging.getLogger("trainer")
 def run(cfg: DictConfig) -> float | None:
     # Every setting is checked before anything is loaded, built or printed.
     settings = build.trainer_settings(cfg)
+    placement = Placement(settings)  # what this machine or the process group cannot run
     build.check_optimization(cfg)
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
@@ -55,7 +57,7 @@ def run(cfg: DictConfig) -> float | None:
         logger.log_config(config)
     trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
                       callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
-                      resume=state, resume_source=str(resume_from))
+                      resume=state, resume_source=str(resume_from), placement=placement)
     if state:
         log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
                  trainer.batch_idx, trainer.global_step)

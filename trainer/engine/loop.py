@@ -34,7 +34,6 @@ from decltrain.trainer.engine import data, distributed, evaluation, events
 from decltrain.trainer.engine.device import configure_determinism, explain_nondeterministic
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.position import Position
-from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.engine.profiler import build_profiler
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
@@ -54,19 +53,20 @@ class Trainer(CheckpointState):
     Without an `optimizer` it only evaluates (`evaluate`, `test`). The start is a checkpoint's
     full state when resuming (`resume`, read from `resume_source`), else the `init_from` weights
     (fine-tuning), else the model as built: a resumed run never reads `init_from` again.
-    `config_yaml`, the resolved config, goes into every checkpoint.
+    `config_yaml`, the resolved config, goes into every checkpoint. `placement` (made from the
+    settings unless given) lets a command refuse what this machine cannot run before building.
     """
 
     def __init__(self, settings: TrainerSettings, model: nn.Module, splits: DataSplits, task: Task, *,
                  optimizer: torch.optim.Optimizer | None = None, lr_schedule: LRSchedule | None = None,
                  callbacks: dict[str, Callback] | None = None, loggers: list[Logger] | None = None,
                  run_dir: str | Path = ".", config_yaml: str = "", resume: dict[str, Any] | None = None,
-                 resume_source: str = "") -> None:
+                 resume_source: str = "", placement: Placement | None = None) -> None:
         self.settings = settings
         torch.autograd.set_detect_anomaly(settings.detect_anomaly)
-        placement = self.placement = Placement(settings)
+        placement = self.placement = placement or Placement(settings)
         self.device, self.world_size = placement.device, placement.world_size
-        self.precision = Precision(settings.precision, self.device)
+        self.precision = placement.precision
         configure_determinism(settings.deterministic, settings.cudnn_benchmark)
         self.fast_dev_run = settings.fast_dev_run
         self.max_epochs, self.max_steps = settings.epochs, settings.max_steps

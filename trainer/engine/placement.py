@@ -1,7 +1,9 @@
-"""Where the model runs and how it is wrapped: device, DDP, SyncBatchNorm, torch.compile, memory layout.
+"""Where the model runs and how: device, numeric precision, DDP, SyncBatchNorm, torch.compile, memory layout.
 
 Launching happens before the Trainer exists (trainer/commands/launch.py): here the world of
-processes is given, and settings that cannot work in it are refused.
+processes is given, and settings that cannot work in it or on this machine are refused. The
+`train` command builds a Placement right after the settings, so those refusals come before any
+data or model is built; a Trainer built without one makes its own.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from decltrain.trainer.engine import distributed
+from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.errors import UserError
 
@@ -46,6 +49,7 @@ class Placement:
             raise UserError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
                             "kernel); set trainer.sync_batchnorm=false on CPU")
         self.sync_batchnorm = settings.sync_batchnorm
+        self.precision = Precision(settings.precision, self.device)
         self.channels_last = False
 
     def wrap(self, model: nn.Module) -> Placed:
