@@ -189,7 +189,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     from decltrain.models.mnist_cnn import MnistCNN
     from decltrain.trainer.engine import data
     from decltrain.trainer.engine.loop import Trainer
-    from decltrain.trainer.engine.scheduling import LRSchedule
+    from decltrain.trainer.engine.settings import TrainerSettings
     from decltrain.trainer.engine.task import Task
 
     seed = 42
@@ -221,10 +221,10 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
             def on_train_batch_end(self, trainer: TrainerView) -> None:
                 losses.append(trainer.last_loss)
 
-        trainer = Trainer(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
-                          check_val_every_n_epoch=epochs + 1, seed=seed, callbacks={"loss": RecordLoss()})
-        task = Task(nn.CrossEntropyLoss(), "multiclass", 10)
-        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), task)
+        settings = TrainerSettings(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
+                                   check_val_every_n_epoch=epochs + 1, seed=seed)
+        trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
+                          callbacks={"loss": RecordLoss()})
         trainer.train_loader = loader  # the very same DataLoader object the plain loop iterates
         start = time.perf_counter()
         trainer.fit()

@@ -92,7 +92,7 @@ def compute_child(job: Job, device_name: str, precision: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from decltrain.trainer.engine.loop import uses_channels_last
+    from decltrain.trainer.engine.placement import uses_channels_last
     from decltrain.trainer.engine.precision import Precision
 
     device = torch.device(device_name)
@@ -129,7 +129,7 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     from decltrain.datasets.base import DataSplits, LoaderSettings
     from decltrain.datasets.in_memory import BatchTransform, InMemory
     from decltrain.trainer.engine.loop import Trainer
-    from decltrain.trainer.engine.scheduling import LRSchedule
+    from decltrain.trainer.engine.settings import TrainerSettings
     from decltrain.trainer.engine.task import Task
 
     device = torch.device(device_name)
@@ -152,9 +152,10 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     torch.manual_seed(0)
     model = build_model(job.model, job.channels, job.size)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    trainer = Trainer(accelerator=device.type, precision=precision, max_epochs=job.epochs,
-                      check_val_every_n_epoch=job.epochs + 1, callbacks={"timer": EpochTimer()})
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 10))
+    settings = TrainerSettings(accelerator=device.type, precision=precision, max_epochs=job.epochs,
+                               check_val_every_n_epoch=job.epochs + 1)
+    trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
+                      callbacks={"timer": EpochTimer()})
     trainer.fit()
     samples = trainer.num_train_batches * job.batch_size
     return {"epoch_seconds": watch.seconds, "samples": samples, **peak_memory(device)}

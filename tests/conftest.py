@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from torch.utils.data import TensorDataset
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,18 +74,23 @@ class TinyNet(nn.Module):
 
 
 def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
-                 lr: float = 0.05, resume: dict | None = None, **trainer_kwargs) -> Trainer:
-    """A set-up Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given)."""
+                 lr: float = 0.05, resume: dict | None = None, model: nn.Module | None = None,
+                 optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
+                 schedule: Callable[[torch.optim.Optimizer], LRSchedule] | None = None,
+                 loggers: list | None = None, **trainer_kwargs) -> Trainer:
+    """A Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given).
+
+    `model` (a TinyNet unless given) is trained by `optimizer(params)` (SGD with `lr` and momentum
+    0.9 unless given), scheduled by `schedule(optimizer)` (none unless given)."""
     torch.manual_seed(0)
     splits = splits or synthetic_splits()
-    model = TinyNet(splits.num_classes, splits.input_shape)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model = TinyNet(splits.num_classes, splits.input_shape) if model is None else model
+    optimizer_ = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)))(model.parameters())
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
-    trainer = Trainer(callbacks=callbacks or {}, run_dir=tmp_path, **trainer_kwargs)
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3),
-                  resume=resume, resume_source="last.ckpt")
-    return trainer
+    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
+                   optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path, resume=resume,
+                   resume_source="last.ckpt")
 
 
 def train_command(name: str = "train") -> str:

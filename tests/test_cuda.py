@@ -31,10 +31,10 @@ from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.engine.device import configure_determinism, load_rng_state, rng_state
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
-from decltrain.trainer.engine.loop import Trainer, compile_mode
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.settings import TrainerSettings, compile_mode
 from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
-from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.task import Task
 from tests.conftest import REPO, make_trainer, run_train, train_command
 
@@ -305,10 +305,8 @@ def cuda_trainer(tmp_path: Path, splits: DataSplits, **kwargs) -> Trainer:
     torch.manual_seed(0)
     model = MnistCNN(splits.num_classes, splits.input_shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    trainer = Trainer(accelerator="cuda", run_dir=tmp_path, **{"max_epochs": 2, **kwargs})
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None),
-                  Task(nn.CrossEntropyLoss(), "multiclass", splits.num_classes))
-    return trainer
+    return Trainer(TrainerSettings(accelerator="cuda", **{"max_epochs": 2, **kwargs}), model, splits,
+                   Task(nn.CrossEntropyLoss(), "multiclass", splits.num_classes), optimizer=optimizer, run_dir=tmp_path)
 
 
 def record_inputs(trainer: Trainer) -> list[torch.Tensor]:

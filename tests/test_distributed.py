@@ -15,12 +15,12 @@ from torch import nn
 
 from decltrain.callbacks import ModelCheckpoint
 from decltrain.callbacks.base import Callback
-from tests.conftest import REPO, TinyNet, run_train, synthetic_splits, train_command
+from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
 from decltrain.trainer.commands import launch, schema
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
-from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 
 
@@ -38,9 +38,9 @@ def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **
     splits = synthetic_splits(n=260, batch_size=batch_size)
     model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    trainer = Trainer(accelerator="cpu", max_epochs=epochs, accumulate_grad_batches=accumulate,
-                      callbacks={"model_checkpoint": ModelCheckpoint(monitor="val/acc")}, run_dir=run_dir, **kwargs)
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3))
+    trainer = Trainer(TrainerSettings(accelerator="cpu", max_epochs=epochs, accumulate_grad_batches=accumulate, **kwargs),
+                      model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer,
+                      callbacks={"model_checkpoint": ModelCheckpoint(monitor="val/acc")}, run_dir=run_dir)
     trainer.fit()
     return {"weights": {k: v.clone() for k, v in checkpoint.unwrap(trainer.model).state_dict().items()},
             "val": trainer.callback_metrics, "test": trainer.test(), "global_step": trainer.global_step}
@@ -94,7 +94,7 @@ def test_accumulation_under_ddp_matches_one_big_batch(tmp_path, one_process):
 
 def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="trainer.sync_batchnorm=true needs CUDA"):
-        Trainer(accelerator="cpu", sync_batchnorm=True, run_dir=tmp_path)
+        make_trainer(tmp_path, sync_batchnorm=True)
 
 
 def test_evaluation_covers_the_whole_split_on_every_rank(one_process, two_processes):

@@ -111,6 +111,19 @@ def test_bad_input_fails_briefly_naming_the_problem(tmp_path, data_dir, args, ex
     assert "Traceback" not in output
 
 
+@pytest.mark.parametrize(("override", "expected"), [
+    ("trainer.precision=64", "trainer.precision='64' is not valid; use one of 32, 16-mixed, bf16-mixed"),
+    ("optimizer.lr=-1", "config `optimizer` (torch.optim.Adam): Invalid learning rate: -1"),
+    ("trainer.devices=0", "trainer.devices=0 must be at least 1"),
+])
+def test_an_impossible_setting_is_one_line_before_anything_else(tmp_path, override, expected):
+    """Checked before data is loaded (DATA_DIR holds none) and before the config or model is printed."""
+    result = run_train("config=mnist_cnn", override, cwd=tmp_path, env={"DATA_DIR": str(tmp_path / "no_data")})
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 2
+    assert len(lines) == 1 and lines[0].endswith(expected), lines
+
+
 def test_missing_data_names_the_folder_and_both_fixes(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -20,8 +20,9 @@ from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
 from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.trainer.engine import checkpoint, data
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.engine.loop import Trainer, uses_channels_last
-from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.placement import uses_channels_last
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -94,8 +95,7 @@ def test_device_loader_yields_the_dataloader_batches_in_the_same_order(data_dir:
     assert isinstance(fast, data.DeviceTensorLoader) and isinstance(slow, DataLoader)
     assert len(fast) == len(slow) == 57
     for loader in (fast, slow):
-        loader.sampler.set_epoch(2)
-        loader.sampler.skip = 5 * 64  # resumed after 5 batches
+        loader.start_epoch(2, 5)  # resumed after 5 batches
     pairs = list(zip(fast, slow, strict=True))
     assert len(pairs) == 52
     for (fast_x, fast_y), (slow_x, slow_y) in pairs:
@@ -116,9 +116,8 @@ def _mnist_trainer(splits: DataSplits, run_dir: Path) -> Trainer:
     torch.manual_seed(0)
     model = MnistCNN(10, splits.input_shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    trainer = Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=15, limit_val_batches=2, run_dir=run_dir)
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 10))
-    return trainer
+    return Trainer(TrainerSettings(accelerator="cpu", max_epochs=1, limit_train_batches=15, limit_val_batches=2),
+                   model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer, run_dir=run_dir)
 
 
 def test_fast_path_learns_exactly_what_the_dataloader_path_learns(data_dir: Path, tmp_path: Path):
@@ -155,10 +154,9 @@ def _augmented_trainer(run_dir: Path, extra: dict[str, Callback] | None = None) 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    trainer = Trainer(accelerator="cpu", max_epochs=3, seed=5, run_dir=run_dir,
-                      callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 2))
-    return trainer
+    return Trainer(TrainerSettings(accelerator="cpu", max_epochs=3, seed=5), model, splits,
+                   Task(nn.CrossEntropyLoss(), "multiclass", 2), optimizer=optimizer, run_dir=run_dir,
+                   callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
 
 
 def test_mid_epoch_resume_on_the_fast_path_with_augmentation_is_bit_identical(tmp_path: Path):

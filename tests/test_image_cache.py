@@ -19,7 +19,7 @@ from decltrain.datasets.image_cache import CachedImages
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
-from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 from tests.conftest import run_train
 from tests.test_fast_path import StopAtStep
@@ -117,10 +117,9 @@ def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    trainer = Trainer(accelerator="cpu", max_epochs=3, seed=5, run_dir=run_dir,
-                      callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
-    trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None), Task(nn.CrossEntropyLoss(), "multiclass", 3))
-    return trainer
+    return Trainer(TrainerSettings(accelerator="cpu", max_epochs=3, seed=5), model, splits,
+                   Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, run_dir=run_dir,
+                   callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
 
 
 def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path):

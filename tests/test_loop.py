@@ -5,9 +5,14 @@ import pytest
 import torch
 
 from decltrain.callbacks.base import Callback
-from tests.conftest import make_trainer, synthetic_splits
+from torch import nn
+
+from tests.conftest import TinyNet, make_trainer, synthetic_splits
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.engine.task import Task
 
 
 class EventRecorder(Callback):
@@ -141,3 +146,11 @@ def test_invalid_settings_name_the_key(tmp_path):
         make_trainer(tmp_path, max_epochs=0)
     with pytest.raises(UserError, match="bf16-mixed"):
         make_trainer(tmp_path, precision="16-mixed")
+
+
+def test_a_trainer_without_an_optimizer_evaluates_and_refuses_to_train(tmp_path):
+    trainer = Trainer(TrainerSettings(accelerator="cpu"), TinyNet(), synthetic_splits(),
+                      Task(nn.CrossEntropyLoss(), "multiclass", 3), run_dir=tmp_path)
+    assert {"val/loss", "val/acc"} <= set(trainer.evaluate(trainer.val_loader, "val"))
+    with pytest.raises(UserError, match="built without an optimizer"):
+        trainer.fit()

@@ -54,11 +54,10 @@ def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int =
     """Adam, a step scheduler, dropout, early stopping and checkpoints: all state that must survive."""
     callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/loss", mode="min"),
                  "early_stopping": EarlyStopping(patience=100), **(extra or {})}
-    trainer = make_trainer(run_dir, callbacks=callbacks, max_epochs=max_epochs, seed=7)
-    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
-    scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=5, gamma=0.9)
-    trainer.lr_schedule = LRSchedule(trainer.optimizer, scheduler, interval="step", warmup_steps=3)
-    return trainer
+    return make_trainer(run_dir, callbacks=callbacks, max_epochs=max_epochs, seed=7,
+                        optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
+                        schedule=lambda optimizer: LRSchedule(optimizer, torch.optim.lr_scheduler.StepLR(
+                            optimizer, step_size=5, gamma=0.9), interval="step", warmup_steps=3))
 
 
 def weights(trainer) -> dict[str, torch.Tensor]:

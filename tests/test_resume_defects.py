@@ -20,6 +20,7 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 from tests.conftest import TinyNet, make_trainer, synthetic_splits
 
@@ -99,7 +100,7 @@ def test_a_resumed_run_does_not_need_its_init_from_file(tmp_path):
 ])
 def test_strategies_that_are_not_implemented_are_refused(tmp_path, strategy, message):
     with pytest.raises(UserError, match=message):
-        Trainer(strategy=strategy, accelerator="cpu", run_dir=tmp_path)
+        make_trainer(tmp_path, strategy=strategy)
 
 
 def test_plateau_per_optimizer_step_is_refused():
@@ -140,9 +141,9 @@ def test_a_scheduler_monitor_the_task_does_not_produce_fails_before_training(tmp
     model = TinyNet()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = LRSchedule(optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer), monitor="val/nope")
-    trainer = Trainer(accelerator="cpu", run_dir=tmp_path)
     with pytest.raises(UserError, match=r"scheduler.monitor='val/nope' is not a validation metric"):
-        trainer.setup(model, splits, optimizer, schedule, Task(nn.CrossEntropyLoss(), "multiclass", 3))
+        Trainer(TrainerSettings(accelerator="cpu"), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
+                optimizer=optimizer, lr_schedule=schedule, run_dir=tmp_path)
 
 
 SAVED = """

@@ -118,18 +118,19 @@ def synthetic_run(run_dir: Path, setting: str, *, patience: int = 5, max_epochs:
                  "early_stopping": EarlyStopping(monitor="val/loss", patience=patience, min_delta=10.0)}
     if stop is not None:
         callbacks["stop"] = stop
-    trainer = make_trainer(run_dir, callbacks=callbacks, splits=splits, max_epochs=max_epochs, max_steps=max_steps,
-                           log_every_n_steps=2, loggers=[TensorBoardLogger(run_dir, purge_step(state))], **options)
-    trainer.optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
-    if schedule == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(trainer.optimizer, step_size=3, gamma=0.8)
-        trainer.lr_schedule = LRSchedule(trainer.optimizer, scheduler, interval="step", warmup_steps=2)
-    elif schedule == "plateau":
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(trainer.optimizer, patience=0, factor=0.5)
-        trainer.lr_schedule = LRSchedule(trainer.optimizer, scheduler, monitor="val/loss")
-    if state is not None:
-        trainer.load_state_dict(state, "last.ckpt")
-    return trainer
+    def lr_schedule(optimizer: torch.optim.Optimizer) -> LRSchedule:
+        if schedule == "step":
+            scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=3, gamma=0.8)
+            return LRSchedule(optimizer, scheduler, interval="step", warmup_steps=2)
+        if schedule == "plateau":
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, patience=0, factor=0.5)
+            return LRSchedule(optimizer, scheduler, monitor="val/loss")
+        return LRSchedule(optimizer, None)
+
+    return make_trainer(run_dir, callbacks=callbacks, splits=splits, max_epochs=max_epochs, max_steps=max_steps,
+                        log_every_n_steps=2, loggers=[TensorBoardLogger(run_dir, purge_step(state))],
+                        optimizer=lambda params: torch.optim.Adam(params, lr=1e-2), schedule=lr_schedule,
+                        resume=state, **options)
 
 
 def finish(trainer) -> None:

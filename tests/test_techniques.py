@@ -161,9 +161,8 @@ def test_detect_anomaly_names_the_operation(tmp_path):
             logits = super().forward(x)
             return logits + torch.sqrt(logits * 0)  # a finite forward, a NaN gradient (0 * inf)
 
-    trainer = make_trainer(tmp_path, detect_anomaly=True, max_epochs=1)
-    trainer.model = trainer._eval_model = NaNNet()
-    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
+    trainer = make_trainer(tmp_path, detect_anomaly=True, max_epochs=1, model=NaNNet(),
+                           optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
     try:
         with pytest.raises(RuntimeError, match=r"Function '\w+Backward\d' returned nan values"):
             trainer.fit()

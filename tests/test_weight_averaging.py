@@ -98,10 +98,8 @@ class BatchNormNet(nn.Module):
 
 
 def test_swa_recomputes_batchnorm_statistics_for_the_average(tmp_path):
-    trainer = make_trainer(tmp_path, callbacks={"swa": SWA(swa_lr=0.01, swa_epoch_start=1)}, max_epochs=2)
-    trainer.model = trainer._eval_model = BatchNormNet()
-    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.05)
-    trainer.lr_schedule.optimizer = trainer.optimizer
+    trainer = make_trainer(tmp_path, callbacks={"swa": SWA(swa_lr=0.01, swa_epoch_start=1)}, max_epochs=2,
+                           model=BatchNormNet(), optimizer=lambda params: torch.optim.SGD(params, lr=0.05))
     trainer.fit()
     bn = trainer.model.net[1]
     features = torch.stack([trainer.splits.train[i][0] for i in range(len(trainer.splits.train))])

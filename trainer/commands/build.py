@@ -22,8 +22,8 @@ from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tracking.loggers import Logger
-from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -103,16 +103,28 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     layout fixed, so checkpoints resume across an unfreeze. `optimizer.param_groups` gives
     groups the model names (`model.param_groups()`, e.g. backbone/head) their own settings.
     """
-    node = cfg.optimizer.copy()
-    with open_dict(node):
-        group_settings = node.pop("param_groups", None)
+    group_settings = cfg.optimizer.get("param_groups")
     # `optimizer.param_groups` is a mapping (group name -> settings) in every config
     settings = cast(dict[str, Any], OmegaConf.to_container(group_settings, resolve=True)) if group_settings else {}
+    return _optimizer_over(cfg, _param_groups(model, settings))
+
+
+def _optimizer_over(cfg: DictConfig, params: list[Any]) -> torch.optim.Optimizer:
+    node = cfg.optimizer.copy()
+    with open_dict(node):
+        node.pop("param_groups", None)
     factory = instantiate_node(node, "optimizer")
     try:
-        return factory(_param_groups(model, settings))
+        return factory(params)
     except (TypeError, ValueError) as err:
         raise UserError(f"config `optimizer` ({cfg.optimizer._target_}): {err}") from None
+
+
+def check_optimization(cfg: DictConfig) -> None:
+    """The optimizer and scheduler settings tried on a stand-in parameter, so torch's own checks
+    (a negative lr, betas out of range, a scheduler's arguments) fail before anything is built
+    or printed. Per-group settings (`optimizer.param_groups`) need the model: checked when it exists."""
+    lr_schedule(cfg, _optimizer_over(cfg, [nn.Parameter(torch.zeros(1))]))
 
 
 def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -165,6 +177,16 @@ def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None,
             for name, node in (cfg.get("logger") or {}).items() if node is not None]
 
 
-def trainer(cfg: DictConfig, callbacks: dict[str, Callback], loggers: list[Logger], run_dir: Path) -> Trainer:
-    return instantiate_node(cfg.trainer, "trainer", seed=cfg.seed, callbacks=callbacks, loggers=loggers,
-                            run_dir=str(run_dir))
+def trainer_settings(cfg: DictConfig) -> TrainerSettings:
+    """`trainer.*` and the run's seed as checked settings: what a run builds first.
+
+    `trainer._target_` names the class these settings configure (saved run configs carry it);
+    the settings value itself is built here, without Hydra.
+    """
+    values = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
+    assert isinstance(values, dict)
+    values.pop("_target_", None)
+    try:
+        return TrainerSettings(seed=cfg.seed, **values)
+    except TypeError as err:
+        raise UserError(f"config `trainer`: {first_line(err)}") from None

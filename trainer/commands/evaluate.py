@@ -1,8 +1,8 @@
 """`evaluate run=<run folder>`: one checkpoint of a finished run, scored on its test or val split.
 
 The metrics come from the very path training used for `test/*` (a Trainer from the run's config,
-its unshuffled evaluation loader, `Trainer.evaluate`), so on the same checkpoint and split the
-numbers are the training run's own.
+built without an optimizer; its unshuffled evaluation loader; `Trainer.evaluate`), so on the
+same checkpoint and split the numbers are the training run's own.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from decltrain.trainer.console import print_metrics
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
-from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.task import Task
 
 SPLITS = ("test", "val")
@@ -28,10 +28,8 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     splits, model, ckpt = build.trained_model(run, cfg.ckpt)
     config = run.config
     with run.named_in_errors():
-        trainer = build.trainer(config, {}, [], run.path)
-        optimizer = build.optimizer(config, model)  # `setup` takes one; it is never stepped
-        trainer.setup(model, splits, optimizer, LRSchedule(optimizer, None),
-                      Task(build.loss(config), splits.task, splits.num_classes))
+        trainer = Trainer(build.trainer_settings(config), model, splits,
+                          Task(build.loss(config), splits.task, splits.num_classes), run_dir=run.path)
         loader = trainer.test_loader if cfg.split == "test" else trainer.val_loader
         metrics = trainer.evaluate(loader, cfg.split)
     print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt.name}")

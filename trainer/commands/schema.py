@@ -19,19 +19,19 @@ class Accelerator(str, Enum):
 
 
 class Strategy(str, Enum):
-    """The strategies implemented (trainer/engine/loop.py checks them again for Trainers built in Python)."""
+    """The strategies implemented (trainer/engine/settings.py checks them again for Trainers built in Python)."""
     auto = "auto"  # one process, or DDP when devices > 1 or under torchrun
     ddp = "ddp"    # DDP; refused in a single process
 
 
 @dataclass
 class TrainerSchema:
-    _target_: str = "decltrain.trainer.engine.loop.Trainer"
+    _target_: str = "decltrain.trainer.engine.loop.Trainer"  # the class these settings configure (TrainerSettings holds them)
     accelerator: Accelerator = Accelerator.auto
     strategy: Strategy = Strategy.auto
     devices: int = 1  # processes on this machine (one per GPU); torchrun's --nproc_per_node wins
     sync_batchnorm: bool = False
-    compile: Any = False  # true | false | a torch.compile mode (reduce-overhead, ...); checked in trainer/engine/loop.py
+    compile: Any = False  # true | false | a torch.compile mode (reduce-overhead, ...); checked in trainer/engine/settings.py
     precision: str = "32"  # 32 | 16-mixed | bf16-mixed; checked in trainer/engine/precision.py
     accumulate_grad_batches: int = 1
     max_epochs: int = 10

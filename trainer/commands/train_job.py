@@ -20,12 +20,17 @@ from decltrain.trainer.console import print_config, print_metrics
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.task import Task
 
 log = logging.getLogger("trainer")
 
 
 def run(cfg: DictConfig) -> float | None:
+    # Every setting is checked before anything is loaded, built or printed.
+    settings = build.trainer_settings(cfg)
+    placement = Placement(settings)  # what this machine or the process group cannot run
+    build.check_optimization(cfg)
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
@@ -45,15 +50,15 @@ def run(cfg: DictConfig) -> float | None:
     task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
-    fast_dev_run = cfg.trainer.fast_dev_run
+    fast_dev_run = settings.fast_dev_run
     loggers = build.loggers(cfg, run_dir, purge_step(state), state.get("loggers") if state else None) \
         if talks and not fast_dev_run else []
     config = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         logger.log_config(config)
-    trainer = build.trainer(cfg, callbacks, loggers, run_dir)
-    trainer.config_yaml = config_yaml
-    trainer.setup(model, splits, optimizer, lr_schedule, task, resume=state, resume_source=str(resume_from))
+    trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
+                      callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
+                      resume=state, resume_source=str(resume_from), placement=placement)
     if state:
         log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
                  trainer.batch_idx, trainer.global_step)

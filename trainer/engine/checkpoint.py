@@ -17,7 +17,7 @@ import pickle
 import uuid
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -95,7 +95,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain model under torch.compile and DDP wrappers, so saved names carry no prefix."""
     while True:
         if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
+            model = cast(nn.Module, model._orig_mod)
         elif isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
         else:

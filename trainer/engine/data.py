@@ -1,7 +1,8 @@
 """DataLoaders whose order depends only on (seed, epoch), so an epoch can be resumed mid-way.
 
-The training sampler is torch's DistributedSampler (one replica when not distributed) with a
-`skip`: on resume the batches an interrupted epoch already consumed are never loaded. With
+The training sampler is torch's DistributedSampler (one replica when not distributed) that can
+start an epoch part-way: the loop asks the loader for `start_epoch(epoch, skip_batches)`, and on
+resume the batches an interrupted epoch already consumed are never loaded. With
 loader workers, each training sample's random transforms are seeded by (seed, epoch, sample),
 which the sampler hands to the workers with the index: a worker's own random stream, which
 persistent workers carry across epochs and a resumed run restarts, is never used.
@@ -13,13 +14,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
-from decltrain.datasets.base import LoaderSettings
+from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.datasets.in_memory import InMemory
 
 
@@ -35,6 +37,11 @@ class ResumableSampler(DistributedSampler):
                          seed=seed, drop_last=drop_last)
         self.skip = 0
         self.seeded = seeded
+
+    def start_epoch(self, epoch: int, skip: int) -> None:
+        """The next pass is epoch `epoch` (its own order), without its first `skip` samples."""
+        self.set_epoch(epoch)
+        self.skip = skip
 
     def __iter__(self) -> Iterator[Any]:
         indices = list(super().__iter__())[self.skip:]
@@ -69,7 +76,7 @@ class EvalShardSampler(Sampler[int]):
     """Rank r takes samples r, r + world, r + 2*world, ...: no padding, no duplicates."""
 
     def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0) -> None:
-        self.indices = range(rank, len(dataset), num_replicas)
+        self.indices = range(rank, len(dataset), num_replicas)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.indices)
@@ -78,12 +85,20 @@ class EvalShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class ResumableLoader(DataLoader):
+    """The training DataLoader: its sampler is a ResumableSampler."""
+
+    def start_epoch(self, epoch: int, skip_batches: int) -> None:
+        """The next pass is epoch `epoch`, after its first `skip_batches` batches (a resumed epoch)."""
+        _resumable(self.sampler).start_epoch(epoch, skip_batches * (self.batch_size or 1))
+
+
 class DeviceTensorLoader:
     """Batches of an `InMemory` dataset gathered by index on the device: the fast path.
 
-    It offers what the Trainer uses of a DataLoader (`sampler`, `batch_size`,
-    `len()`, iteration yielding (inputs, targets)) and walks the same sampler, so the order,
-    sharding and mid-epoch `skip` are those of the DataLoader path. The dataset is moved to the
+    It offers what the Trainer uses of a DataLoader (`sampler`, `batch_size`, `len()`,
+    `start_epoch`, iteration yielding (inputs, targets)) and walks the same sampler, so the order,
+    sharding and mid-epoch start are those of the DataLoader path. The dataset is moved to the
     device once, here; each batch costs one gather and one batched transform.
     """
 
@@ -95,8 +110,12 @@ class DeviceTensorLoader:
         self.drop_last = drop_last
 
     def __len__(self) -> int:
-        count = len(self.sampler)
+        count = len(self.sampler)  # type: ignore[arg-type]
         return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def start_epoch(self, epoch: int, skip_batches: int) -> None:
+        """As `ResumableLoader.start_epoch`, for a training loader."""
+        _resumable(self.sampler).start_epoch(epoch, skip_batches * self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = torch.as_tensor(list(self.sampler), dtype=torch.long).to(self.dataset.device, non_blocking=True)
@@ -104,15 +123,40 @@ class DeviceTensorLoader:
             yield self.dataset.batch(order[start:start + self.batch_size])
 
 
+def _resumable(sampler: Any) -> ResumableSampler:
+    if not isinstance(sampler, ResumableSampler):
+        raise TypeError("only a training loader (see `train_loader`) can start an epoch part-way")
+    return sampler
+
+
 Loader = DataLoader | DeviceTensorLoader
+TrainLoader = ResumableLoader | DeviceTensorLoader
+
+
+def split_loaders(splits: DataSplits, seed: int, device: torch.device, overfit_batches: int = 0,
+                  num_replicas: int = 1, rank: int = 0) -> tuple[TrainLoader, Loader, Loader]:
+    """The train, val and test loaders of `splits`, each rank on its shard.
+
+    `overfit_batches`: train and validate on the same first batches of the validation split
+    (which carries no augmentation): unshuffled, and validated at the training batch size.
+    """
+    shard = {"num_replicas": num_replicas, "rank": rank}
+    train = train_loader(splits.val if overfit_batches else splits.train, splits.loader, seed, device,
+                         shuffle=not overfit_batches, **shard)
+    val_settings = replace(splits.loader, eval_batch_size=None) if overfit_batches else splits.loader
+    return (train, eval_loader(splits.val, val_settings, device, **shard),
+            eval_loader(splits.test, splits.loader, device, **shard))
 
 
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
-                 num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> Loader:
+                 num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> TrainLoader:
     seeded = settings.num_workers > 0 and not isinstance(dataset, InMemory)
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
                                drop_last=settings.drop_last, seeded=seeded)
-    return _loader(SeededSamples(dataset) if seeded else dataset, settings, settings.batch_size, sampler, device)
+    loader = _loader(SeededSamples(dataset) if seeded else dataset, settings, settings.batch_size, sampler, device,
+                     ResumableLoader)
+    assert isinstance(loader, (ResumableLoader, DeviceTensorLoader))
+    return loader
 
 
 def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device,
@@ -122,12 +166,12 @@ def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device
 
 
 def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[Any],
-            device: torch.device) -> Loader:
+            device: torch.device, kind: type[DataLoader] = DataLoader) -> Loader:
     drop_last = settings.drop_last and isinstance(sampler, ResumableSampler)
     if isinstance(dataset, InMemory):
         return DeviceTensorLoader(dataset, batch_size, sampler, device, drop_last)
     workers = settings.num_workers
-    return DataLoader(
+    return kind(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
         collate_fn=settings.collate_fn, drop_last=drop_last,
         pin_memory=settings.pin_memory and device.type == "cuda",

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ def explain_nondeterministic(error: BaseException) -> UserError | None:
 
 def rng_state() -> dict:
     """Every random generator the run draws from, as plain tensors and containers."""
-    np_state = np.random.get_state()
+    np_state = cast(tuple[Any, ...], np.random.get_state(legacy=True))
     state = {
         "python": random.getstate(),
         # numpy's state holds an ndarray, which weights_only loading refuses: store it as a tensor.

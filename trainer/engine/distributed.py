@@ -117,7 +117,7 @@ def min_over_ranks(value: int, device: torch.device) -> int:
     return _reduce_int(value, device, dist.ReduceOp.MIN)
 
 
-def _reduce_int(value: int, device: torch.device, op: dist.ReduceOp) -> int:
+def _reduce_int(value: int, device: torch.device, op: dist.ReduceOp.RedOpType) -> int:
     if not dist.is_initialized():
         return value
     box = torch.tensor(value, device=device)

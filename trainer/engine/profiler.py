@@ -177,11 +177,15 @@ class PyTorchProfiler(Profiler):
                  self.trace)
 
 
+def check_kind(kind: str | None) -> None:
+    if kind not in (None, "simple", "pytorch"):
+        raise UserError(f"trainer.profiler={kind!r} is not valid; use simple, pytorch or null")
+
+
 def build_profiler(kind: str | None, run_dir: Path, schedule: dict[str, int] | None = None) -> Profiler:
+    check_kind(kind)
     if kind is None:
         return Profiler()
     if kind == "simple":
         return SimpleProfiler(run_dir)
-    if kind == "pytorch":
-        return PyTorchProfiler(run_dir, dict(schedule or {}))
-    raise UserError(f"trainer.profiler={kind!r} is not valid; use simple, pytorch or null")
+    return PyTorchProfiler(run_dir, dict(schedule or {}))

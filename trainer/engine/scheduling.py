@@ -61,10 +61,10 @@ class LRSchedule:
 
     def _step_scheduler(self, metrics: dict[str, float] | None) -> None:
         if isinstance(self.scheduler, ReduceLROnPlateau):
-            if not metrics:
-                return  # no validation this epoch: nothing to react to
+            if not metrics or self.monitor is None:
+                return  # no validation this epoch: nothing to react to (the constructor demands a monitor)
             self.scheduler.step(metrics[self.monitor])
-        else:
+        elif self.scheduler is not None:
             self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,47 @@
+"""The metric loop: a model over an evaluation loader, reduced over every rank.
+
+Needs no optimizer and no Trainer: validation, test and the `evaluate` command all score a
+model through here, so their numbers agree on the same checkpoint and split.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from decltrain.trainer.engine import checkpoint, data, distributed
+from decltrain.trainer.engine.placement import Placement
+from decltrain.trainer.engine.precision import Precision
+from decltrain.trainer.engine.task import Task
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, placement: Placement,
+             precision: Precision, limit: int | float | None, class_names: Sequence[str],
+             before_batch: Callable[[], None] | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """(scalars keyed `split/name`, images keyed `split/name`) of `model` over `loader`.
+
+    Every rank runs its own shard (no padding) and the metrics are reduced over all of them;
+    rank 0's buffers (BatchNorm statistics) are given to every rank first. `before_batch` runs
+    before each batch (the Trainer acts on stop signals there).
+    """
+    model.eval()
+    distributed.broadcast_buffers(checkpoint.unwrap(model))
+    metrics = task.metrics(placement.device, confusion_matrix=split == "test")
+    loss_meter = MeanMetric().to(placement.device)
+    count = data.num_batches(loader, limit)
+    for index, batch in enumerate(loader):
+        if index >= count:
+            break
+        if before_batch is not None:
+            before_batch()
+        inputs, targets = placement.inputs(batch)
+        with precision.autocast():
+            outputs = model(inputs)
+        task.update(metrics, loss_meter, outputs.float(), targets)
+    scalars, images = task.summarize(metrics.compute(), class_names)
+    results = {f"{split}/{name}": value for name, value in scalars.items()}
+    results[f"{split}/loss"] = float(loss_meter.compute())
+    return results, {f"{split}/{name}": image for name, image in images.items()}

@@ -1,0 +1,102 @@
+"""Where the model runs and how: device, numeric precision, DDP, SyncBatchNorm, torch.compile, memory layout.
+
+Launching happens before the Trainer exists (trainer/commands/launch.py): here the world of
+processes is given, and settings that cannot work in it or on this machine are refused. The
+`train` command builds a Placement right after the settings, so those refusals come before any
+data or model is built; a Trainer built without one makes its own.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple, cast
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from decltrain.trainer.engine import distributed
+from decltrain.trainer.engine.precision import Precision
+from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.errors import UserError
+
+
+class Placed(NamedTuple):
+    """The model as the step trains it, as evaluation runs it, and its DDP wrapper (None in one process)."""
+    train: nn.Module
+    eval: nn.Module
+    ddp: DistributedDataParallel | None
+
+    def gradient_sync(self, last_of_group: bool) -> contextlib.AbstractContextManager[Any]:
+        """DDP all-reduces gradients only on the last micro-batch of an accumulation group."""
+        if self.ddp is None or last_of_group:
+            return contextlib.nullcontext()
+        return self.ddp.no_sync()
+
+
+class Placement:
+    def __init__(self, settings: TrainerSettings) -> None:
+        self.world_size = distributed.world_size()
+        devices = settings.devices
+        if devices > 1 and self.world_size == 1:
+            raise UserError(f"trainer.devices={devices} needs {devices} processes; start the run with the `train` "
+                            "command or torchrun, not by building a Trainer in one process")
+        if settings.strategy == "ddp" and self.world_size == 1:
+            raise UserError("trainer.strategy=ddp needs several processes: set trainer.devices=N (N > 1) or start "
+                            "with torchrun; trainer.strategy=auto runs one process")
+        self.compile_mode = settings.compile_mode
+        self.device = distributed.device(settings.accelerator)
+        if settings.sync_batchnorm and self.device.type != "cuda":
+            raise UserError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
+                            "kernel); set trainer.sync_batchnorm=false on CPU")
+        self.sync_batchnorm = settings.sync_batchnorm
+        self.precision = Precision(settings.precision, self.device)
+        self.channels_last = False
+
+    def wrap(self, model: nn.Module) -> Placed:
+        """`model` on the device, under SyncBatchNorm, DDP and torch.compile as configured.
+
+        DDP wraps before compiling, as PyTorch recommends (the compiler then splits the graph at
+        DDP's gradient buckets). Evaluation runs the module without DDP: ranks may hold shards
+        of unequal length, and DDP's forward may call collectives.
+        """
+        if self.sync_batchnorm and self.world_size > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.channels_last = uses_channels_last(model, self.device)
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        model = model.to(self.device, memory_format=layout)  # type: ignore[call-overload]  # torch's overloads omit this pair
+        ddp = None
+        trained: nn.Module = model
+        evaluated: nn.Module = model
+        if self.world_size > 1:
+            trained = ddp = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
+        if self.compile_mode:
+            trained = cast(nn.Module, torch.compile(trained, mode=self.compile_mode))
+            evaluated = trained if ddp is None else cast(nn.Module, torch.compile(model, mode=self.compile_mode))
+        return Placed(trained, evaluated, ddp)
+
+    def inputs(self, batch: Any) -> tuple[Any, Any]:
+        """(inputs, targets) on the device; image batches in the model's memory layout."""
+        inputs, targets = to_device(batch, self.device)
+        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs, targets
+
+
+def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
+    """NHWC memory for convolutional models on CUDA, where cuDNN's channels-last kernels pay.
+
+    On CPU the MNIST CNN measured slower in NHWC (the machine of scripts/benchmark.py), so CPU
+    runs keep the default layout.
+    """
+    return device.type == "cuda" and any(isinstance(module, nn.Conv2d) for module in model.modules())
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Moves tensors (also inside tuples, lists and dicts) to `device` without blocking the host."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(item, device) for item in batch)
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    return batch
