@@ -51,6 +51,7 @@ from torch import nn
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine.data import Loader
+from decltrain.trainer.engine.position import Position
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",
@@ -81,8 +82,8 @@ class TrainerView(Protocol):
     def batch_idx(self) -> int:
         """Batches of the current epoch consumed so far (micro-batches too)."""
     @property
-    def position(self) -> tuple[int, int]:
-        """(epoch, batch) where a checkpoint written now resumes."""
+    def position(self) -> Position:
+        """(epoch, batch, step) where a checkpoint written now resumes."""
     @property
     def num_train_batches(self) -> int:
         """Batches per training epoch (after `limit_train_batches`)."""

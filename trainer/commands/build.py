@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import default_collate
 
 from decltrain.callbacks.base import Callback
-from decltrain.datasets.base import DataSplits
+from decltrain.datasets.base import DataSplits, SizedDataset
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError, first_line
@@ -61,7 +61,7 @@ def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
 def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
     """One forward pass on two validation samples, so a mismatch fails before training starts."""
     collate = splits.loader.collate_fn or default_collate
-    inputs, _ = collate([splits.val[i] for i in range(min(2, len(splits.val)))])
+    inputs, _ = collate([splits.val[i] for i in range(min(2, len(cast(SizedDataset, splits.val))))])
     shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else "?"
     was_training = model.training
     model.eval()  # no dropout: the check must not draw from the RNG the run is seeded with
@@ -183,8 +183,7 @@ def trainer_settings(cfg: DictConfig) -> TrainerSettings:
     `trainer._target_` names the class these settings configure (saved run configs carry it);
     the settings value itself is built here, without Hydra.
     """
-    values = OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True)
-    assert isinstance(values, dict)
+    values = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True))
     values.pop("_target_", None)
     try:
         return TrainerSettings(seed=cfg.seed, **values)

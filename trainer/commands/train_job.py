@@ -5,7 +5,7 @@ import json
 import logging
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -53,7 +53,7 @@ def run(cfg: DictConfig) -> float | None:
     fast_dev_run = settings.fast_dev_run
     loggers = build.loggers(cfg, run_dir, purge_step(state), state.get("loggers") if state else None) \
         if talks and not fast_dev_run else []
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers:
         logger.log_config(config)
     trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,

@@ -1,6 +1,8 @@
 """The confusion matrix as an image for TensorBoard, drawn with PIL (no plotting library)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.transforms.v2.functional import pil_to_tensor
@@ -8,7 +10,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 MAX_NAME = 16  # characters of a class name shown
 
 
-def confusion_image(matrix: torch.Tensor, class_names: list[str]) -> torch.Tensor:
+def confusion_image(matrix: torch.Tensor, class_names: Sequence[str]) -> torch.Tensor:
     """A uint8 (3, H, W) image: rows are true classes, columns predicted ones.
 
     A cell's shade is its share of the row (so the diagonal reads as per-class recall); the

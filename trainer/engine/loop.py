@@ -83,7 +83,7 @@ class Trainer(CheckpointState):
 
         placed = placement.wrap(model)
         self.model, self._eval_model = placed.train, placed.eval
-        self.optimizer, self.task, self.splits = optimizer, task, splits
+        self._optimizer, self.task, self.splits = optimizer, task, splits
         self.lr_schedule = lr_schedule or (LRSchedule(optimizer, None) if optimizer else None)
         self.train_loader, self.val_loader, self.test_loader = data.split_loaders(
             splits, settings.seed, self.device, settings.overfit_batches, self.world_size, distributed.rank())

@@ -31,7 +31,7 @@ class CheckpointState:
     # Set by Trainer.__init__.
     settings: TrainerSettings
     model: nn.Module
-    optimizer: torch.optim.Optimizer | None
+    _optimizer: torch.optim.Optimizer | None  # None: built to evaluate only
     lr_schedule: LRSchedule | None
     step: TrainStep | None
     precision: Precision
@@ -86,11 +86,16 @@ class CheckpointState:
             for logger in self.loggers:
                 logger.log_image(name, image, self.global_step)
 
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer being stepped (callbacks read it during `fit`, when it always exists)."""
+        return self._training()[1]
+
     def _training(self) -> tuple[TrainStep, torch.optim.Optimizer, LRSchedule]:
-        if self.step is None or self.optimizer is None or self.lr_schedule is None:
+        if self.step is None or self._optimizer is None or self.lr_schedule is None:
             raise UserError("this Trainer was built without an optimizer: it can evaluate and test, not train "
                             "or save training checkpoints")
-        return self.step, self.optimizer, self.lr_schedule
+        return self.step, self._optimizer, self.lr_schedule
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the loop is now."""

@@ -5,6 +5,8 @@ their state over DDP ranks before computing, so values cover the whole split.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 from torchmetrics import MeanMetric, Metric, MetricCollection
@@ -60,12 +62,12 @@ class Task:
         into an image; the trainer asks for it at test.
         """
         if self.kind == "multiclass":
-            common = dict(num_classes=self.num_classes, validate_args=False)
-            named: dict[str, Metric] = {
-                "acc": MulticlassAccuracy(average="micro", **common),
-                "precision": MulticlassPrecision(average="macro", **common),
-                "recall": MulticlassRecall(average="macro", **common),
-                "f1": MulticlassF1Score(average="macro", **common),
+            classes = self.num_classes
+            named: dict[str, Metric | MetricCollection] = {
+                "acc": MulticlassAccuracy(classes, average="micro", validate_args=False),
+                "precision": MulticlassPrecision(classes, average="macro", validate_args=False),
+                "recall": MulticlassRecall(classes, average="macro", validate_args=False),
+                "f1": MulticlassF1Score(classes, average="macro", validate_args=False),
             }
         elif self.kind == "binary":
             named = {"acc": BinaryAccuracy(validate_args=False), "precision": BinaryPrecision(validate_args=False),
@@ -80,7 +82,7 @@ class Task:
 
     @staticmethod
     def summarize(computed: dict[str, torch.Tensor],
-                  class_names: list[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+                  class_names: Sequence[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """Computed metrics split into scalars (for metrics.json) and images (the confusion matrix)."""
         scalars = {name: float(value) for name, value in computed.items() if value.dim() == 0}
         images = {}

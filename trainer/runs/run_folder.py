@@ -60,6 +60,7 @@ class RunFolder:
             if key in config.trainer:
                 config.trainer[key] = value
         _fit_to_this_machine(config.trainer)
+        assert isinstance(config, DictConfig)  # a run's saved config is a mapping
         folder = cls(path, config)
         folder.apply_overrides(overrides)
         return folder
