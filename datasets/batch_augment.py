@@ -89,7 +89,7 @@ def crop_boxes(step: v2.RandomResizedCrop, batch: int, height: int, width: int,
     """
     tries = 10
     area = height * width * torch.empty(batch, tries, device=device).uniform_(*step.scale)
-    aspect = torch.exp(torch.empty(batch, tries, device=device).uniform_(*step._log_ratio))
+    aspect = torch.exp(torch.empty(batch, tries, device=device).uniform_(*(math.log(r) for r in step.ratio)))
     box_w, box_h = (area * aspect).sqrt().round().long(), (area / aspect).sqrt().round().long()
     fits = (box_w > 0) & (box_w <= width) & (box_h > 0) & (box_h <= height)
     first = fits.long().argmax(dim=1, keepdim=True)
@@ -109,10 +109,10 @@ def crop_boxes(step: v2.RandomResizedCrop, batch: int, height: int, width: int,
 def _random_resized_crop(step: v2.RandomResizedCrop, images: torch.Tensor) -> torch.Tensor:
     batch, _, height, width = images.shape
     top, left, box_h, box_w = crop_boxes(step, batch, height, width, images.device)
-    return resized_crops(images, top, left, box_h, box_w, tuple(step.size))
+    return _resized_crops(images, top, left, box_h, box_w, tuple(step.size))
 
 
-def resized_crops(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, box_h: torch.Tensor,
+def _resized_crops(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, box_h: torch.Tensor,
                   box_w: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Box i of image i resized to `size` (bilinear, antialiased when shrinking), all in one `grid_sample`.
 
@@ -131,7 +131,7 @@ def resized_crops(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, b
     out = F.grid_sample(floats, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if k > 1:
         out = F.avg_pool2d(out, k)
-    return out if images.is_floating_point() else out.round_().clamp_(0, 255).to(images.dtype)
+    return out if images.is_floating_point() else out.round_().to(images.dtype)
 
 
 def _positions(start: torch.Tensor, extent: torch.Tensor, out: int, k: int, full: int) -> torch.Tensor:
