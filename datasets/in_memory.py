@@ -27,8 +27,7 @@ class BatchTransform:
     """
 
     def __init__(self, steps: Sequence[Callable[[Any], Any]], mean: Sequence[float], std: Sequence[float]) -> None:
-        self.steps = list(steps)
-        self.forms = [_form(step) for step in self.steps]
+        self.forms = [_form(step) for step in steps]
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
 
