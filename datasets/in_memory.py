@@ -9,57 +9,42 @@ from the global torch RNG (of the batch's device), which checkpoints save, so re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from decltrain.datasets.base import SizedDataset
+from decltrain.datasets.batch_augment import batch_form
 
 
 class BatchTransform:
     """`steps` (transforms.v2, as in the config) then ToDtype(float, scale) + Normalize, on (B, C, H, W) uint8.
 
-    Flips and padded random crops run vectorized with one draw per sample; any other step runs
-    on each image of the batch in turn (still without decoding or collating).
+    Each step runs in its batched form (datasets/batch_augment.py: one call, a draw per image);
+    a step without one runs on each image of the batch in turn (still without decoding or collating).
     """
 
     def __init__(self, steps: Sequence[Callable[[Any], Any]], mean: Sequence[float], std: Sequence[float]) -> None:
-        self.steps = list(steps)
+        self.forms = [_form(step) for step in steps]
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        for step in self.steps:
-            images = _apply(step, images)
+        for form in self.forms:
+            images = form(images)
         return TF.normalize(TF.to_dtype(images, torch.float32, scale=True), self.mean, self.std)
 
 
-def _apply(step: Any, images: torch.Tensor) -> torch.Tensor:  # a v2 transform: torchvision is untyped
-    if type(step) in (v2.RandomHorizontalFlip, v2.RandomVerticalFlip):
-        flip = torch.rand(len(images), device=images.device) < step.p
-        flipped = images.flip(-1 if isinstance(step, v2.RandomHorizontalFlip) else -2)
-        return torch.where(flip.view(-1, 1, 1, 1), flipped, images)
-    if type(step) is v2.RandomCrop and not step.pad_if_needed and not isinstance(step.fill, dict):
-        return _random_crop(images, step)
+def _form(step: Callable[[Any], Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    batched = batch_form(step)
+    return partial(_each, step) if batched is None else batched
+
+
+def _each(step: Callable[[Any], Any], images: torch.Tensor) -> torch.Tensor:
     return torch.stack([step(image) for image in images])
-
-
-def _random_crop(images: torch.Tensor, step: v2.RandomCrop) -> torch.Tensor:
-    """v2.RandomCrop with an independent offset per image: pad the batch once, then gather windows."""
-    if step.padding is not None:
-        images = TF.pad(images, step.padding, fill=step.fill, padding_mode=step.padding_mode)
-    height, width = step.size
-    batch, _, padded_height, padded_width = images.shape
-    device = images.device
-    top = torch.randint(0, padded_height - height + 1, (batch,), device=device)
-    left = torch.randint(0, padded_width - width + 1, (batch,), device=device)
-    rows = (top[:, None] + torch.arange(height, device=device))[:, :, None]      # (B, h, 1)
-    cols = (left[:, None] + torch.arange(width, device=device))[:, None, :]      # (B, 1, w)
-    samples = torch.arange(batch, device=device)[:, None, None]
-    return images[samples, :, rows, cols].permute(0, 3, 1, 2).contiguous()       # (B, h, w, C) -> (B, C, h, w)
 
 
 class InMemory(Dataset):

@@ -302,6 +302,8 @@ def main() -> None:
     if args.quick:
         args.rounds, args.epochs, args.overhead_epochs, args.limit_batches = 1, 2, 1, 3
         image_folder_benchmark.quick(args)
+    if args.mode == "images":  # measured in this process: run it as `train` runs (trainer/cli.py), before torch loads
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if args.device == "auto":
         import torch
 
