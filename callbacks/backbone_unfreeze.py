@@ -8,7 +8,7 @@ from decltrain.models.param_groups import param_groups
 from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class BackboneUnfreeze(Callback):

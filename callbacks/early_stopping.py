@@ -8,7 +8,7 @@ from typing import Any
 from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.callbacks.monitor import Monitor
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class EarlyStopping(Callback):

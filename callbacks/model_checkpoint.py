@@ -29,7 +29,7 @@ from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.runs import layout
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class ModelCheckpoint(Callback):

@@ -15,7 +15,7 @@ from decltrain.trainer.runs import optuna_trial
 if TYPE_CHECKING:
     import optuna  # an optional extra: imported only where a search runs (optuna_trial.current)
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 RECORD = "optuna_trial.json"  # in the run folder: the trial, its reported values, whether it was pruned
 
 

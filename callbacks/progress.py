@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.console import console
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class RichProgressBar(Callback):

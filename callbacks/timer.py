@@ -17,7 +17,7 @@ from decltrain.callbacks.base import Callback, TrainerView
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 _DURATION = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 
 

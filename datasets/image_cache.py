@@ -40,7 +40,7 @@ from decltrain.datasets.in_memory import InMemory
 from decltrain.trainer.console import console
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 # Bump when the stored pixels would change for the same files (another resize, another layout).
 FORMAT_VERSION = 1

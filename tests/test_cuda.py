@@ -78,7 +78,7 @@ def test_an_overflowing_fp16_step_is_skipped_reported_and_counted_across_a_resum
     trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # fp16's scaler, on the CPU
     recorder = Recorder()
     trainer.loggers = [recorder]
-    with caplog.at_level("WARNING", logger="trainer"):
+    with caplog.at_level("WARNING", logger="decltrain"):
         trainer.fit()
     assert torch.equal(weights.weights[3], weights.weights[2])  # the overflowing step changed nothing
     assert not torch.equal(weights.weights[4], weights.weights[3])
@@ -95,7 +95,7 @@ def test_an_overflowing_fp16_step_is_skipped_reported_and_counted_across_a_resum
     resumed.precision.scaler = torch.amp.GradScaler("cpu")
     resumed.load_state_dict(state, "fp16.ckpt")
     caplog.clear()
-    with caplog.at_level("WARNING", logger="trainer"):
+    with caplog.at_level("WARNING", logger="decltrain"):
         assert resumed.precision.report(6) == {"train/loss_scale": 512.0, "train/skipped_steps": 1}
     assert not caplog.records  # skips reported before the checkpoint are not reported again
 

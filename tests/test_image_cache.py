@@ -103,7 +103,7 @@ def test_an_unreadable_image_is_named_and_skipped(tmp_path: Path, caplog: pytest
     broken.write_bytes(b"not an image")
     for _ in range(2):  # the first run builds the cache, the second reads it: both warn
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="trainer"):
+        with caplog.at_level(logging.WARNING, logger="decltrain"):
             splits = build(tmp_path / "images", tmp_path / "cache")
         assert len(splits.train) + len(splits.val) == 30
         assert f"skipping 1 unreadable image(s) of {(tmp_path / 'images' / 'train').resolve()}" in caplog.text

@@ -180,7 +180,7 @@ def test_init_from_not_strict_skips_and_reports_a_new_head(tmp_path, caplog):
     five_classes = synthetic_splits(classes=5)
     with pytest.raises(UserError, match=r"net.3.weight: checkpoint \(3, 32\) vs model \(5, 32\)"):
         make_trainer(tmp_path / "a", splits=five_classes, init_from=str(tmp_path / "src.ckpt"))
-    with caplog.at_level("INFO", logger="trainer"):
+    with caplog.at_level("INFO", logger="decltrain"):
         target = make_trainer(tmp_path / "b", splits=five_classes, init_from=str(tmp_path / "src.ckpt"),
                               init_strict=False)
     assert "skipped (shape differs): net.3.weight, net.3.bias" in caplog.text

@@ -167,7 +167,7 @@ def current(**changes: object) -> str:
 
 def test_config_drift_allows_a_renamed_package_and_warns_about_stop_conditions(caplog):
     config_drift.check(SAVED, current(), "last.ckpt")  # old `models.` paths: the same classes today
-    with caplog.at_level("WARNING", logger="trainer"):
+    with caplog.at_level("WARNING", logger="decltrain"):
         config_drift.check(SAVED, current(**{"trainer.max_epochs": 3, "callbacks.early_stopping.patience": 9,
                                              "dataset.root": "/new/data", "resume": "x"}), "last.ckpt")
     assert "callbacks.early_stopping.patience (3 -> 9), dataset.root (/old/data -> /new/data), " \

@@ -62,7 +62,7 @@ def test_hparams_are_the_values_that_matter():
 def test_unreachable_tracking_server_warns_once_and_the_logger_goes_quiet(tmp_path, caplog):
     from decltrain.trainer.tracking.mlflow_logger import MLflowLogger
 
-    with caplog.at_level(logging.WARNING, logger="trainer"):
+    with caplog.at_level(logging.WARNING, logger="decltrain"):
         logger = MLflowLogger(tmp_path, tracking_uri="http://127.0.0.1:9", experiment_name="x")
         logger.log_config({"a": 1})
         logger.log_metrics({"val/acc": 0.5}, step=1)

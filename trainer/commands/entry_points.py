@@ -23,7 +23,7 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`).
 FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
                               "-sc", "--shell-completion", "--info", "--experimental-rerun"})
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 def split_overrides(args: list[str], own_keys: set[str]) -> tuple[list[str], list[str]]:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from decltrain.trainer.commands import console_script
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 def run(cfg: DictConfig) -> float:

@@ -34,7 +34,7 @@ from decltrain.trainer.runs import layout, requeue
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.api import SignalException  # torch loads only when launching
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 # Hydra overrides that belong to the launching process (its sweep, launcher, folders), never to a worker.
 _PARENT_ONLY = ("hydra.mode", "hydra.run.", "hydra.sweep.", "hydra.launcher", "hydra/launcher",

@@ -26,7 +26,7 @@ from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 IMAGE_MODES = {1: "L", 3: "RGB"}  # channels of the model's input -> PIL mode
 # What a broken or foreign input raises while it is read and transformed: it is skipped, not fatal.
 INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError, UserError)

@@ -22,7 +22,7 @@ from decltrain.trainer.runs import requeue
 
 # At import, not in `train()`: whatever imports this module (find-lr, a test) may import torch next.
 console_script.sleeping_openmp_threads()
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 # Stopped by a signal after writing a checkpoint: the shell's convention, 128 + signal number
 # (SIGTERM: 143, SIGINT: 130). A second Ctrl-C aborts without a checkpoint, also with 130.

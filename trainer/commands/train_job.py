@@ -23,7 +23,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.task import Task
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 def run(cfg: DictConfig) -> float | None:

@@ -44,7 +44,7 @@ from decltrain.trainer.engine.task import Task
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class Trainer(CheckpointState):

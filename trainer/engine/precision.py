@@ -15,7 +15,7 @@ import torch
 from decltrain.trainer.errors import UserError
 
 CHOICES = ("32", "16-mixed", "bf16-mixed")
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 def check_choice(precision: str) -> str:

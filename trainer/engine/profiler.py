@@ -19,7 +19,7 @@ from rich.table import Table
 
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 T = TypeVar("T")
 _NO_OP = contextlib.nullcontext()
 PROFILERS = ("simple", "pytorch")

@@ -24,7 +24,7 @@ from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class CheckpointState:

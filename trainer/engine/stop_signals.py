@@ -12,7 +12,7 @@ from decltrain.trainer.engine import distributed
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.runs import requeue
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 class StopSignals:

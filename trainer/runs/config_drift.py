@@ -16,7 +16,7 @@ from decltrain.trainer.runs import legacy_paths
 from decltrain.trainer.tracking.hparams import flatten
 from decltrain.trainer.errors import UserError
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 # Keys (and the sections under them) that define what is being trained.
 DEFINING = ("model", "dataset", "loss", "seed", "optimizer._target_")

@@ -23,7 +23,7 @@ from decltrain.trainer.runs import layout, legacy_paths
 from decltrain.trainer.errors import UserError
 
 REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 
 
 @dataclass

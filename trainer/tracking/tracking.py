@@ -14,7 +14,7 @@ from decltrain.trainer.errors import first_line
 from decltrain.trainer.runs import layout
 from decltrain.trainer.tracking.loggers import Logger
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 T = TypeVar("T")
 
 

@@ -30,7 +30,7 @@ from decltrain.trainer.runs import optuna_trial, sweep_summary
 from decltrain.trainer.commands.launch import quote_override
 from hydra_plugins.decltrain import search_space
 
-log = logging.getLogger("trainer")
+log = logging.getLogger("decltrain")
 STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
