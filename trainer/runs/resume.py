@@ -1,6 +1,6 @@
 """Which run folder a run writes to: a fresh one, or the folder of the run it resumes.
 
-Registered as the OmegaConf resolver `run_dir` (trainer/commands/app.py) and used by `hydra.run.dir`
+Registered as the OmegaConf resolver `run_dir` (trainer/commands/console_script.py) and used by `hydra.run.dir`
 (configs/hydra/default.yaml), so it runs before Hydra composes the config and must not import torch.
 Which checkpoint file `resume=` then loads is `layout.find_checkpoint`'s answer.
 """
