@@ -79,8 +79,7 @@ def run(cfg: DictConfig) -> float | None:
                             "is off)", stop, trainer.epoch + 1, trainer.global_step)
             raise
         checkpointer = _checkpointer(callbacks)
-        best_path = getattr(checkpointer, "best_path", None)
-        test = trainer.test(best_path)
+        test = trainer.test(checkpointer.best_path if checkpointer else None)
         report = _report(trainer, checkpointer, test)
         if talks and not fast_dev_run:
             (run_dir / layout.METRICS).write_text(json.dumps(report, indent=2) + "\n")
@@ -123,12 +122,12 @@ def _report(trainer: Trainer, checkpointer: ModelCheckpoint | None, test: dict[s
     `last` is where training ended, with the latest validation and the run's summary values;
     `test` holds which of the two models was tested (best.ckpt when there is one).
     """
-    best = getattr(checkpointer, "best", None)
+    monitor = checkpointer.monitor if checkpointer else None
     return {
-        "monitor": getattr(getattr(checkpointer, "monitor", None), "name", None),
-        "best": best,
+        "monitor": monitor.name if monitor else None,
+        "best": checkpointer.best if checkpointer else None,
         "last": {"epoch": trainer.position.epoch, "global_step": trainer.global_step, **trainer.callback_metrics},
-        "test": {"model": "best" if getattr(checkpointer, "best_path", None) else "last", **test},
+        "test": {"model": "best" if checkpointer and checkpointer.best_path else "last", **test},
     }
 
 

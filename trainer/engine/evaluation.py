@@ -13,13 +13,12 @@ from torchmetrics import MeanMetric
 
 from decltrain.trainer.engine import checkpoint, data, distributed
 from decltrain.trainer.engine.placement import Placement
-from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.engine.task import Task
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, placement: Placement,
-             precision: Precision, limit: int | float | None, class_names: Sequence[str],
+             limit: int | float | None, class_names: Sequence[str],
              before_batch: Callable[[], None] | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """(scalars keyed `split/name`, images keyed `split/name`) of `model` over `loader`.
 
@@ -38,7 +37,7 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
         if before_batch is not None:
             before_batch()
         inputs, targets = placement.inputs(batch)
-        with precision.autocast():
+        with placement.precision.autocast():
             outputs = model(inputs)
         task.update(metrics, loss_meter, outputs.float(), targets)
     scalars, images = task.summarize(metrics.compute(), class_names)

@@ -249,7 +249,7 @@ class Trainer(CheckpointState):
         # in this loop). A mid-epoch one finishes first: its step's checkpoint follows it.
         watch = self.world_size == 1 and not self.validating_mid_epoch
         scalars, images = evaluation.evaluate(
-            self._eval_model, loader, self.task, split, placement=self.placement, precision=self.precision,
+            self._eval_model, loader, self.task, split, placement=self.placement,
             limit=self.settings.limits[split], class_names=self.splits.class_names,
             before_batch=self._raise_if_stop_requested if watch else None)
         for name, image in images.items():
