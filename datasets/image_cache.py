@@ -1,17 +1,21 @@
 """A decode-once cache for image folders (FFCV's idea inside our config).
 
 The first run decodes every image of a folder once into one uint8 array file
-`<cache_dir>/<folder>-<size>-<key>.npy` of shape (N, 3, size, size): each image read as RGB like
-`ImageFolder` does, then exactly the PIL path's first steps, `ToImage`, `Resize(size)` (shorter
-side, antialiased) and `CenterCrop(size)`. Decoding runs in `workers` DataLoader processes
-behind a progress bar. The key hashes the file list with every file's byte size and mtime, the
-stored size and the format version: an added, removed or changed file gives a new key, hence a
-rebuild, and the stale array of the same folder is deleted once the new one is complete.
+`<cache_dir>/<folder>-<size>-<key>.npy` of shape (N, size, size, 3), pixels last as in the
+decoded image: each image read as RGB like `ImageFolder` does, then exactly the PIL path's first
+steps, `ToImage`, `Resize(size)` (shorter side, antialiased) and `CenterCrop(size)`. Decoding runs
+in `workers` DataLoader processes behind a progress bar. The key hashes the file list with every
+file's byte size and mtime, the stored size and the format version: an added, removed or changed
+file gives a new key, hence a rebuild, and the stale array of the same folder is deleted once the
+new one is complete.
 
 Later epochs and runs map the array (never read into RAM as a whole) and gather batches by index:
-`CachedImages` is an `InMemory` dataset, so the Trainer batches it with `DeviceTensorLoader` and
-the configured transforms run per batch on the training device, with the same random draws
-(global RNG, saved in checkpoints) that make resume exact.
+`CachedImages` is an `InMemory` dataset, so the Trainer batches it like the in-memory path and
+the configured transforms run per batch on the training device, channels-last (the layout
+torch's vectorized uint8 resize wants). Training on the CPU with `num_workers`, the workers
+gather and transform whole batches (trainer/engine/data.py), each seeded by its position in
+the epoch; otherwise the training process does, drawing from the global RNG. Either way the
+draws are those checkpoints restore, so resume stays exact.
 
 An unreadable image is named in a warning and left out; the names are stored beside the array,
 so every later run warns again until the file is fixed or removed (which changes the key).
@@ -43,7 +47,7 @@ from decltrain.trainer.errors import UserError
 log = logging.getLogger("decltrain")
 
 # Bump when the stored pixels would change for the same files (another resize, another layout).
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHUNK = 64  # images per decoding batch: small enough for a smooth progress bar
 # Shown at most this many unreadable files by name; the rest are counted.
 NAMED = 5
@@ -56,32 +60,42 @@ def default_cache_dir() -> Path:
 
 
 class CachedImages(InMemory):
-    """Rows `rows` of a memory-mapped uint8 (N, C, H, W) array, as batches on the device `target`.
+    """Rows `rows` of the uint8 (N, H, W, C) array file `path`, as channels-last batches on the device `target`.
 
-    The array stays on the host: `batch` gathers the rows there (from the page cache, no
-    decoding), moves them to `target` and transforms them there. Indices therefore live on the
-    CPU (`device`), whatever the training device; `to` only changes `target`.
+    The array stays on the host, memory-mapped by each process on first use (so a loader worker
+    started by spawn maps the file instead of receiving a copy): `batch` gathers the rows there
+    (from the page cache, no decoding), moves them to `target` and transforms them there.
+    Indices therefore live on the CPU (`device`), whatever the training device; `to` only
+    changes `target`.
     """
 
-    def __init__(self, array: np.ndarray, rows: torch.Tensor, targets: torch.Tensor,
+    batch_in_workers = True  # a batch's gather and augmentation outweigh a worker's round trip
+
+    def __init__(self, path: Path, rows: torch.Tensor, targets: torch.Tensor,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  target: torch.device = torch.device("cpu")) -> None:
         super().__init__(rows, targets, transform)
-        self.array = array
+        self.path = path
         self.target = target
+        self._array: np.ndarray | None = None
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs = torch.from_numpy(self.array[self.inputs[indices].numpy()]).to(self.target, non_blocking=True)
+    def __getstate__(self) -> dict[str, object]:
+        return {**self.__dict__, "_array": None}
+
+    def augmented_batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        pixels = torch.from_numpy(self._array[self.inputs[indices].numpy()]).permute(0, 3, 1, 2)
         targets = self.targets[indices].to(self.target, non_blocking=True)
-        return (self.transform(inputs) if self.transform else inputs), targets
+        return self.augment(pixels.to(self.target, non_blocking=True)), targets
 
     def subset(self, indices: Sequence[int],
                transform: Callable[[torch.Tensor], torch.Tensor] | None) -> CachedImages:
         index = torch.as_tensor(list(indices), dtype=torch.long)
-        return CachedImages(self.array, self.inputs[index], self.targets[index], transform, self.target)
+        return CachedImages(self.path, self.inputs[index], self.targets[index], transform, self.target)
 
     def to(self, device: torch.device) -> CachedImages:
-        return CachedImages(self.array, self.inputs, self.targets, self.transform, device)
+        return CachedImages(self.path, self.inputs, self.targets, self.transform, device)
 
 
 def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int) -> CachedImages:
@@ -111,7 +125,7 @@ def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int)
     if not keep:
         raise UserError(f"image folder {root}: none of its {len(files)} images could be read")
     targets = torch.as_tensor([folder.targets[row] for row in keep], dtype=torch.long)
-    return CachedImages(np.load(array_path, mmap_mode="r"), torch.as_tensor(keep), targets)
+    return CachedImages(array_path, torch.as_tensor(keep), targets)
 
 
 def _content_key(root: Path, files: list[Path], size: int) -> str:
@@ -134,7 +148,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 class _Decode(Dataset):
-    """Image `i` of `files` as the stored uint8 (3, size, size) tensor, and "" or why it is unreadable."""
+    """Image `i` of `files` as the stored uint8 (size, size, 3) tensor, and "" or why it is unreadable."""
 
     def __init__(self, files: list[Path], size: int) -> None:
         self.files = files
@@ -148,16 +162,16 @@ class _Decode(Dataset):
             with Image.open(self.files[index]) as image:
                 rgb = image.convert("RGB")  # what ImageFolder's loader does
         except (OSError, ValueError, Image.DecompressionBombError) as err:
-            return torch.zeros(3, self.size, self.size, dtype=torch.uint8), f"{type(err).__name__}: {err}"
+            return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), f"{type(err).__name__}: {err}"
         image = TF.center_crop(TF.resize(TF.to_image(rgb), [self.size], antialias=True), [self.size])
-        return image.as_subclass(torch.Tensor), ""
+        return image.as_subclass(torch.Tensor).permute(1, 2, 0), ""
 
 
 def _build(files: list[Path], size: int, array_path: Path, index_path: Path, workers: int) -> None:
     """Decodes `files` into a temporary array, then renames it and writes the index (last: the marker)."""
     started = time.perf_counter()
     partial = array_path.with_name(f"{array_path.name}.{os.getpid()}.partial")
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
     unreadable: dict[str, str] = {}
     loader = DataLoader(_Decode(files, size), batch_size=CHUNK, num_workers=workers)
     columns = (TextColumn("caching images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

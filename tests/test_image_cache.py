@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import pickle
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,8 @@ from decltrain.callbacks.base import Callback
 from decltrain.datasets import image_folder
 from decltrain.datasets.base import DataSplits
 from decltrain.datasets.image_cache import CachedImages
-from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.engine import checkpoint, data
+from decltrain.trainer.engine.data import DeviceTensorLoader, WorkerBatchLoader
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
@@ -93,7 +96,7 @@ def test_a_changed_file_rebuilds_the_cache_and_removes_the_stale_one(tmp_path: P
     new_arrays = sorted(cache_dir.glob("*.npy"))
     assert len(new_arrays) == 1 and new_arrays != arrays
     stored = np.load(new_arrays[0], mmap_mode="r")
-    assert (stored[0, 0] == 254).mean() > 0.9 and (stored[0, 1] <= 1).mean() > 0.9  # the red image, re-decoded
+    assert (stored[0, ..., 0] == 254).mean() > 0.9 and (stored[0, ..., 1] <= 1).mean() > 0.9  # the red image, re-decoded
     assert len(rebuilt.train) + len(rebuilt.val) == 30
 
 
@@ -110,9 +113,10 @@ def test_an_unreadable_image_is_named_and_skipped(tmp_path: Path, caplog: pytest
         assert str(broken) in caplog.text and "UnidentifiedImageError" in caplog.text
 
 
-def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, Callback] | None = None) -> Trainer:
+def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, Callback] | None = None,
+                   workers: int = 0) -> Trainer:
     """Random resized crops and flips drawn per batch from the cache, dropout: every random stream in play."""
-    splits = build(root, cache_dir)
+    splits = build(root, cache_dir, num_workers=workers, persistent_workers=True)
     assert isinstance(splits.train, CachedImages)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
@@ -122,20 +126,45 @@ def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, 
                    callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
 
 
-def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path):
+@pytest.mark.parametrize("workers", [0, 2])  # augmented in this process (global RNG), or in workers (seeded per batch)
+def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path, workers: int):
     write_images(tmp_path / "images")
     args = (tmp_path / "images", tmp_path / "cache")
-    reference = cached_trainer(*args, tmp_path / "ref")
+    reference = cached_trainer(*args, tmp_path / "ref", workers=workers)
+    assert isinstance(reference.train_loader, WorkerBatchLoader if workers else DeviceTensorLoader)
     reference.fit()
-    interrupted = cached_trainer(*args, tmp_path / "run", extra={"stop": StopAtStep(4)})  # epoch 2, batch 1
-    with pytest.raises(Preempted):
+    interrupted = cached_trainer(*args, tmp_path / "run", extra={"stop": StopAtStep(4)}, workers=workers)
+    with pytest.raises(Preempted):  # epoch 2, batch 1
         interrupted.fit()
-    resumed = cached_trainer(*args, tmp_path / "run")
+    resumed = cached_trainer(*args, tmp_path / "run", workers=workers)
     resumed.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt"), "last.ckpt")
     resumed.fit()
     assert resumed.global_step == reference.global_step == 9
     ref_weights, new_weights = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)
+
+
+def test_workers_hand_over_the_batches_this_process_would_make(tmp_path: Path):
+    """Evaluation has no randomness: the workers' uint8 batches, finished here, are the in-process batches."""
+    write_images(tmp_path / "images")
+    splits = build(tmp_path / "images", tmp_path / "cache", num_workers=2)
+    cpu = torch.device("cpu")
+    in_workers = data.eval_loader(splits.val, splits.loader, cpu)
+    in_process = data.eval_loader(splits.val, replace(splits.loader, num_workers=0), cpu)
+    assert isinstance(in_workers, WorkerBatchLoader) and isinstance(in_process, DeviceTensorLoader)
+    for (fast, labels), (reference, reference_labels) in zip(in_workers, in_process, strict=True):
+        assert fast.dtype == torch.float32 and torch.equal(fast, reference) and torch.equal(labels, reference_labels)
+
+
+def test_a_worker_started_by_spawn_receives_the_file_name_not_the_pixels(tmp_path: Path):
+    write_images(tmp_path / "images")
+    val = build(tmp_path / "images", tmp_path / "cache").val  # evaluation transforms: no random draws
+    assert isinstance(val, CachedImages)
+    expected, _ = val.batch(torch.arange(4))
+    sent = pickle.dumps(val)
+    assert len(sent) < 4096 < val.path.stat().st_size
+    received, _ = pickle.loads(sent).batch(torch.arange(4))
+    assert torch.equal(received, expected)
 
 
 def test_two_ddp_ranks_share_one_cache(tmp_path: Path):

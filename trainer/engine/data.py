@@ -5,7 +5,10 @@ start an epoch part-way: the loop asks the loader for `start_epoch(epoch, skip_b
 resume the batches an interrupted epoch already consumed are never loaded. With
 loader workers, each training sample's random transforms are seeded by (seed, epoch, sample),
 which the sampler hands to the workers with the index: a worker's own random stream, which
-persistent workers carry across epochs and a resumed run restarts, is never used.
+persistent workers carry across epochs and a resumed run restarts, is never used. An `InMemory`
+dataset is batched by `DeviceTensorLoader` on the training device, except one that asks for
+workers (`batch_in_workers`, the image cache) when training on the CPU with `num_workers`: then
+each worker gathers and transforms whole batches, seeded by the batch's first sample.
 Evaluation shards the split without padding, so metrics reduced over ranks cover every sample
 exactly once.
 """
@@ -15,7 +18,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -65,11 +68,42 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> Any:
         index, seed = key
-        if get_worker_info() is not None:  # never in the main process, whose RNG checkpoints restore
-            random.seed(seed)
-            np.random.seed(seed)
-            torch.manual_seed(seed)
+        _seed_worker(seed)
         return self.dataset[index]
+
+
+class WorkerBatches(Dataset):
+    """An `InMemory` dataset read in loader workers a whole batch per call (`__getitems__`).
+
+    Keys are indices (evaluation), or (index, seed) pairs from a seeded `ResumableSampler`: the
+    batch's first seed then seeds the worker before the batch transform draws, so a batch's
+    augmentation depends on its place in the epoch alone, as `SeededSamples` does per sample.
+    """
+
+    def __init__(self, dataset: InMemory) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, keys: list[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        if keys and isinstance(keys[0], tuple):
+            _seed_worker(keys[0][1])
+            keys = [index for index, _ in keys]
+        return self.dataset.augmented_batch(torch.as_tensor(keys, dtype=torch.long))
+
+
+def _seed_worker(seed: int) -> None:
+    """Seeds python, numpy and torch in a loader worker; never in the main process, whose RNG checkpoints restore."""
+    if get_worker_info() is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The collate function of `WorkerBatches`: its batches come out of `__getitems__` already whole."""
+    return batch
 
 
 class EvalShardSampler(Sampler[int]):
@@ -91,6 +125,22 @@ class ResumableLoader(DataLoader):
     def start_epoch(self, epoch: int, skip_batches: int) -> None:
         """The next pass is epoch `epoch`, after its first `skip_batches` batches (a resumed epoch)."""
         _resumable(self.sampler).start_epoch(epoch, skip_batches * (self.batch_size or 1))
+
+
+class WorkerBatchLoader(ResumableLoader):
+    """Workers make whole augmented batches of an `InMemory` dataset (`WorkerBatches`); this process finishes them.
+
+    Workers hand over the uint8 batch and the training process converts and normalizes it:
+    moving the float batch, four times the bytes, through shared memory cost more than making it.
+    """
+
+    def __init__(self, dataset: InMemory, **settings: Any) -> None:
+        super().__init__(WorkerBatches(dataset), collate_fn=_whole_batch, **settings)
+        self.finish = dataset.finish
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[override]  # a generator over DataLoader's
+        for inputs, targets in super().__iter__():
+            yield self.finish(inputs), targets
 
 
 class DeviceTensorLoader:
@@ -150,11 +200,11 @@ def split_loaders(splits: DataSplits, seed: int, device: torch.device, overfit_b
 
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
                  num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> TrainLoader:
-    seeded = settings.num_workers > 0 and not isinstance(dataset, InMemory)
+    in_workers = settings.num_workers > 0 and not _on_device(dataset, settings, device)
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
-                               drop_last=settings.drop_last, seeded=seeded)
-    loader = _loader(SeededSamples(dataset) if seeded else dataset, settings, settings.batch_size, sampler, device,
-                     ResumableLoader)
+                               drop_last=settings.drop_last, seeded=in_workers)
+    samples = SeededSamples(dataset) if in_workers and not isinstance(dataset, InMemory) else dataset
+    loader = _loader(samples, settings, settings.batch_size, sampler, device, ResumableLoader)
     assert isinstance(loader, (ResumableLoader, DeviceTensorLoader))
     return loader
 
@@ -168,19 +218,26 @@ def eval_loader(dataset: Dataset, settings: LoaderSettings, device: torch.device
 def _loader(dataset: Dataset, settings: LoaderSettings, batch_size: int, sampler: Sampler[Any],
             device: torch.device, kind: type[DataLoader] = DataLoader) -> Loader:
     drop_last = settings.drop_last and isinstance(sampler, ResumableSampler)
-    if isinstance(dataset, InMemory):
+    if _on_device(dataset, settings, device):
         return DeviceTensorLoader(dataset, batch_size, sampler, device, drop_last)
     workers = settings.num_workers
-    return kind(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-        collate_fn=settings.collate_fn, drop_last=drop_last,
-        pin_memory=settings.pin_memory and device.type == "cuda",
-        persistent_workers=settings.persistent_workers and workers > 0,
+    common: dict[str, Any] = {
+        "batch_size": batch_size, "sampler": sampler, "num_workers": workers, "drop_last": drop_last,
+        "persistent_workers": settings.persistent_workers and workers > 0,
         # Each new iterator draws its workers' base seed from this generator; without one it would
         # draw from the global RNG, and a resumed run would see other dropout masks. Nothing
         # depends on the seeds it gives (see `SeededSamples`).
-        generator=torch.Generator().manual_seed(0),
-    )
+        "generator": torch.Generator().manual_seed(0)}
+    if isinstance(dataset, InMemory):  # one that asks for workers: they gather and augment whole batches
+        return WorkerBatchLoader(dataset, **common)
+    return kind(dataset, collate_fn=settings.collate_fn, pin_memory=settings.pin_memory and device.type == "cuda",
+                **common)
+
+
+def _on_device(dataset: Dataset, settings: LoaderSettings, device: torch.device) -> TypeGuard[InMemory]:
+    """Whether `DeviceTensorLoader` batches `dataset`: an `InMemory` one, unless it asks for workers on the CPU."""
+    return isinstance(dataset, InMemory) and not (
+        dataset.batch_in_workers and device.type == "cpu" and settings.num_workers > 0)
 
 
 def num_batches(loader: Loader, limit: int | float | None) -> int:
