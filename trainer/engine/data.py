@@ -101,8 +101,8 @@ def _seed_worker(seed: int) -> None:
         torch.manual_seed(seed)
 
 
-def _whole_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The collate function of `WorkerBatches`: its batches come out of `__getitems__` already whole."""
+def _whole_batch(batch: Any) -> Any:  # DataLoader types a collate function's input as a list of samples
+    """The collate function of `WorkerBatches`: its (inputs, targets) come out of `__getitems__` already whole."""
     return batch
 
 
