@@ -6,7 +6,8 @@ Used by scripts/benchmark.py (`--mode images`, `--mode startup`); kept apart fro
   smaller counts hard-linked from the largest). For each count, `dataset=image_folder` with
   `dataset.cache=false` (torchvision's `ImageFolder` in a DataLoader with `--workers` workers:
   decode, then the transforms, per image, every epoch) and `dataset.cache=true` (the first epoch
-  builds the cache with as many processes; later epochs gather from it and transform per batch).
+  builds the cache with as many processes; in later epochs as many workers gather batches from it
+  and augment them, and this process converts and normalizes them).
   Images per second of the data path alone (every batch drawn, nothing computed), with the
   training transforms of `configs/dataset/image_folder.yaml` and with its evaluation transforms,
   then of a whole training epoch of a small CNN; per-image time from the smallest to the largest count.
