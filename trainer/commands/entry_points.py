@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -73,7 +74,8 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
                 log.error("error: %s", err)
                 sys.exit(console_script.USER_ERROR_EXIT_CODE)
 
-        app()
+        with composing_once():
+            app()
 
     return entry_point
 

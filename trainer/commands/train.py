@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
+from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 from decltrain.trainer.runs import requeue
 
@@ -90,7 +91,8 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        _main()
+        with composing_once():
+            _main()
     finally:
         clean_up()
 
