@@ -45,8 +45,9 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         if launch.should_launch(cfg):
             return launch.launch_workers(cfg)
-        from decltrain.trainer.engine import distributed
-        from decltrain.trainer.commands.train_job import run
+        with console_script.frozen_imports():
+            from decltrain.trainer.engine import distributed
+            from decltrain.trainer.commands.train_job import run
 
         if launch.under_torchrun() and os.environ["RANK"] != "0":
             log.setLevel(logging.WARNING)  # rank 0 speaks for the job; errors still show from every rank
