@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import subprocess
 import sys
@@ -101,3 +102,19 @@ def test_train_refuses_what_hydra_refuses(tmp_path, args, error):
     assert result.returncode == 1
     assert error in result.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_the_first_torch_import_runs_without_the_collector_and_is_frozen_once(monkeypatch):
+    from decltrain.trainer.commands import console_script
+
+    monkeypatch.delitem(sys.modules, "torch")  # as in a fresh `train` process
+    try:
+        with console_script.frozen_imports():
+            assert not gc.isenabled()
+        assert gc.isenabled() and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # the test session's objects stay collectable
+    monkeypatch.undo()
+    with console_script.frozen_imports():  # torch imported: a later job of an in-process sweep freezes nothing
+        assert gc.isenabled()
+    assert gc.get_freeze_count() == 0
