@@ -11,7 +11,8 @@ Two modes (both by default):
   `train --help` is timed too.
 * `images` and `startup` (scripts/image_folder_benchmark.py): the image-folder cache against
   the PIL DataLoader path on generated JPEGs, from 2,500 to 10,000 images; and the fixed
-  start-up cost of `train` as a ratio to `import torch, torchvision`.
+  start-up cost of `train` as a ratio to `import torch, torchvision`, plain and with the garbage
+  collector frozen after it, as `train` imports torch.
 * `overhead`: the framework alone. One child process per measurement builds the same DataLoader
   (the seeds' per-sample transforms) and model from the same seed, then either a plain loop or
   `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time

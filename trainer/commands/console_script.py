@@ -5,8 +5,11 @@ calls what it needs when it starts, so importing `evaluate` does not register `t
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 USER_ERROR_EXIT_CODE = 2
 
@@ -31,6 +34,35 @@ def sleeping_openmp_threads() -> None:
     sleeping costs microseconds per parallel region on an idle machine.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextmanager
+def frozen_imports() -> Iterator[None]:
+    """Imports torch and the rest of a run with the cyclic garbage collector paused, then freezes what they made.
+
+    Importing torch, torchvision and torchmetrics creates about 550,000 objects that live as long as
+    the process. CPython (3.11) re-examines all of them in each full collection, and starts one
+    whenever that heap has grown by a quarter: about 0.4 s of every start (measured with
+    `gc.callbacks`) spent finding the 12,000 objects (under 2 % of the small blocks Python allocated) that the imports
+    leave unreachable. `gc.freeze()` moves what exists at the end of the block into a permanent
+    generation that collections skip, so the run's own garbage is collected as before, without
+    re-scanning the libraries; those few unreachable import leftovers stay, once. It also keeps
+    forked DataLoader workers from touching (and so copying) the parent's pages.
+
+    Only where torch is not imported yet, so once per process: the later jobs of an in-process
+    sweep must not freeze the garbage of the jobs before them.
+    """
+    if "torch" in sys.modules:
+        yield
+        return
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if collecting:
+            gc.enable()
 
 
 def register_train_config() -> None:

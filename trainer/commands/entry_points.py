@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -68,12 +69,15 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
                 if missing:
                     raise UserError(f"{config_name} needs {' and '.join(f'{key}=...' for key in missing)}; "
                                     f"see {Path(sys.argv[0]).name} --help")
-                importlib.import_module(module).main(cfg, run_overrides)
+                with console_script.frozen_imports():
+                    command = importlib.import_module(module)
+                command.main(cfg, run_overrides)
             except UserError as err:
                 log.error("error: %s", err)
                 sys.exit(console_script.USER_ERROR_EXIT_CODE)
 
-        app()
+        with composing_once():
+            app()
 
     return entry_point
 

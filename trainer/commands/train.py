@@ -17,6 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
+from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 from decltrain.trainer.runs import requeue
 
@@ -44,8 +45,9 @@ def _main(cfg: DictConfig) -> float | None:
     try:
         if launch.should_launch(cfg):
             return launch.launch_workers(cfg)
-        from decltrain.trainer.engine import distributed
-        from decltrain.trainer.commands.train_job import run
+        with console_script.frozen_imports():
+            from decltrain.trainer.engine import distributed
+            from decltrain.trainer.commands.train_job import run
 
         if launch.under_torchrun() and os.environ["RANK"] != "0":
             log.setLevel(logging.WARNING)  # rank 0 speaks for the job; errors still show from every rank
@@ -90,7 +92,8 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        _main()
+        with composing_once():
+            _main()
     finally:
         clean_up()
 
