@@ -1,10 +1,12 @@
 """Datasets that fit in memory, decoded once into tensors and batched by index on the device.
 
-The Trainer feeds an `InMemory` split through `trainer.data.DeviceTensorLoader`: no per-sample
-Python, no PIL, no collation. Image splits keep their uint8 pixels and a `BatchTransform` that
-applies the configured augmentation and normalization to a whole batch, with its own random draw
-for every sample, so batches match the per-sample pipeline in distribution. Random draws come
-from the global torch RNG (of the batch's device), which checkpoints save, so resume stays exact.
+The Trainer feeds an `InMemory` split through `trainer.engine.data.DeviceTensorLoader`: no
+per-sample Python, no PIL, no collation. Image splits keep their uint8 pixels and a
+`BatchTransform` that applies the configured augmentation and normalization to a whole batch,
+with its own random draw for every sample, so batches match the per-sample pipeline in
+distribution. Random draws come from the global torch RNG (of the batch's device), which
+checkpoints save, so resume stays exact. (A dataset with `batch_in_workers`, the image cache, is
+augmented in loader workers instead when training on the CPU: trainer/engine/data.py.)
 """
 from __future__ import annotations
 
