@@ -85,7 +85,7 @@ class InMemory(Dataset):
         return len(self.inputs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = self.batch(torch.tensor([index]))
+        inputs, targets = self.batch(torch.tensor([index], device=self.device))  # index_select wants it there
         return inputs[0], targets[0]
 
     @property
