@@ -11,8 +11,8 @@ new one is complete.
 
 Later epochs and runs map the array (never read into RAM as a whole) and gather batches by index:
 `CachedImages` is an `InMemory` dataset, so the Trainer batches it like the in-memory path and
-the configured transforms run per batch on the training device, channels-last (the layout
-torch's vectorized uint8 resize wants). Training on the CPU with `num_workers`, the workers
+the configured transforms run per batch on the training device, starting from channels-last
+pixels (the layout torch's vectorized uint8 resize wants). Training on the CPU with `num_workers`, the workers
 gather and transform whole batches (trainer/engine/data.py), each seeded by its position in
 the epoch; otherwise the training process does, drawing from the global RNG. Either way the
 draws are those checkpoints restore, so resume stays exact.
@@ -60,7 +60,7 @@ def default_cache_dir() -> Path:
 
 
 class CachedImages(InMemory):
-    """Rows `rows` of the uint8 (N, H, W, C) array file `path`, as channels-last batches on the device `target`.
+    """Rows `rows` of the uint8 (N, H, W, C) array file `path`, as batches on the device `target`.
 
     The array stays on the host, memory-mapped by each process on first use (so a loader worker
     started by spawn maps the file instead of receiving a copy): `batch` gathers the rows there
