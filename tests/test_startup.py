@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -118,3 +119,18 @@ def test_the_first_torch_import_runs_without_the_collector_and_is_frozen_once(mo
     with console_script.frozen_imports():  # torch imported: a later job of an in-process sweep freezes nothing
         assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("command, args", [("train", ["trainer.fast_dev_run=true"]),
+                                           ("find-lr", ["lr_find.num_steps=5"])])
+def test_a_console_script_imports_torch_without_collecting_and_freezes_it(tmp_path, data_dir, command, args):
+    """The installed entry point, run as its script runs it, ends with torch's objects frozen."""
+    (entry,) = importlib.metadata.entry_points(group="console_scripts", name=command)
+    module, _, function = entry.value.partition(":")
+    code = ("import atexit, gc, sys; atexit.register(lambda: print('frozen objects:', gc.get_freeze_count())); "
+            f"from {module} import {function} as main; sys.argv[0] = {command!r}; main()")
+    result = subprocess.run([sys.executable, "-c", code, "config=mnist_cnn", *args], cwd=tmp_path,
+                            env={**os.environ, "DATA_DIR": str(data_dir)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    frozen = int(result.stdout.rsplit("frozen objects:", 1)[1])
+    assert frozen > 100_000  # torch, torchvision and the rest: about half a million objects

@@ -27,14 +27,14 @@ log = logging.getLogger("decltrain")
 
 
 def run(cfg: DictConfig) -> float:
-    from torch.utils.tensorboard import SummaryWriter
+    with console_script.frozen_imports():  # as in `train`: collections then skip torch's import-time objects
+        from torch.utils.tensorboard import SummaryWriter
 
-    from decltrain.trainer.commands import build
-
-    from decltrain.trainer.engine import data, distributed
-    from decltrain.trainer.engine.device import seed_everything
-    from decltrain.trainer.engine.lr_finder import plot, range_test
-    from decltrain.trainer.engine.task import Task
+        from decltrain.trainer.commands import build
+        from decltrain.trainer.engine import data, distributed
+        from decltrain.trainer.engine.device import seed_everything
+        from decltrain.trainer.engine.lr_finder import plot, range_test
+        from decltrain.trainer.engine.task import Task
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = cfg.lr_find
