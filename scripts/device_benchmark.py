@@ -193,6 +193,8 @@ def toolkit_training_rate(run_dir: Path) -> float | None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    if not {"val/loss", "perf/samples_per_sec"} <= set(events.Tags()["scalars"]):
+        return None  # no rate was logged (fewer steps than trainer.log_every_n_steps): the table says "-"
     first_epoch_end = events.Scalars("val/loss")[0].step
     rates = [event.value for event in events.Scalars("perf/samples_per_sec") if event.step > first_epoch_end]
     return statistics.median(rates) if rates else None
@@ -224,8 +226,9 @@ def mnist_table(args: argparse.Namespace, env: dict[str, str], work: Path, conso
     logging = ["trainer.log_every_n_steps=1"] if args.limit_batches else []
     contenders = {"toolkit (train config=mnist_cnn)": toolkit(device, *logging)}
     if not args.quick:  # compiling takes minutes on a CPU; a smoke run only checks the eager path
-        contenders["toolkit, trainer.compile=true"] = toolkit(device, "trainer.compile=true")
-        contenders["toolkit, trainer.compile=reduce-overhead"] = toolkit(device, "trainer.compile=reduce-overhead")
+        contenders["toolkit, trainer.compile=true"] = toolkit(device, "trainer.compile=true", *logging)
+        contenders["toolkit, trainer.compile=reduce-overhead"] = toolkit(device, "trainer.compile=reduce-overhead",
+                                                                         *logging)
     contenders["hand-written loop"] = script("handwritten_mnist.py", "--device", args.device)
     lightning = importlib.util.find_spec("lightning") is not None
     if lightning:

@@ -39,3 +39,11 @@ def test_device_benchmark_children_time_steady_epochs_of_the_trainer_and_the_com
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert len(report["epoch_seconds"]) == 2 and all(s > 0 for s in report["epoch_seconds"]), kind
         assert report["samples"] == 24, kind
+
+
+def test_a_toolkit_run_that_logged_no_training_rate_gets_none_not_a_crash(tiny_run: Path, monkeypatch):
+    """The device table's rate for a run shorter than its logging interval (tiny_run: 10 steps, logged every 50)."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import device_benchmark
+
+    assert device_benchmark.toolkit_training_rate(tiny_run) is None
