@@ -305,9 +305,11 @@ def main() -> None:
         image_folder_benchmark.quick(args)
     if args.mode == "images":  # measured in this process: run it as `train` runs (trainer/cli.py), before torch loads
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if args.device == "auto":
+    if args.device != "cpu":
         import torch
 
+        if args.device == "cuda" and not torch.cuda.is_available():
+            sys.exit("benchmark: --device cuda, but torch sees no CUDA device here; use --device cpu (or auto)")
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     console = Console(width=120)
     console.print(f"machine: {machine()}")

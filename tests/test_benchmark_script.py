@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from tests.conftest import REPO
 
 
@@ -47,3 +50,11 @@ def test_a_toolkit_run_that_logged_no_training_rate_gets_none_not_a_crash(tiny_r
     import device_benchmark
 
     assert device_benchmark.toolkit_training_rate(tiny_run) is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is visible: --device cuda runs the tables")
+def test_asking_for_the_gpu_tables_without_a_gpu_is_one_line_at_once():
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "--device", "cuda"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr == "benchmark: --device cuda, but torch sees no CUDA device here; use --device cpu (or auto)\n"
