@@ -129,6 +129,7 @@ def test_warmup_then_scheduler(tmp_path):
     trainer.lr_schedule = LRSchedule(optimizer, step_lr, interval="step", warmup_steps=4)
     lrs = [optimizer.param_groups[0]["lr"]]
     for step in range(1, 7):
+        optimizer.step()  # no gradients: changes nothing, but the schedule follows optimizer steps, as in a run
         trainer.lr_schedule.after_optimizer_step(step)
         lrs.append(optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([0.0125, 0.025, 0.0375, 0.05, 0.05, 0.025, 0.0125])
