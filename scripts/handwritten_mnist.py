@@ -24,17 +24,26 @@ from torchvision import datasets, transforms
 from decltrain.models.mnist_cnn import MnistCNN
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def job_arguments(description: str) -> argparse.Namespace:
+    """The job's command line; its Lightning twin (scripts/lightning_mnist.py) takes the same."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after N batches")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def loader_settings(device: torch.device) -> dict[str, Any]:
+    """The DataLoader settings pytorch/examples' MNIST uses: on CUDA one worker and pinned memory."""
+    return {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+
+
+def main() -> None:
+    args = job_arguments(__doc__.splitlines()[0])
     device = torch.device(args.device)
-    loader_kwargs: dict[str, Any] = {"num_workers": 1, "pin_memory": True} if device.type == "cuda" else {}
+    loader_kwargs = loader_settings(device)
     torch.manual_seed(args.seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_set = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)

@@ -1,16 +1,15 @@
 """The hand-written MNIST job (scripts/handwritten_mnist.py) as a PyTorch Lightning user writes it.
 
-Same data, transforms, model, optimizer and epochs; Lightning's defaults otherwise (its
-checkpoint and logger included). `benchmark.py` runs it only when `lightning` is installed;
-the project does not depend on it. Prints the same JSON lines as the hand-written script.
+Same data, transforms, loader settings, model, optimizer and epochs (the command line and
+loader settings are the hand-written script's own); Lightning's defaults otherwise (its
+checkpoint and logger included). `lightning` comes with the `bench` extra; `benchmark.py` runs
+this script only where it is installed. Prints the same JSON lines as the hand-written script.
 
     python scripts/lightning_mnist.py --data-dir ../shared/data --epochs 5 [--device cuda]
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 
 import lightning as L
@@ -20,6 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from decltrain.models.mnist_cnn import MnistCNN
+from handwritten_mnist import job_arguments, loader_settings  # scripts/ is this script's path
 
 
 class LitMnist(L.LightningModule):
@@ -60,14 +60,8 @@ class EpochTimer(L.Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--limit-batches", type=int, default=None, help="stop each epoch after N batches")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    args = parser.parse_args()
-
+    args = job_arguments(__doc__.splitlines()[0])
+    loader_kwargs = loader_settings(torch.device(args.device))
     L.seed_everything(args.seed)
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
     train_set = datasets.MNIST(args.data_dir, train=True, download=False, transform=transform)
@@ -75,8 +69,8 @@ def main() -> None:
     trainer = L.Trainer(max_epochs=args.epochs, limit_train_batches=args.limit_batches, accelerator=args.device,
                         devices=1, enable_progress_bar=False, callbacks=[EpochTimer()])
     module = LitMnist()
-    trainer.fit(module, DataLoader(train_set, batch_size=64, shuffle=True))
-    results = trainer.test(module, DataLoader(test_set, batch_size=1000), verbose=False)
+    trainer.fit(module, DataLoader(train_set, batch_size=64, shuffle=True, **loader_kwargs))
+    results = trainer.test(module, DataLoader(test_set, batch_size=1000, **loader_kwargs), verbose=False)
     peak = {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20} if args.device == "cuda" else {}
     print(json.dumps({"test_acc": results[0]["test_acc"], **peak}), flush=True)
 
