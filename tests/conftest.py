@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
@@ -77,7 +78,7 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
                  lr: float = 0.05, resume: dict | None = None, model: nn.Module | None = None,
                  optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
                  schedule: Callable[[torch.optim.Optimizer], LRSchedule] | None = None,
-                 loggers: list | None = None, **trainer_kwargs) -> Trainer:
+                 loggers: list | None = None, placement: Placement | None = None, **trainer_kwargs) -> Trainer:
     """A Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given).
 
     `model` (a TinyNet unless given) is trained by `optimizer(params)` (SGD with `lr` and momentum
@@ -90,7 +91,7 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     trainer_kwargs.setdefault("accelerator", "cpu")
     return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
                    optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path, resume=resume,
-                   resume_source="last.ckpt")
+                   resume_source="last.ckpt", placement=placement)
 
 
 def train_command(name: str = "train") -> str:

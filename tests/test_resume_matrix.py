@@ -29,8 +29,11 @@ from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.tracking.loggers import TensorBoardLogger
 from decltrain.trainer.commands.train_job import purge_step
+from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.settings import TrainerSettings
 from tests.conftest import make_trainer, run_train, synthetic_splits, train_command
+from tests.test_cuda import OverflowAt
 
 EPOCHS = 3
 
@@ -102,6 +105,10 @@ SETTINGS = {
     "warmup_step_scheduler": {"schedule": "step"},
     "plateau": {"schedule": "plateau"},
     "workers_augmentation": {"workers": 2},
+    "bf16_mixed": {"precision": "bf16-mixed"},
+    # fp16's loss scaling, a CPU GradScaler standing in for CUDA's: its scale grows every 3 steps and
+    # halves at a forced overflow (step 5, before every stop), so the logged scale tells whether it resumed.
+    "fp16_scaler": {"fp16_scaler": True},
 }
 
 
@@ -116,6 +123,11 @@ def synthetic_run(run_dir: Path, setting: str, *, patience: int = 5, max_epochs:
     schedule = options.pop("schedule", None)
     callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/acc", every_n_train_steps=every_n_train_steps),
                  "early_stopping": EarlyStopping(monitor="val/loss", patience=patience, min_delta=10.0)}
+    placement = None
+    if options.pop("fp16_scaler", False):
+        placement = Placement(TrainerSettings(max_epochs=max_epochs, accelerator="cpu"))
+        placement.precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3)
+        callbacks["overflow"] = OverflowAt(5)
     if stop is not None:
         callbacks["stop"] = stop
     def lr_schedule(optimizer: torch.optim.Optimizer) -> LRSchedule:
@@ -130,7 +142,7 @@ def synthetic_run(run_dir: Path, setting: str, *, patience: int = 5, max_epochs:
     return make_trainer(run_dir, callbacks=callbacks, splits=splits, max_epochs=max_epochs, max_steps=max_steps,
                         log_every_n_steps=2, loggers=[TensorBoardLogger(run_dir, purge_step(state))],
                         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2), schedule=lr_schedule,
-                        resume=state, **options)
+                        resume=state, placement=placement, **options)
 
 
 def finish(trainer) -> None:
