@@ -12,10 +12,10 @@ new one is complete.
 Later epochs and runs map the array (never read into RAM as a whole) and gather batches by index:
 `CachedImages` is an `InMemory` dataset, so the Trainer batches it like the in-memory path and
 the configured transforms run per batch on the training device, starting from channels-last
-pixels (the layout torch's vectorized uint8 resize wants). Training on the CPU with `num_workers`, the workers
-gather and transform whole batches (trainer/engine/data.py), each seeded by its position in
-the epoch; otherwise the training process does, drawing from the global RNG. Either way the
-draws are those checkpoints restore, so resume stays exact.
+pixels (the layout torch's vectorized uint8 resize wants). Training on the CPU with
+`num_workers`, the workers gather and transform whole batches (trainer/engine/data.py), each
+seeded by its position in the epoch; otherwise the training process does, drawing from the
+global RNG. Either way the draws are those checkpoints restore, so resume stays exact.
 
 An unreadable image is named in a warning and left out; the names are stored beside the array,
 so every later run warns again until the file is fixed or removed (which changes the key).
