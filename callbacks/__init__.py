@@ -1,6 +1,6 @@
-"""Built-in callbacks, one file each; `callbacks.base` documents the events they hook into."""
+"""Built-in callbacks, one file each; the events they hook into are documented in trainer/engine/callback.py."""
 from decltrain.callbacks.backbone_unfreeze import BackboneUnfreeze
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.callbacks.early_stopping import EarlyStopping
 from decltrain.callbacks.ema import EMA
 from decltrain.callbacks.gradient_clipping import GradientClipping

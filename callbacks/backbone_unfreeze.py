@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.models.param_groups import param_groups
 from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError

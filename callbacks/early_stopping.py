@@ -5,8 +5,8 @@ import logging
 import math
 from typing import Any
 
-from decltrain.callbacks.base import Callback, TrainerView
-from decltrain.callbacks.monitor import Monitor
+from decltrain.trainer.engine.callback import Callback, TrainerView
+from decltrain.trainer.engine.monitor import Monitor
 
 log = logging.getLogger("decltrain")
 

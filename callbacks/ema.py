@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
-from decltrain.callbacks.base import TrainerView
+from decltrain.trainer.engine.callback import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging
 from decltrain.trainer.errors import UserError
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.errors import UserError
 
 

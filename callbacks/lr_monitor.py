@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 
 
 class LearningRateMonitor(Callback):

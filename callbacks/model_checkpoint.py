@@ -23,8 +23,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from decltrain.callbacks.base import Callback, TrainerView
-from decltrain.callbacks.monitor import Monitor
+from decltrain.trainer.engine.callback import Callback, TrainerView
+from decltrain.trainer.engine.monitor import Monitor
 from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.runs import layout

@@ -13,7 +13,7 @@ from rich.table import Table
 from torch import nn
 from torch.utils.data import default_collate
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine.checkpoint import unwrap
 
 

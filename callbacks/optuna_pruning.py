@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.runs import optuna_trial
 

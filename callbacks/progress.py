@@ -9,7 +9,7 @@ from datetime import timedelta
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.console import console
 
 log = logging.getLogger("decltrain")

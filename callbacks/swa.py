@@ -16,7 +16,7 @@ from typing import Any, Literal
 import torch
 from torch.optim.swa_utils import SWALR, get_swa_multi_avg_fn, update_bn
 
-from decltrain.callbacks.base import TrainerView
+from decltrain.trainer.engine.callback import TrainerView
 from decltrain.callbacks.weight_averaging import WeightAveraging, has_batchnorm
 from decltrain.trainer.engine import data
 from decltrain.trainer.errors import UserError

@@ -13,7 +13,7 @@ import time
 import torch
 from torch.utils.data import DistributedSampler
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 
 
 class ThroughputMonitor(Callback):

@@ -9,33 +9,14 @@ budget (raise `trainer.max_time` to train longer).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine import distributed
-from decltrain.trainer.errors import UserError
+from decltrain.trainer.engine.settings import parse_duration
 
 log = logging.getLogger("decltrain")
-_DURATION = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
-
-
-def parse_duration(value: str | float) -> float:
-    """`DD:HH:MM:SS` or a number of seconds, as seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        try:
-            seconds = float(value) if match is None else (
-                ((int(match[1]) * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
-        except ValueError:
-            raise UserError(f"trainer.max_time={value!r} is not a duration; write DD:HH:MM:SS "
-                            "(00:01:30:00 is 90 minutes) or a number of seconds") from None
-    if seconds <= 0:
-        raise UserError(f"trainer.max_time={value!r} must be a positive duration")
-    return seconds
 
 
 class Timer(Callback):

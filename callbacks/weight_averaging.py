@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
-from decltrain.callbacks.base import Callback, TrainerView
+from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine.checkpoint import unwrap
 
 

@@ -185,7 +185,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     from torch import nn
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from decltrain.callbacks.base import Callback, TrainerView
+    from decltrain.trainer.engine.callback import Callback, TrainerView
     from decltrain.datasets.torchvision_images import build
     from decltrain.models.mnist_cnn import MnistCNN
     from decltrain.trainer.engine import data

@@ -125,7 +125,7 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     import torch
     from torch import nn
 
-    from decltrain.callbacks.base import Callback, TrainerView
+    from decltrain.trainer.engine.callback import Callback, TrainerView
     from decltrain.datasets.base import DataSplits, LoaderSettings
     from decltrain.datasets.in_memory import BatchTransform, InMemory
     from decltrain.trainer.engine.loop import Trainer

@@ -75,11 +75,11 @@ class TinyNet(nn.Module):
 
 
 def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
-                 lr: float = 0.05, resume: dict | None = None, model: nn.Module | None = None,
+                 lr: float = 0.05, model: nn.Module | None = None,
                  optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
                  schedule: Callable[[torch.optim.Optimizer], LRSchedule] | None = None,
-                 loggers: list | None = None, placement: Placement | None = None, **trainer_kwargs) -> Trainer:
-    """A Trainer on synthetic data, seeded, ready for `fit` (from checkpoint state `resume` if given).
+                 loggers: dict | None = None, placement: Placement | None = None, **trainer_kwargs) -> Trainer:
+    """A Trainer on synthetic data, seeded, ready for `fit` (`fit(ckpt_path)` to resume).
 
     `model` (a TinyNet unless given) is trained by `optimizer(params)` (SGD with `lr` and momentum
     0.9 unless given), scheduled by `schedule(optimizer)` (none unless given)."""
@@ -90,8 +90,8 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
     return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
-                   optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path, resume=resume,
-                   resume_source="last.ckpt", placement=placement)
+                   optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path,
+                   placement=placement)
 
 
 def train_command(name: str = "train") -> str:

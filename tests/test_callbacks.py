@@ -129,7 +129,7 @@ def test_grad_norm_and_lr_logged_on_logging_steps(tmp_path):
     logger = MemoryLogger()
     trainer = make_trainer(tmp_path, callbacks={"clip": GradientClipping(), "lr": LearningRateMonitor()},
                            max_epochs=1, limit_train_batches=6, log_every_n_steps=3)
-    trainer.loggers = [logger]
+    trainer.loggers = {"logger": logger}
     trainer.fit()
     norm_steps = [step for name, _, step in logger.records if name == "train/grad_norm"]
     lr_values = [value for name, value, _ in logger.records if name == "lr"]

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.transforms import v2
 
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.datasets.in_memory import BatchTransform, InMemory
 from decltrain.models.mnist_cnn import MnistCNN
@@ -77,7 +77,7 @@ def test_an_overflowing_fp16_step_is_skipped_reported_and_counted_across_a_resum
                            limit_train_batches=5, log_every_n_steps=1)
     trainer.precision.scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)  # fp16's scaler, on the CPU
     recorder = Recorder()
-    trainer.loggers = [recorder]
+    trainer.loggers = {"recorder": recorder}
     with caplog.at_level("WARNING", logger="decltrain"):
         trainer.fit()
     assert torch.equal(weights.weights[3], weights.weights[2])  # the overflowing step changed nothing

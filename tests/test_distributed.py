@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from torch import nn
 
 from decltrain.callbacks import ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
 from decltrain.trainer.commands import launch, schema
 from decltrain.trainer.engine import checkpoint, distributed

@@ -12,13 +12,13 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import v2
 
 from decltrain.callbacks import ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets import csv_table, torchvision_images
 from decltrain.datasets.base import DataSplits, LoaderSettings, TransformedSubset
 from decltrain.datasets.images import image_pipeline
 from decltrain.datasets.in_memory import BatchTransform, InMemory, decode_images
 from decltrain.models.mnist_cnn import MnistCNN
-from decltrain.trainer.engine import checkpoint, data
+from decltrain.trainer.engine import data
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import uses_channels_last
@@ -166,8 +166,7 @@ def test_mid_epoch_resume_on_the_fast_path_with_augmentation_is_bit_identical(tm
     with pytest.raises(Preempted):
         interrupted.fit()
     resumed = _augmented_trainer(tmp_path / "run")
-    resumed.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt"), "last.ckpt")
-    resumed.fit()
+    resumed.fit(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert resumed.global_step == reference.global_step == 24
     ref_weights, new_weights = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)

@@ -14,11 +14,11 @@ from torch import nn
 from torchvision.transforms import v2
 
 from decltrain.callbacks import ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets import image_folder
 from decltrain.datasets.base import DataSplits
 from decltrain.datasets.image_cache import CachedImages
-from decltrain.trainer.engine import checkpoint, data
+from decltrain.trainer.engine import data
 from decltrain.trainer.engine.data import DeviceTensorLoader, WorkerBatchLoader
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
@@ -137,8 +137,7 @@ def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path, workers:
     with pytest.raises(Preempted):  # epoch 2, batch 1
         interrupted.fit()
     resumed = cached_trainer(*args, tmp_path / "run", workers=workers)
-    resumed.load_state_dict(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.ckpt"), "last.ckpt")
-    resumed.fit()
+    resumed.fit(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert resumed.global_step == reference.global_step == 9
     ref_weights, new_weights = reference.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(ref_weights[k], new_weights[k]) for k in ref_weights)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from torch import nn
 
 from tests.conftest import TinyNet, make_trainer, synthetic_splits

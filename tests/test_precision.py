@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.callbacks.gradient_clipping import total_norm
 from tests.conftest import TinyNet, make_trainer
 from decltrain.trainer.engine import checkpoint

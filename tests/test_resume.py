@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError

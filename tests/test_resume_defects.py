@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.runs import config_drift
 from decltrain.trainer.errors import UserError
@@ -53,8 +53,8 @@ def test_a_stop_inside_an_epoch_leaves_the_epoch_unfinished(tmp_path):
     assert scheduler_steps == []  # no epoch end (validation, per-epoch scheduler) after a partial epoch
     assert last_state(tmp_path / "run")["progress"] == {"epoch": 0, "batch_idx": 5, "global_step": 5}
 
-    resumed = make_trainer(tmp_path / "run", max_epochs=1, resume=last_state(tmp_path / "run"))
-    resumed.fit()
+    resumed = make_trainer(tmp_path / "run", max_epochs=1)
+    resumed.fit(tmp_path / "run" / "checkpoints" / "last.ckpt")
     reference = make_trainer(tmp_path / "ref", max_epochs=1)
     reference.fit()
     assert resumed.global_step == reference.global_step == STEPS_PER_EPOCH
@@ -89,9 +89,9 @@ def test_a_resumed_run_does_not_need_its_init_from_file(tmp_path):
                              limit_train_batches=2, init_from=str(tmp_path / "src.ckpt"))
     finetuned.fit()
     (tmp_path / "src.ckpt").unlink()
-    resumed = make_trainer(tmp_path / "run", max_epochs=2, limit_train_batches=2,
-                           init_from=str(tmp_path / "src.ckpt"), resume=last_state(tmp_path / "run"))
-    assert resumed.global_step == 2
+    resumed = make_trainer(tmp_path / "run", max_epochs=2, limit_train_batches=2, init_from=str(tmp_path / "src.ckpt"))
+    resumed.fit(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert resumed.global_step == 4
 
 
 @pytest.mark.parametrize("strategy, message", [
@@ -224,7 +224,8 @@ def test_the_report_pairs_each_value_with_its_model(tmp_path):
                 seen[step] = metrics["val/loss"]
 
     checkpointer = ModelCheckpoint(monitor="val/loss", mode="max")
-    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": checkpointer}, max_epochs=3, loggers=[Curve()])
+    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": checkpointer}, max_epochs=3,
+                           loggers={"curve": Curve()})
     trainer.fit()
     report = _report(trainer, checkpointer, {"test/acc": 0.5})
     assert report["monitor"] == "val/loss" and report["test"] == {"model": "best", "test/acc": 0.5}

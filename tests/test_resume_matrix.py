@@ -23,12 +23,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import LoaderSettings, TransformedSubset
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.tracking.loggers import TensorBoardLogger
-from decltrain.trainer.commands.train_job import purge_step
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
@@ -113,8 +112,8 @@ SETTINGS = {
 
 
 def synthetic_run(run_dir: Path, setting: str, *, patience: int = 5, max_epochs: int = EPOCHS, max_steps: int = -1,
-                  every_n_train_steps: int | None = None, stop: Callback | None = None, state: dict | None = None):
-    """One segment of a run on synthetic data, as `train` would build it (TensorBoard purge included)."""
+                  every_n_train_steps: int | None = None, stop: Callback | None = None):
+    """One segment of a run on synthetic data, as `train` would build it (TensorBoard logger included)."""
     options = dict(SETTINGS[setting])
     splits = synthetic_splits(n=128, batch_size=16)
     if workers := options.pop("workers", 0):
@@ -140,16 +139,16 @@ def synthetic_run(run_dir: Path, setting: str, *, patience: int = 5, max_epochs:
         return LRSchedule(optimizer, None)
 
     return make_trainer(run_dir, callbacks=callbacks, splits=splits, max_epochs=max_epochs, max_steps=max_steps,
-                        log_every_n_steps=2, loggers=[TensorBoardLogger(run_dir, purge_step(state))],
+                        log_every_n_steps=2, loggers={"tensorboard": TensorBoardLogger(run_dir)},
                         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2), schedule=lr_schedule,
-                        resume=state, placement=placement, **options)
+                        placement=placement, **options)
 
 
-def finish(trainer) -> None:
+def finish(trainer, ckpt_path: Path | None = None) -> None:
     try:
-        trainer.fit()
+        trainer.fit(ckpt_path)
     finally:
-        for logger in trainer.loggers:
+        for logger in trainer.loggers.values():
             logger.close()
 
 
@@ -179,12 +178,12 @@ def test_loop_state_resumes_exactly(tmp_path, references, setting, stop):
     started = time.time()
     with pytest.raises((Preempted, Killed)) if "stop" in first else contextlib.nullcontext():
         finish(synthetic_run(tmp_path, setting, **first))
-    state = checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")
+    last = tmp_path / "checkpoints" / "last.ckpt"
     if stop == "kill_after_step_checkpoint":
-        assert state["progress"]["global_step"] == mid - 1
+        assert checkpoint.load(last)["progress"]["global_step"] == mid - 1
     time.sleep(max(0.0, math.floor(started) + 1 - time.time()))  # event files are named by the second: keep order
-    resumed = synthetic_run(tmp_path, setting, state=state)
-    finish(resumed)
+    resumed = synthetic_run(tmp_path, setting)
+    finish(resumed, last)
     assert resumed.global_step == EPOCHS * steps
     assert_same_run(tmp_path, references[setting])
 

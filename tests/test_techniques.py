@@ -46,7 +46,7 @@ def step_validated(run_dir: Path, extra: dict | None = None, **kwargs):
 
 def test_val_check_interval_validates_mid_epoch_and_checkpoints_each_validation(tmp_path):
     recorder = Recorder()
-    trainer = step_validated(tmp_path, loggers=[recorder])
+    trainer = step_validated(tmp_path, loggers={"recorder": recorder})
     trainer.fit()
     # 16 steps an epoch: every 5 steps, and at each epoch's end (not twice at one step).
     assert recorder.steps("val/acc") == [5, 10, 15, 16, 20, 25, 30, 32]

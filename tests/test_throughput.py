@@ -19,7 +19,7 @@ def test_logs_samples_per_second_and_peak_memory_and_adds_them_to_the_final_metr
     recorder = Recorder()
     trainer = make_trainer(tmp_path, callbacks={"throughput": ThroughputMonitor()}, max_epochs=2,
                            log_every_n_steps=4)
-    trainer.loggers = [recorder]
+    trainer.loggers = {"recorder": recorder}
     trainer.fit()
     perf = [(step, m) for step, m in recorder.points if "perf/samples_per_sec" in m]
     assert [step for step, _ in perf] == [4, 8, 12, 16, 20, 24, 28, 32]  # 16 steps per epoch, every 4th

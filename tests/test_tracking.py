@@ -31,6 +31,7 @@ def test_csv_logger_one_row_per_step_and_resume_drops_later_rows(tmp_path):
     logger.log_metrics({"train/loss": 1.0, "epoch": 0}, step=10)
     logger.log_metrics({"val/acc": 0.5}, step=10)  # a new column: the header widens
     logger.flush()
+    at_checkpoint = logger.state_dict()  # a checkpoint written at step 10, before the test below
     logger.log_metrics({"test/acc": 0.4}, step=10)  # after flush, same step: the row gets it
     logger.log_metrics({"train/loss": 0.5, "epoch": 1}, step=15)
     logger.close()
@@ -40,11 +41,14 @@ def test_csv_logger_one_row_per_step_and_resume_drops_later_rows(tmp_path):
     assert rows[0] == {"step": "5", "train/loss": "2.0", "epoch": "0", "lr": "0.1", "val/acc": "", "test/acc": ""}
     assert (rows[1]["val/acc"], rows[1]["test/acc"]) == ("0.5", "0.4")
 
-    resumed = CSVLogger(tmp_path, purge_step=11)  # the checkpoint was at step 10
+    resumed = CSVLogger(tmp_path)
+    resumed.load_state_dict(at_checkpoint)
     resumed.log_metrics({"train/loss": 0.6, "epoch": 1}, step=15)
     resumed.close()
     rows = read_csv(tmp_path / "metrics.csv")
     assert [(row["step"], row["train/loss"]) for row in rows] == [("5", "2.0"), ("10", "1.0"), ("15", "0.6")]
+    # What the interrupted run logged after its checkpoint at step 10 (a test) is gone; the rest stays.
+    assert (rows[1]["val/acc"], rows[1]["test/acc"]) == ("0.5", "")
 
 
 def test_hparams_are_the_values_that_matter():

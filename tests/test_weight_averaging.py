@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from decltrain.callbacks import EMA, SWA, EarlyStopping, ModelCheckpoint
-from decltrain.callbacks.base import Callback
+from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine import checkpoint, distributed
 from tests.conftest import make_trainer, synthetic_splits
 from tests.test_distributed import free_port

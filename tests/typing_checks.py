@@ -5,7 +5,7 @@ removed from the Trainer, or given another type, fails the type check here.
 """
 from __future__ import annotations
 
-from decltrain.callbacks.base import TrainerView
+from decltrain.trainer.engine.callback import TrainerView
 from decltrain.trainer.engine.loop import Trainer
 
 

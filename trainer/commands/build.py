@@ -15,7 +15,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
 
-from decltrain.callbacks.base import Callback
+from decltrain.callbacks.timer import Timer
+from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, SizedDataset
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.engine.device import seed_everything
@@ -155,8 +156,8 @@ def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer) -> LRSchedule:
                       monitor=sched.get("monitor"), warmup_steps=sched.get("warmup_steps", 0))
 
 
-def callbacks(cfg: DictConfig) -> dict[str, Callback]:
-    """The callbacks in config order; `callbacks.NAME=null` leaves one out."""
+def callbacks(cfg: DictConfig, settings: TrainerSettings) -> dict[str, Callback]:
+    """The callbacks in config order (`callbacks.NAME=null` leaves one out), then the `trainer.max_time` timer."""
     built: dict[str, Callback] = {}
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:
@@ -165,16 +166,15 @@ def callbacks(cfg: DictConfig) -> dict[str, Callback]:
         if not isinstance(callback, Callback):
             raise UserError(f"config `callbacks.{name}`: {node._target_} is not a callbacks.Callback")
         built[name] = callback
+    if settings.max_time is not None:
+        built.setdefault("timer", Timer(settings.max_time))
     return built
 
 
-def loggers(cfg: DictConfig, run_dir: Path, purge_step: int | None = None,
-            resumed: dict[str, Any] | None = None) -> list[Logger]:
-    """The loggers of `logger.*`, each told the run folder and, for a resumed run, where it
-    continues (see trainer/tracking/loggers.py)."""
-    return [instantiate_node(node, f"logger.{name}", log_dir=str(run_dir), purge_step=purge_step,
-                             resumed=resumed or {})
-            for name, node in (cfg.get("logger") or {}).items() if node is not None]
+def loggers(cfg: DictConfig, run_dir: Path) -> dict[str, Logger]:
+    """The loggers of `logger.*` by name, each told the run folder (see trainer/tracking/loggers.py)."""
+    return {str(name): instantiate_node(node, f"logger.{name}", log_dir=str(run_dir))
+            for name, node in (cfg.get("logger") or {}).items() if node is not None}
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:

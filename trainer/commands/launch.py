@@ -29,7 +29,8 @@ from hydra.conf import HydraConf
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from decltrain.trainer.runs import layout, requeue
+from decltrain.trainer.engine.stop_signals import early_signal
+from decltrain.trainer.runs import layout
 
 if TYPE_CHECKING:
     from torch.distributed.elastic.multiprocessing.api import SignalException  # torch loads only when launching
@@ -118,7 +119,7 @@ def _early_signal_stops_workers(signal_exception: type[SignalException]) -> Iter
     requeue the job at once, before the workers wrote their checkpoint. Raised the same way,
     USR2 reaches the workers (which stop on it like on SIGTERM) and then trainer/runs/requeue.py.
     """
-    early = requeue.early_signal()
+    early = early_signal()
 
     def stop_workers(signum: int, frame: object) -> None:
         raise signal_exception(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))

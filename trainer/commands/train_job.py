@@ -10,23 +10,24 @@ from typing import Any, cast
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from decltrain.callbacks.base import Callback
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
 from decltrain.trainer.commands import build
-from decltrain.trainer.engine import checkpoint, distributed
-from decltrain.trainer.runs import config_drift, layout, resume
-from decltrain.trainer.tracking import hparams, provenance
 from decltrain.trainer.console import print_config, print_metrics
+from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
-from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.task import Task
+from decltrain.trainer.errors import Preempted
+from decltrain.trainer.runs import config_drift, layout, resume
+from decltrain.trainer.tracking import hparams, provenance
 
 log = logging.getLogger("decltrain")
 
 
 def run(cfg: DictConfig) -> float | None:
+    """Build, fit, test the best checkpoint, report; the value a sweeper optimises is returned."""
     # Every setting is checked before anything is loaded, built or printed.
     settings = build.trainer_settings(cfg)
     placement = Placement(settings)  # what this machine or the process group cannot run
@@ -34,85 +35,75 @@ def run(cfg: DictConfig) -> float | None:
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
-    resume_from = resume.checkpoint(cfg.resume, run_dir)
-    state = checkpoint.load(resume_from) if resume_from else None
+    ckpt_path = resume.checkpoint(cfg.resume, run_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    if state:
-        config_drift.check(state.get("config", ""), config_yaml, str(resume_from))
+    if ckpt_path:
+        config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
     if talks:
         provenance.write(run_dir)
+
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     model = build.model(cfg, splits)
-    callbacks = build.callbacks(cfg)
+    callbacks = build.callbacks(cfg, settings)
     if talks:
         print_config(cfg, list(callbacks))
     task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
-    fast_dev_run = settings.fast_dev_run
-    loggers = build.loggers(cfg, run_dir, purge_step(state), state.get("loggers") if state else None) \
-        if talks and not fast_dev_run else []
+    loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    for logger in loggers:
+    for logger in loggers.values():
         logger.log_config(config)
     trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
                       callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
-                      resume=state, resume_source=str(resume_from), placement=placement)
-    if state:
-        log.info("resumed from %s: epoch %d, batch %d, step %d", resume_from, trainer.epoch + 1,
-                 trainer.batch_idx, trainer.global_step)
+                      placement=placement)
+
     status = "failed"  # what the loggers report if the run does not get to the end
     try:
-        try:
-            trainer.fit()
-        except Preempted as stop:
-            status = "killed"
-            last = layout.last(run_dir)
-            if not talks:
-                raise
-            if last.is_file():
-                log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
-                            trainer.global_step, last, _resume_command(last))
-            else:
-                log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
-                            "is off)", stop, trainer.epoch + 1, trainer.global_step)
-            raise
+        _fit(trainer, ckpt_path)
         checkpointer = _checkpointer(callbacks)
         test = trainer.test(checkpointer.best_path if checkpointer else None)
         report = _report(trainer, checkpointer, test)
-        if talks and not fast_dev_run:
+        if talks and not settings.fast_dev_run:
             (run_dir / layout.METRICS).write_text(json.dumps(report, indent=2) + "\n")
             hyperparameters = hparams.select(config, list(HydraConfig.get().overrides.task),
                                              dict(HydraConfig.get().runtime.choices))
-            for logger in loggers:
+            for logger in loggers.values():
                 logger.log_hyperparams(hyperparameters, {**trainer.callback_metrics, **test})
         if talks:
             print_metrics(_table(report))
         status = "success"
+    except Preempted:
+        status = "killed"
+        raise
     finally:
-        for logger in loggers:
+        for logger in loggers.values():
             logger.close(status)
     return layout.result(report)
+
+
+def _fit(trainer: Trainer, ckpt_path: Path | None) -> None:
+    """`trainer.fit`; a stop signal ends it with the command that continues the run (rank 0 says it)."""
+    try:
+        trainer.fit(ckpt_path)
+    except Preempted as stop:
+        last = layout.last(trainer.run_dir)
+        if not trainer.is_global_zero:
+            raise
+        if last.is_file():
+            log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
+                        trainer.global_step, last, _resume_command(last))
+        else:
+            log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
+                        "is off)", stop, trainer.epoch + 1, trainer.global_step)
+        raise
 
 
 def _checkpointer(callbacks: dict[str, Callback]) -> ModelCheckpoint | None:
     """The checkpoint callback, by its type (whatever its config name): the best checkpoint it kept
     is the one tested, and its bookkeeping is the report's `best`. With several, the first."""
     return next((callback for callback in callbacks.values() if isinstance(callback, ModelCheckpoint)), None)
-
-
-def purge_step(state: dict | None) -> int | None:
-    """The first TensorBoard step a resumed run rewrites: what the earlier run logged from there is dropped.
-
-    Checkpoints that record what was logged at their own step (`logged_at_step`, replayed by
-    `Trainer.load_state_dict`) purge from that step, so a test logged after the checkpoint
-    at the same step goes too; older ones purge from the next step.
-    """
-    if not state:
-        return None
-    step = state["progress"]["global_step"]
-    return step if "logged_at_step" in state else step + 1
 
 
 def _report(trainer: Trainer, checkpointer: ModelCheckpoint | None, test: dict[str, float]) -> dict[str, Any]:
@@ -126,7 +117,7 @@ def _report(trainer: Trainer, checkpointer: ModelCheckpoint | None, test: dict[s
     return {
         "monitor": monitor.name if monitor else None,
         "best": checkpointer.best if checkpointer else None,
-        "last": {"epoch": trainer.position.epoch, "global_step": trainer.global_step, **trainer.callback_metrics},
+        "last": {"epoch": trainer.epoch, "global_step": trainer.global_step, **trainer.callback_metrics},
         "test": {"model": "best" if checkpointer and checkpointer.best_path else "last", **test},
     }
 

@@ -3,9 +3,9 @@
 A checkpoint is one dict of plain tensors and containers:
   format_version, model (state_dict with plain parameter names), optimizer, lr_schedule,
   precision (grad scaler), progress (the loop's position: epoch, batch within it; global step),
-  callbacks ({name: state}), rng (python, numpy, torch, cuda; `rng_per_rank` under DDP), config
-  (the resolved config as YAML text, compared on resume by trainer/runs/config_drift.py),
-  logged_at_step (the scalars logged at the checkpoint's step, replayed by a resumed run).
+  callbacks ({name: state}), loggers ({name: state}: e.g. a tracked run's id, the scalars of the
+  latest logged step), rng (python, numpy, torch, cuda; `rng_per_rank` under DDP), config (the
+  resolved config as YAML text, compared on resume by trainer/runs/config_drift.py).
   With weight averaging (EMA, SWA), "model" holds the averaged weights, the ones to evaluate
   and deploy, and "training_weights" the raw weights training continues from.
 """
@@ -24,7 +24,7 @@ from torch import nn
 
 from decltrain.trainer.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -74,13 +74,13 @@ def fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def load(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
     """Reads a checkpoint with `weights_only=True`: a file from elsewhere cannot run code."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
         text = str(err).strip()
         reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
@@ -89,6 +89,23 @@ def load(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"checkpoint {path} is not a checkpoint of this toolkit (no 'model' key)")
     return state
+
+
+def saved_config(path: str | os.PathLike) -> str:
+    """The resolved config (YAML) a checkpoint was trained with, "" when it holds none.
+
+    Memory-mapped, so the tensors are not read: a resumed run checks its config before building
+    anything, and `Trainer.fit` reads the whole file afterwards.
+    """
+    return str(load(path, mmap=True).get("config", ""))
+
+
+def check_format(state: dict[str, Any], source: str) -> None:
+    """A full state to resume from must be of this format; weights alone load from any version."""
+    version = state.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UserError(f"checkpoint {source} has format {version}, this version of the toolkit resumes format "
+                        f"{FORMAT_VERSION}; start a new run from its weights with trainer.init_from={source}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

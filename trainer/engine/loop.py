@@ -1,19 +1,19 @@
-"""The Trainer: the epoch loop, the step loop and their events, read top to bottom.
+"""The Trainer: the epoch loop, the step loop and their events, read top to bottom; then its checkpoint state.
 
 How a step is computed (precision, accumulation, the non-finite policy, DDP's no_sync) is the
 step object's (trainer/engine/step.py); scoring a model is trainer/engine/evaluation.py; where
-the model runs, trainer/engine/placement.py; the checkpoint's content, trainer/engine/state.py.
+the model runs, trainer/engine/placement.py; the checkpoint file format, trainer/engine/checkpoint.py;
+the callback contract and the order callbacks run in, trainer/engine/callback.py.
 
 Invariants worth knowing when reading the loop:
-- `global_step` counts optimizer steps (not batches); schedulers, `max_steps`, logging and
-  `every_n_train_steps` all speak of optimizer steps.
-- `position` (a `Position`: epoch, batch, step) is the one value a checkpoint keeps of the loop's
-  progress. It moves at optimizer-step boundaries only (a checkpoint never holds half an
-  accumulation group), and to the next epoch only after all of an epoch's batches trained and
-  its end (validation, the per-epoch scheduler) ran. A stop inside an epoch (`max_steps`, a
-  callback's `should_stop`) leaves it inside that epoch: the epoch's end does not run, and a
-  resumed run finishes it.
-- `batch_idx` is the number of batches of the current epoch already consumed (micro-batches too).
+- `progress` (trainer/engine/progress.py: epoch, batch, step) is the one record of where the loop
+  is; `epoch`, `batch_idx` and `global_step` read it. `step` counts optimizer steps (not
+  batches): schedulers, `max_steps`, logging and `every_n_train_steps` all speak of those.
+- Events run only at optimizer-step boundaries, so a checkpoint never holds half an accumulation
+  group; an epoch counts as done only after all its batches trained and its end (validation,
+  the per-epoch scheduler) ran. A stop inside an epoch (`max_steps`, a callback's
+  `should_stop`) leaves the record inside that epoch: its end does not run, and a resumed run
+  finishes it.
 - The training loss reaches Python (`.item()`, a host sync) only on logging steps.
 - SIGTERM/SIGINT/USR2 only set a flag; the loop acts on it at the next optimizer-step boundary, so
   the checkpoint written on the way out is a state the uninterrupted run also passed through.
@@ -27,17 +27,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from decltrain.callbacks.base import Callback
-from decltrain.callbacks.timer import Timer
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.engine import data, distributed, evaluation, events
-from decltrain.trainer.engine.device import configure_determinism, explain_nondeterministic
+from decltrain.trainer.engine import callback, checkpoint, data, distributed, evaluation
+from decltrain.trainer.engine.callback import Callback
+from decltrain.trainer.engine.device import (configure_determinism, explain_nondeterministic, load_rng_state,
+                                             rng_state)
 from decltrain.trainer.engine.placement import Placement
-from decltrain.trainer.engine.position import Position
 from decltrain.trainer.engine.profiler import build_profiler
+from decltrain.trainer.engine.progress import Progress
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.state import CheckpointState
 from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.engine.stop_signals import StopSignals
 from decltrain.trainer.engine.task import Task
@@ -47,42 +46,35 @@ from decltrain.trainer.tracking.loggers import Logger
 log = logging.getLogger("decltrain")
 
 
-class Trainer(CheckpointState):
+class Trainer:
     """A Trainer complete after construction: placed model, loaders, step, callbacks, loggers.
 
-    Without an `optimizer` it only evaluates (`evaluate`, `test`). The start is a checkpoint's
-    full state when resuming (`resume`, read from `resume_source`), else the `init_from` weights
-    (fine-tuning), else the model as built: a resumed run never reads `init_from` again.
-    `config_yaml`, the resolved config, goes into every checkpoint. `placement` (made from the
-    settings unless given) lets a command refuse what this machine cannot run before building.
+    Without an `optimizer` it only evaluates (`evaluate`, `test`). `fit(ckpt_path)` restores a
+    checkpoint's full state before training. `config_yaml`, the resolved config, goes into every
+    checkpoint. `placement` (made from the settings unless given) lets a command refuse what this
+    machine cannot run before building.
     """
 
     def __init__(self, settings: TrainerSettings, model: nn.Module, splits: DataSplits, task: Task, *,
                  optimizer: torch.optim.Optimizer | None = None, lr_schedule: LRSchedule | None = None,
-                 callbacks: dict[str, Callback] | None = None, loggers: list[Logger] | None = None,
-                 run_dir: str | Path = ".", config_yaml: str = "", resume: dict[str, Any] | None = None,
-                 resume_source: str = "", placement: Placement | None = None) -> None:
+                 callbacks: dict[str, Callback] | None = None, loggers: dict[str, Logger] | None = None,
+                 run_dir: str | Path = ".", config_yaml: str = "", placement: Placement | None = None) -> None:
         self.settings = settings
         torch.autograd.set_detect_anomaly(settings.detect_anomaly)
         placement = self.placement = placement or Placement(settings)
         self.device, self.world_size = placement.device, placement.world_size
         self.precision = placement.precision
         configure_determinism(settings.deterministic, settings.cudnn_benchmark)
-        self.fast_dev_run = settings.fast_dev_run
-        self.max_epochs, self.max_steps = settings.epochs, settings.max_steps
-        self.log_every_n_steps = settings.logging_interval
         self.callbacks = dict(callbacks or {})
-        if settings.max_time is not None:
-            self.callbacks.setdefault("timer", Timer(settings.max_time))
         self.run_dir = Path(run_dir)
         self.profiler = build_profiler(settings.profiler, self.run_dir, settings.profiler_schedule)
-        self._handlers = events.handlers(self.callbacks, self.profiler)
-        self.loggers = list(loggers or [])
+        self._handlers = callback.handlers(self.callbacks, self.profiler)
+        self.loggers = dict(loggers or {})
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = config_yaml
 
         placed = placement.wrap(model)
-        self.model, self._eval_model = placed.train, placed.eval
+        self.model, self._eval_model = placed.train_module, placed.eval_module
         self._optimizer, self.task, self.splits = optimizer, task, splits
         self.lr_schedule = lr_schedule or (LRSchedule(optimizer, None) if optimizer else None)
         self.train_loader, self.val_loader, self.test_loader = data.split_loaders(
@@ -95,29 +87,55 @@ class Trainer(CheckpointState):
             placed, optimizer, task, self.precision, self.profiler, accumulate=settings.accumulate_grad_batches,
             num_batches=self.num_train_batches, nonfinite_loss=settings.nonfinite_loss, device=self.device)
         self.profiler.setup(self.device)
-        events.check_monitors(self.callbacks, self.lr_schedule, task.metric_names("val"))
+        callback.check_monitors(self.callbacks, self.lr_schedule, task.metric_names("val"))
 
-        self.position = Position()
-        self.epoch = 0  # the epoch being trained (0-based); during its end events, the one that ended
-        self.batch_idx = 0
-        self.global_step = 0
+        self.progress = Progress()
         self.should_stop = False
         self.should_log = False
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
-        self._logged_step = -1
-        self._logged: dict[str, float] = {}
-        self._stop = StopSignals(self.world_size, self.device)
-        self._start(resume, resume_source)
+        self._stop = StopSignals(None if self.world_size == 1 else
+                                 lambda signum: distributed.max_over_ranks(signum, self.device))
+
+    # ------------------------------------------------------------- views of the progress record
+    @property
+    def epoch(self) -> int:
+        """The epoch being trained (0-based); during its end events, the one that ended."""
+        return self.progress.epoch
+
+    @property
+    def batch_idx(self) -> int:
+        return self.progress.batch
+
+    @property
+    def global_step(self) -> int:
+        return self.progress.step
+
+    @property
+    def max_epochs(self) -> int:
+        return self.settings.max_epochs
+
+    @property
+    def log_every_n_steps(self) -> int:
+        return self.settings.log_every_n_steps
+
+    @property
+    def fast_dev_run(self) -> bool:
+        return self.settings.fast_dev_run
 
     # ------------------------------------------------------------------------------------- fit
-    def fit(self) -> None:
-        """Trains until `max_epochs`, `max_steps`, a callback's `should_stop`, or a stop signal."""
+    def fit(self, ckpt_path: str | Path | None = None) -> None:
+        """Trains until `max_epochs`, `max_steps`, a callback's `should_stop`, or a stop signal.
+
+        The start is checkpoint `ckpt_path`'s full state when given (the run continues exactly
+        where it was written), else the `init_from` weights (fine-tuning), else the model as built.
+        """
+        self._restore(ckpt_path)
         self._call("on_fit_start")
         try:
             with self._stop.installed(), self.profiler.profiling():
-                while self.position.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
+                while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
                     if not self._train_epoch():
                         break  # stopped inside the epoch: it is not finished, so its end does not run
                     self._end_epoch()
@@ -128,7 +146,7 @@ class Trainer(CheckpointState):
                 raise explained from error
             raise
         finally:
-            for logger in self.loggers:
+            for logger in self.loggers.values():
                 logger.flush()
         self._call("on_fit_end")
         if self.is_global_zero:
@@ -137,18 +155,18 @@ class Trainer(CheckpointState):
     def _train_epoch(self) -> bool:
         """Trains the rest of the current epoch; True when all its batches were trained."""
         step, _, schedule = self._training()
+        progress = self.progress
         self.model.train()
-        self.epoch, self.batch_idx = self.position.epoch, self.position.batch
-        self.train_loader.start_epoch(self.epoch, self.batch_idx)  # resumed mid-epoch: never load them
+        self.train_loader.start_epoch(progress.epoch, progress.batch)  # resumed mid-epoch: never load them
         self._call("on_train_epoch_start")
         for batch in self.profiler.iterate("data", self.train_loader):
-            if self.batch_idx >= self.num_train_batches:
+            if progress.batch >= self.num_train_batches:
                 break
-            if step.starts_group(self.batch_idx):
+            if step.starts_group(progress.batch):
                 self._call("on_train_batch_start")
             inputs, targets = self.placement.inputs(batch)
-            ends_group = step.forward_backward(inputs, targets, self.batch_idx, self.global_step + 1)
-            self.batch_idx += 1
+            ends_group = step.forward_backward(inputs, targets, progress.batch, progress.step + 1)
+            progress.batch += 1
             if not ends_group:
                 continue
             loss = step.end_group()
@@ -156,13 +174,13 @@ class Trainer(CheckpointState):
                 self._skip_step()
             else:
                 self._optimizer_step(step, schedule, loss)
-            if self.settings.val_check_interval and self.global_step % self.settings.val_check_interval == 0 \
-                    and self.batch_idx < self.num_train_batches and not self._step_limit_reached():
+            if self.settings.val_check_interval and progress.step % self.settings.val_check_interval == 0 \
+                    and progress.batch < self.num_train_batches and not self._step_limit_reached():
                 self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
             self._raise_if_stop_requested()
             if self.should_stop or self._step_limit_reached():
                 break
-        return self.batch_idx >= self.num_train_batches
+        return progress.batch >= self.num_train_batches
 
     def _optimizer_step(self, step: TrainStep, schedule: LRSchedule, loss: torch.Tensor) -> None:
         self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
@@ -170,8 +188,7 @@ class Trainer(CheckpointState):
         self._call("on_before_optimizer_step")
         step.apply()
         self.profiler.step()
-        self.global_step += 1
-        self.position = Position(self.epoch, self.batch_idx, self.global_step)  # before on_train_batch_end may save
+        self.progress.step += 1
         schedule.after_optimizer_step(self.global_step)
         if self.should_log:
             self.last_loss = loss.item()  # the only host sync of a training step
@@ -186,7 +203,6 @@ class Trainer(CheckpointState):
         `on_train_batch_end` still closes the `on_train_batch_start` of this group (with
         `global_step` unchanged); `on_before_optimizer_step` does not run.
         """
-        self.position = Position(self.epoch, self.batch_idx, self.global_step)
         self.should_log = False
         log.warning("non-finite loss at step %d (epoch %d, batch %d): step skipped",
                     self.global_step + 1, self.epoch + 1, self.batch_idx)
@@ -200,15 +216,15 @@ class Trainer(CheckpointState):
         schedule.after_epoch(self.global_step, metrics)
         if metrics:
             self._call("on_validation_end", metrics)
-        self.position = Position(self.epoch + 1, 0, self.global_step)  # checkpoints from here start the next epoch
+        self.progress.epoch_ended = True  # checkpoints from here resume at the next epoch
         self._call("on_train_epoch_end")
-        self.epoch, self.batch_idx = self.position.epoch, self.position.batch
+        self.progress.next_epoch()
 
     def _raise_if_stop_requested(self) -> None:
         self._stop.raise_if_requested(agree_now=self.global_step % self.log_every_n_steps == 0)
 
     def _step_limit_reached(self) -> bool:
-        return 0 <= self.max_steps <= self.global_step
+        return 0 <= self.settings.max_steps <= self.global_step
 
     # ------------------------------------------------------------------------------ evaluation
     def _validate(self) -> dict[str, float]:
@@ -238,7 +254,7 @@ class Trainer(CheckpointState):
         """Tests the model, after loading the weights of `ckpt_path` when given."""
         distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
-            self.load_weights(ckpt_path)
+            checkpoint.load_weights(self.model, ckpt_path)
         metrics = self.evaluate(self.test_loader, "test")
         self.log_metrics(metrics)
         return metrics
@@ -256,6 +272,100 @@ class Trainer(CheckpointState):
             self.log_image(name, image)
         return scalars
 
+    # -------------------------------------------------------------------------------- logging
+    def log_metrics(self, metrics: dict[str, float]) -> None:
+        """To every logger, at the current `global_step` (global zero only)."""
+        if self.is_global_zero:
+            for logger in self.loggers.values():
+                logger.log_metrics(metrics, self.global_step)
+
+    def log_image(self, name: str, image: torch.Tensor) -> None:
+        """A uint8 (C, H, W) image, e.g. the test confusion matrix."""
+        if self.is_global_zero:
+            for logger in self.loggers.values():
+                logger.log_image(name, image, self.global_step)
+
     def _call(self, event: str, *args: Any) -> None:
         for handler in self._handlers[event]:
             handler(self, *args)
+
+    # ------------------------------------------------------------------ the checkpoint state
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer being stepped (callbacks read it during `fit`, when it always exists)."""
+        return self._training()[1]
+
+    def _training(self) -> tuple[TrainStep, torch.optim.Optimizer, LRSchedule]:
+        if self.step is None or self._optimizer is None or self.lr_schedule is None:
+            raise UserError("this Trainer was built without an optimizer: it can evaluate and test, not train "
+                            "or save training checkpoints")
+        return self.step, self._optimizer, self.lr_schedule
+
+    def _restore(self, ckpt_path: str | Path | None) -> None:
+        """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
+        if ckpt_path is not None:
+            self.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
+            log.info("resumed from %s: epoch %d, batch %d, step %d", ckpt_path, self.epoch + 1, self.batch_idx,
+                     self.global_step)
+        elif self.settings.init_from:
+            # Fine-tuning: weights only, from any checkpoint of this toolkit; a fresh optimizer.
+            missing, unexpected, skipped = checkpoint.load_weights(self.model, self.settings.init_from,
+                                                                   strict=self.settings.init_strict)
+            log.info("initialised weights from %s%s", self.settings.init_from, "".join(
+                f"; {label}: {', '.join(keys)}" for label, keys in
+                (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly where the loop is now."""
+        _, optimizer, lr_schedule = self._training()
+        state = {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "model": checkpoint.unwrap(self.model).state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "lr_schedule": lr_schedule.state_dict(),
+            "precision": self.precision.state_dict(),
+            "progress": self.progress.state_dict(),
+            "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
+            "loggers": {name: logger.state_dict() for name, logger in self.loggers.items()},
+            "rng": rng_state(),
+            "config": self.config_yaml,
+        }
+        self._call("on_save_checkpoint", state)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], source: str) -> None:
+        """Restores `state` (read from `source`, which errors name): the loop continues where it was written."""
+        _, optimizer, lr_schedule = self._training()
+        checkpoint.check_format(state, source)
+        self._call("on_load_checkpoint", state)
+        checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
+        optimizer.load_state_dict(state["optimizer"])
+        lr_schedule.load_state_dict(state["lr_schedule"])
+        self.precision.load_state_dict(state["precision"])
+        self.progress.load_state_dict(state["progress"])
+        owners: list[tuple[dict[str, Any], dict[str, Any]]] = [(self.callbacks, state["callbacks"]),
+                                                              (self.loggers, state["loggers"])]
+        for objects, saved in owners:
+            for name, owner in objects.items():
+                if name in saved:
+                    owner.load_state_dict(saved[name])
+        # Each rank continues its own random streams; with another world size, rank 0's.
+        per_rank = state.get("rng_per_rank") or []
+        load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Writes the full state atomically; only the global-zero process writes.
+
+        A state whose loss went non-finite is never written: the last good file stays.
+        """
+        step, _, _ = self._training()
+        step.raise_if_nonfinite()
+        # A collective: callbacks save on every rank at the same step (also after a stop signal,
+        # which the ranks agree on in `_raise_if_stop_requested`).
+        rng_states = distributed.gather_object(rng_state())
+        if self.is_global_zero:
+            with self.profiler.section("checkpointing"):
+                state = self.state_dict()
+                if len(rng_states) > 1:
+                    state["rng_per_rank"] = rng_states
+                checkpoint.save_atomic(state, Path(path))

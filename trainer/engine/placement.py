@@ -22,8 +22,8 @@ from decltrain.trainer.errors import UserError
 
 class Placed(NamedTuple):
     """The model as the step trains it, as evaluation runs it, and its DDP wrapper (None in one process)."""
-    train: nn.Module
-    eval: nn.Module
+    train_module: nn.Module
+    eval_module: nn.Module
     ddp: DistributedDataParallel | None
 
     def gradient_sync(self, last_of_group: bool) -> contextlib.AbstractContextManager[Any]:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
-from decltrain.callbacks.monitor import require_metric
+from decltrain.trainer.engine.monitor import require_metric
 from decltrain.trainer.errors import UserError
 
 

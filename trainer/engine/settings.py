@@ -7,16 +7,17 @@ itself (trainer/engine/placement.py).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from decltrain.callbacks.timer import parse_duration
 from decltrain.trainer.engine.precision import check_choice
 from decltrain.trainer.engine.profiler import check_kind
 from decltrain.trainer.errors import UserError
 
 STRATEGIES = ("auto", "ddp")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_DURATION = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 
 
 @dataclass(frozen=True)
@@ -73,19 +74,13 @@ class TrainerSettings:
         check_kind(self.profiler)
         if self.max_time is not None:
             parse_duration(self.max_time)
+        if self.fast_dev_run:  # one epoch, every step logged: the values say what runs (`limits`: one batch)
+            object.__setattr__(self, "max_epochs", 1)
+            object.__setattr__(self, "log_every_n_steps", 1)
 
     @property
     def compile_mode(self) -> str | None:
         return compile_mode(self.compile)
-
-    @property
-    def epochs(self) -> int:
-        return 1 if self.fast_dev_run else self.max_epochs
-
-    @property
-    def logging_interval(self) -> int:
-        """`log_every_n_steps`, every step under `fast_dev_run`."""
-        return 1 if self.fast_dev_run else self.log_every_n_steps
 
     @property
     def limits(self) -> dict[str, int | float | None]:
@@ -110,3 +105,20 @@ def compile_mode(setting: Any) -> str | None:
         return str(setting)
     raise UserError(f"trainer.compile={setting!r} is not valid; use true, false or a torch.compile mode: "
                     + ", ".join(COMPILE_MODES))
+
+
+def parse_duration(value: str | float) -> float:
+    """`DD:HH:MM:SS` or a number of seconds, as seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip())
+        try:
+            seconds = float(value) if match is None else (
+                ((int(match[1]) * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
+        except ValueError:
+            raise UserError(f"trainer.max_time={value!r} is not a duration; write DD:HH:MM:SS "
+                            "(00:01:30:00 is 90 minutes) or a number of seconds") from None
+    if seconds <= 0:
+        raise UserError(f"trainer.max_time={value!r} must be a positive duration")
+    return seconds

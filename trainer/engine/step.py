@@ -29,10 +29,10 @@ class TrainStep:
     all-reduce per step, so every rank skips the same steps).
     """
 
-    def __init__(self, model: Placed, optimizer: torch.optim.Optimizer, task: Task, precision: Precision,
+    def __init__(self, placed: Placed, optimizer: torch.optim.Optimizer, task: Task, precision: Precision,
                  profiler: Profiler, *, accumulate: int, num_batches: int, nonfinite_loss: str,
                  device: torch.device) -> None:
-        self.model = model
+        self.placed = placed
         self.optimizer = optimizer
         self.task = task
         self.precision = precision
@@ -55,9 +55,9 @@ class TrainStep:
         group_start = batch_idx - batch_idx % self.accumulate
         group_size = min(self.accumulate, self.num_batches - group_start)
         last_of_group = batch_idx + 1 - group_start == group_size
-        with self.model.gradient_sync(last_of_group):
+        with self.placed.gradient_sync(last_of_group):
             with self.profiler.section("forward"), self.precision.autocast():
-                loss = self.task.loss(self.model.train(inputs), targets)
+                loss = self.task.loss(self.placed.train_module(inputs), targets)
             finite = torch.isfinite(loss.detach())
             if self.skip_nonfinite:
                 self._group_is_finite &= finite

@@ -10,17 +10,13 @@ How a SLURM job of `train -m hydra/launcher=slurm` gets through its time limit o
 3. The requeued job runs in the same sweep subfolder and, with `resume=auto`, continues from its
    `last.ckpt`.
 Outside submitit, `hand_over` does nothing and `train` exits with 128 + the signal number.
-No torch and no submitit import at module level: the loop imports this module.
+No torch and no submitit import at module level: the `train` console script imports this module.
 """
 from __future__ import annotations
 
-import os
 import signal
 
-
-def early_signal() -> signal.Signals:
-    """The signal submitit asks SLURM to send before the time limit (`--signal=USR2@signal_delay_s`)."""
-    return signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]
+from decltrain.trainer.engine.stop_signals import early_signal
 
 
 def hand_over(signum: int) -> None:

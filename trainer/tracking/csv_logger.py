@@ -16,29 +16,34 @@ from decltrain.trainer.runs import layout
 from decltrain.trainer.tracking.loggers import Logger
 
 
-
 class CSVLogger(Logger):
-    purges = True
-
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None,
-                 resumed: dict[str, Any] | None = None) -> None:
+    def __init__(self, log_dir: str | Path) -> None:
         self.path = Path(log_dir) / layout.METRICS_CSV
         self.rows: dict[int, dict[str, float]] = {}
         self.columns: list[str] = []
         self.file_columns: list[str] = []  # the header the file has now
         self.last_written = -1             # the file holds every row up to this step...
         self.stale = False                 # ...unless a row it holds got more values since
-        if purge_step is not None and self.path.is_file():
-            self._read_rows_before(purge_step)
-            self._save()
 
-    def _read_rows_before(self, purge_step: int) -> None:
-        """A resumed run keeps the rows before its first step: the rest it logs again."""
+    def state_dict(self) -> dict[str, Any]:
+        """The latest step and its scalars (see `LastStep`: the rows are the record here)."""
+        step = max(self.rows, default=-1)
+        return {"step": step, "scalars": dict(self.rows.get(step, {}))}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """A resumed run keeps the file's rows before the checkpoint's latest step, then that step's scalars."""
+        if self.path.is_file():
+            self._read_rows_before(state["step"])
+        if state["scalars"]:
+            self.log_metrics(state["scalars"], state["step"])
+        self._save()
+
+    def _read_rows_before(self, step: int) -> None:
         with self.path.open(newline="") as file:
             reader = csv.DictReader(file)
             self.columns = [name for name in reader.fieldnames or [] if name != "step"]
             for row in reader:
-                if int(row["step"]) < purge_step:
+                if int(row["step"]) < step:
                     self.rows[int(row["step"])] = {name: float(value) for name, value in row.items()
                                                    if name != "step" and value not in ("", None)}
 

@@ -1,12 +1,14 @@
 """Experiment loggers. The Trainer calls them only on the global-zero process.
 
-Every logger is built (trainer/commands/build.py) from its `logger.<name>` config plus three values of
-the run: `log_dir` (the run folder), `purge_step` (a resumed run's first step: points an
-interrupted run wrote at or after it are dropped where the logger can) and `resumed` (what the
-loggers' `state_dict`s put into the checkpoint being resumed, else an empty dict).
+Every logger is built (trainer/commands/build.py) from its `logger.<name>` config plus the run
+folder (`log_dir`), and starts nothing when built: its writer, or its tracking service's run,
+starts at first use. A resumed run first restores each logger from the checkpoint
+(`load_state_dict`, called by the Trainer), so it continues where the checkpoint was written:
+file loggers drop what the interrupted run logged after it, service loggers continue the same
+tracked run.
 
-TensorBoard's writer is imported when a logger is built (about 0.3 s on an idle machine), so
-runs without logging (`logger=none`, `fast_dev_run`) never pay for it.
+TensorBoard's writer is imported at its first use (about 0.3 s on an idle machine), so runs
+without logging (`logger=none`, `fast_dev_run`) never pay for it.
 """
 from __future__ import annotations
 
@@ -18,12 +20,7 @@ import torch
 
 class Logger:
     """Interface: the config at the start, scalars (and images) during the run, hyperparameters
-    with the final metrics at the end."""
-
-    # True for loggers that drop, when a run resumes, the points logged at or after `purge_step`;
-    # the resumed run logs again what the checkpoint's own step had (Trainer.load_state_dict).
-    # Trackers that keep every point they were sent (MLflow, W&B) still have those.
-    purges = False
+    with the final metrics at the end, and a state that checkpoints keep."""
 
     def log_config(self, config: dict[str, Any]) -> None:
         """The whole resolved config (nested), once the run starts."""
@@ -36,9 +33,11 @@ class Logger:
     def log_image(self, name: str, image: torch.Tensor, step: int) -> None: ...
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps so a resumed run continues this logger's run (plain values,
-        keys unique among loggers)."""
+        """What a checkpoint keeps so a resumed run continues this logger (plain values)."""
         return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resuming: what `state_dict` gave when the checkpoint was written; called before any other use."""
 
     def flush(self) -> None: ...
 
@@ -46,20 +45,47 @@ class Logger:
         """`status`: success, failed (an error) or killed (stopped by a signal)."""
 
 
+class LastStep:
+    """The scalars a file logger wrote at its latest step: what it writes again when resumed.
+
+    A resumed file logger drops everything the interrupted run logged from that step on (also
+    what it logged after its checkpoint at the same step, e.g. a final test) and logs the step's
+    scalars again, so its curves equal those of a run that was never interrupted.
+    """
+
+    def __init__(self) -> None:
+        self.step = -1
+        self.scalars: dict[str, float] = {}
+
+    def record(self, metrics: dict[str, float], step: int) -> None:
+        if step != self.step:
+            self.step, self.scalars = step, {}
+        self.scalars.update(metrics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "scalars": dict(self.scalars)}
+
+
 class TensorBoardLogger(Logger):
     """Writes event files straight into the run folder (`tensorboard --logdir outputs`)."""
 
-    purges = True
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.last_step = LastStep()
+        self._purge_step: int | None = None
+        self._writer: Any = None  # a SummaryWriter, from the first use
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None,
-                 resumed: dict[str, Any] | None = None) -> None:
-        # purge_step drops events at or after it that an interrupted run wrote, so a resumed
-        # run continues the same curves without duplicated points.
-        from torch.utils.tensorboard import SummaryWriter
+    @property
+    def writer(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+            # TensorBoard hides the events at or after `purge_step` that earlier event files hold.
+            self._writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=self._purge_step)
+        return self._writer
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.last_step.record(metrics, step)
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
 
@@ -79,8 +105,18 @@ class TensorBoardLogger(Logger):
         for summary in (experiment, session_start, session_end):
             file_writer.add_summary(summary)
 
+    def state_dict(self) -> dict[str, Any]:
+        return self.last_step.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._purge_step = max(state["step"], 0)
+        if state["scalars"]:
+            self.log_metrics(state["scalars"], state["step"])
+
     def flush(self) -> None:
-        self.writer.flush()
+        if self._writer is not None:
+            self._writer.flush()
 
     def close(self, status: str = "success") -> None:
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()

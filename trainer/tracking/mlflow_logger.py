@@ -31,51 +31,53 @@ _BATCH = 100              # MLflow's limit on params per log_batch call
 class MLflowLogger(Tracker):
     service = "MLflow"
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None, resumed: dict[str, Any] | None = None,
-                 experiment_name: str | None = None, tracking_uri: str | None = None,
+    def __init__(self, log_dir: str | Path, experiment_name: str | None = None, tracking_uri: str | None = None,
                  tags: dict[str, str] | None = None, log_artifacts: bool = True) -> None:
         super().__init__()
         from mlflow.tracking import MlflowClient
 
         self.run_dir = Path(log_dir)
         self.log_artifacts = log_artifacts
+        self.experiment_name = experiment_name or tracking.experiment_name()
+        self.tags = dict(tags or {})
         self.tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _local_store()
         self.client = MlflowClient(self.tracking_uri)
-        self.run_id: str | None = (resumed or {}).get("mlflow_run_id")
-        self._call(lambda: self._start(experiment_name or tracking.experiment_name(), dict(tags or {})))
+        self.run_id: str | None = None  # a resumed run's, from the checkpoint; else made at the start
 
     @property
     def _run_id(self) -> str:
-        """The MLflow run: known whenever the logger is on (resumed, or `_start` succeeded)."""
+        """The MLflow run: known whenever the logger is on (`_start` succeeded)."""
         assert self.run_id is not None, "_call runs nothing once the logger is off"
         return self.run_id
 
-    def _start(self, experiment_name: str, tags: dict[str, str]) -> None:
+    def _start(self, config: dict[str, Any] | None) -> None:
         if self.run_id is not None:  # resumed: the same MLflow run, running again
             self.client.update_run(self.run_id, status="RUNNING")
-            return
-        experiment = self.client.get_experiment_by_name(experiment_name)
+        else:
+            self.run_id = self._create_run()
+        if config is not None:
+            self._log_params(config)
+
+    def _create_run(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(
-            experiment_name, artifact_location=_artifact_location(self.tracking_uri))
+            self.experiment_name, artifact_location=_artifact_location(self.tracking_uri))
         git = provenance.source_repository()
-        tags = {"experiment": experiment_name, "run_dir": str(self.run_dir.resolve()), **tags}
+        tags = {"experiment": self.experiment_name, "run_dir": str(self.run_dir.resolve()), **self.tags}
         if git:
             tags.update({"git_commit": git["commit"], "mlflow.source.git.commit": git["commit"],
                          "git_dirty": str(git["dirty"])})
-        run = self.client.create_run(experiment_id, run_name=run_name(self.run_dir), tags=tags)
-        self.run_id = run.info.run_id
+        return str(self.client.create_run(experiment_id, run_name=run_name(self.run_dir), tags=tags).info.run_id)
 
-    def log_config(self, config: dict[str, Any]) -> None:
+    def _log_params(self, config: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        def log() -> None:
-            # Params cannot change once logged: a resumed run adds only those it did not have.
-            known = self.client.get_run(self._run_id).data.params
-            params = [Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in flatten(config).items()
-                      if key not in known]
-            for start in range(0, len(params), _BATCH):
-                self.client.log_batch(self._run_id, params=params[start:start + _BATCH])
-        self._call(log)
+        # Params cannot change once logged: a resumed run adds only those it did not have.
+        known = self.client.get_run(self._run_id).data.params
+        params = [Param(key, str(value)[:_MAX_PARAM_LENGTH]) for key, value in flatten(config).items()
+                  if key not in known]
+        for start in range(0, len(params), _BATCH):
+            self.client.log_batch(self._run_id, params=params[start:start + _BATCH])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
@@ -85,7 +87,10 @@ class MLflowLogger(Tracker):
         self._call(lambda: self.client.log_batch(self._run_id, metrics=batch))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mlflow_run_id": self.run_id} if self.run_id else {}
+        return {"run_id": self.run_id} if self.run_id else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
 
     def close(self, status: str = "success") -> None:
         def finish() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from decltrain.trainer.errors import first_line
 from decltrain.trainer.runs import layout
@@ -19,17 +19,34 @@ T = TypeVar("T")
 
 
 class Tracker(Logger):
-    """Base of the service loggers: `_call` runs one action unless an earlier one failed."""
+    """Base of the service loggers: `_call` runs one action unless an earlier one failed.
+
+    The service's run starts (`_start`) with the first action, after a resumed run restored the
+    logger: a new tracked run, or the one the checkpoint names. The config given to `log_config`
+    is sent then too.
+    """
 
     service = "tracker"
 
     def __init__(self) -> None:
         self.off = False
+        self._started = False
+        self._config: dict[str, Any] | None = None
+
+    def log_config(self, config: dict[str, Any]) -> None:
+        self._config = config  # sent when the run starts
+
+    def _start(self, config: dict[str, Any] | None) -> None:
+        """Opens the service's run and records `config` in it."""
+        raise NotImplementedError
 
     def _call(self, action: Callable[[], T]) -> T | None:
         if self.off:
             return None
         try:
+            if not self._started:
+                self._started = True
+                self._start(self._config)
             return action()
         except Exception as err:  # anything the client raises: the run matters more than the tracker
             self.off = True

@@ -19,30 +19,30 @@ _INIT_TIMEOUT_S = 60  # W&B waits 90 s for an unreachable server by default
 class WandbLogger(Tracker):
     service = "W&B"
 
-    def __init__(self, log_dir: str | Path, purge_step: int | None = None, resumed: dict[str, Any] | None = None,
-                 project: str | None = None, entity: str | None = None, mode: str | None = None,
-                 group: str | None = None, tags: list[str] | None = None, log_artifacts: bool = True) -> None:
+    def __init__(self, log_dir: str | Path, project: str | None = None, entity: str | None = None,
+                 mode: str | None = None, group: str | None = None, tags: list[str] | None = None,
+                 log_artifacts: bool = True) -> None:
         super().__init__()
         self.run_dir = Path(log_dir)
         self.log_artifacts = log_artifacts
         self.run: Any = None
-        run_id = (resumed or {}).get("wandb_run_id")
+        self.run_id: str | None = None  # a resumed run's, from the checkpoint
         git = provenance.source_repository()
-        settings = {"project": project or tracking.experiment_name(), "entity": entity, "group": group, "tags": tags,
-                    "mode": mode or os.environ.get("WANDB_MODE"), "dir": str(self.run_dir),
-                    "name": run_name(self.run_dir), "notes": f"run folder {self.run_dir.resolve()}",
-                    "resume": "allow" if run_id else None, "id": run_id,
-                    "config": {"git_commit": git["commit"], "git_dirty": git["dirty"]} if git else None}
-        self._call(lambda: self._init({key: value for key, value in settings.items() if value is not None}))
+        self.settings: dict[str, Any] = {"project": project or tracking.experiment_name(), "entity": entity, "group": group,
+                         "tags": tags, "mode": mode or os.environ.get("WANDB_MODE"), "dir": str(self.run_dir),
+                         "name": run_name(self.run_dir), "notes": f"run folder {self.run_dir.resolve()}",
+                         "config": {"git_commit": git["commit"], "git_dirty": git["dirty"]} if git else None}
 
-    def _init(self, settings: dict[str, Any]) -> None:
+    def _start(self, config: dict[str, Any] | None) -> None:
         import wandb
 
+        resumed = {"resume": "allow", "id": self.run_id} if self.run_id else {}
+        settings: dict[str, Any] = {key: value for key, value in {**self.settings, **resumed}.items()
+                                    if value is not None}
         self.run = wandb.init(reinit="create_new", settings=wandb.Settings(init_timeout=_INIT_TIMEOUT_S),
                               **settings)
-
-    def log_config(self, config: dict[str, Any]) -> None:
-        self._call(lambda: self.run.config.update(config, allow_val_change=True))
+        if config is not None:
+            self.run.config.update(config, allow_val_change=True)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self._call(lambda: self.run.log(metrics, step=step))
@@ -51,7 +51,10 @@ class WandbLogger(Tracker):
         self._call(lambda: self.run.summary.update(metrics))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wandb_run_id": self.run.id} if self.run is not None else {}
+        return {"run_id": self.run.id} if self.run is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id")
 
     def close(self, status: str = "success") -> None:
         def finish() -> None:

@@ -1,7 +1,8 @@
-"""The callback events: the only way callbacks see the training loop.
+"""The callback contract: the events, the trainer as callbacks see it, and the order they run in.
 
 Order of events in `Trainer.fit` (the loop itself is trainer/engine/loop.py):
 
+    (resuming: on_load_checkpoint(state), then every state is restored)
     on_fit_start
       for each epoch:
         on_train_epoch_start
@@ -30,10 +31,9 @@ for a non-finite loss (`trainer.nonfinite_loss=skip`) runs `on_train_batch_start
 
 Checkpoint files: `Trainer.state_dict()` builds the checkpoint dict, then calls
 `on_save_checkpoint(state)`, where a callback may edit it (weight averaging puts the averaged
-weights under "model" and the raw ones under "training_weights"); `Trainer.load_state_dict`
-calls `on_load_checkpoint(state)` before it loads anything. Callbacks with
-`writes_checkpoints = True` run after all others on every event, so the files they write hold
-every other callback's update of that event.
+weights under "model" and the raw ones under "training_weights"); `Trainer.fit(ckpt_path=...)`
+calls `on_load_checkpoint(state)` before it restores anything. In which order callbacks run on
+each event is `call_order`'s rule, below.
 
 What a callback may read of the trainer, set and call is `TrainerView` below: every event gets
 the trainer as a `TrainerView`, so a type checker (mypy, tests/test_types.py) holds callbacks to
@@ -43,6 +43,7 @@ Only the events a callback overrides are called, so an idle callback costs nothi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,7 +52,9 @@ from torch import nn
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine.data import Loader
-from decltrain.trainer.engine.position import Position
+from decltrain.trainer.engine.monitor import Monitor
+from decltrain.trainer.engine.profiler import Profiler
+from decltrain.trainer.engine.scheduling import LRSchedule
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",
@@ -81,9 +84,6 @@ class TrainerView(Protocol):
     @property
     def batch_idx(self) -> int:
         """Batches of the current epoch consumed so far (micro-batches too)."""
-    @property
-    def position(self) -> Position:
-        """(epoch, batch, step) where a checkpoint written now resumes."""
     @property
     def num_train_batches(self) -> int:
         """Batches per training epoch (after `limit_train_batches`)."""
@@ -134,7 +134,7 @@ class TrainerView(Protocol):
 class Callback:
     """Base class: override the events you need, and `state_dict` if you keep state."""
 
-    writes_checkpoints: bool = False  # True: runs after every other callback on each event
+    writes_checkpoints: bool = False  # True: runs after every other callback on each event (`call_order`)
 
     def on_fit_start(self, trainer: TrainerView) -> None: ...
     def on_train_epoch_start(self, trainer: TrainerView) -> None: ...
@@ -159,3 +159,28 @@ class Callback:
 def overrides(callback: Callback, event: str) -> bool:
     """True when `callback` does something on `event` (its class overrides the base method)."""
     return getattr(type(callback), event) is not getattr(Callback, event)
+
+
+def call_order(callbacks: dict[str, Callback]) -> list[tuple[str, Callback]]:
+    """The order callbacks run in on every event: config order, checkpoint writers last.
+
+    The one place this rule lives. Writers (`writes_checkpoints = True`) go last so the file they
+    write holds every other callback's update of the same event: early stopping's counter after
+    this validation, the weight average of this step. (A stable sort: config order otherwise.)
+    """
+    return sorted(callbacks.items(), key=lambda item: item[1].writes_checkpoints)
+
+
+def handlers(callbacks: dict[str, Callback], profiler: Profiler) -> dict[str, list[Callable[..., Any]]]:
+    """Per event, in `call_order`, only the callbacks that do something on it."""
+    return {event: [profiler.wrap(f"{name}.{event}", getattr(callback, event))
+                    for name, callback in call_order(callbacks) if overrides(callback, event)] for event in EVENTS}
+
+
+def check_monitors(callbacks: dict[str, Callback], lr_schedule: LRSchedule | None, available: Collection[str]) -> None:
+    """Every monitored name (callbacks, scheduler) is a metric the task produces: checked before training."""
+    for monitor in [getattr(callback, "monitor", None) for callback in callbacks.values()]:
+        if isinstance(monitor, Monitor):
+            monitor.check(available)
+    if lr_schedule is not None:
+        lr_schedule.check_monitor(available)
