@@ -23,7 +23,7 @@ scripts/device_benchmark.py run instead: the same MNIST contenders on the GPU wi
 peak GPU memory, the compute-only limit, compile modes, and a compute-bound ResNet-18 job in fp32
 and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke test.
 
-    DATA_DIR=../shared/data python scripts/benchmark.py              # the README's table
+    DATA_DIR=../shared/data python scripts/benchmark.py              # the table of docs/speed.md
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
     python scripts/benchmark.py --mode images --images 2500,10000      # the image-folder table
     DATA_DIR=../shared/data python scripts/benchmark.py --mode startup
