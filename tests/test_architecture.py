@@ -1,4 +1,4 @@
-"""The shape of the code the README's architecture section promises, checked on the source.
+"""The shape of the code docs/architecture.md promises, checked on the source.
 
 No module imports one that imports it back (directly or through others, `TYPE_CHECKING` imports
 included), the engine builds a Trainer from plain values (no Hydra, nothing of the commands),
