@@ -1,4 +1,4 @@
-"""torchvision's built-in image datasets (MNIST, FashionMNIST, CIFAR-10), normalised as in the seeds."""
+"""torchvision's built-in image datasets (MNIST, FashionMNIST, CIFAR-10), normalised by their configs' mean and std."""
 from __future__ import annotations
 
 from collections.abc import Callable

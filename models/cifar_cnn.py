@@ -1,4 +1,4 @@
-"""The seeds' three-block CIFAR CNN: each block is two 3x3 conv-BN-ReLU, max-pooling and dropout."""
+"""A small VGG-style CIFAR CNN of three blocks, each two 3x3 conv-BN-ReLU, max-pooling and dropout."""
 from __future__ import annotations
 
 from collections import OrderedDict

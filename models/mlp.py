@@ -1,4 +1,4 @@
-"""The seeds' MLP: flatten, then Linear-ReLU-Dropout blocks of configurable widths, then a linear head."""
+"""A plain MLP: flatten, then Linear-ReLU-Dropout blocks of configurable widths, then a linear head."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""The seeds' MNIST CNN: two 3x3 convolutions (32, 64), max-pooling, a 128-unit layer, dropout."""
+"""The MNIST network of PyTorch's examples: two 3x3 convolutions (32, 64), max-pooling, a 128-unit layer, dropout."""
 from __future__ import annotations
 
 import torch

@@ -3,7 +3,7 @@
 Two modes (both by default):
 
 * `process`: whole processes, alternated for `--rounds`: the toolkit's `train config=mnist_cnn`
-  (with its validation, checkpoints and TensorBoard), the seeds' hand-written loop
+  (with its validation, checkpoints and TensorBoard), the hand-written loop
   (scripts/handwritten_mnist.py: per-sample PIL transforms, no validation), the same loop with
   the toolkit's OpenMP setting (to separate what the data path and the thread setting are worth)
   and, when installed, PyTorch Lightning (scripts/lightning_mnist.py). Wall time, steady epoch time (median of epochs
@@ -14,7 +14,7 @@ Two modes (both by default):
   start-up cost of `train` as a ratio to `import torch, torchvision`, plain and with the garbage
   collector frozen after it, as `train` imports torch.
 * `overhead`: the framework alone. One child process per measurement builds the same DataLoader
-  (the seeds' per-sample transforms) and model from the same seed, then either a plain loop or
+  (the hand-written loop's per-sample transforms) and model from the same seed, then either a plain loop or
   `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time
   and peak-memory ratios are what the Trainer costs (compare Lightning's parity benchmarks).
 
@@ -23,7 +23,7 @@ scripts/device_benchmark.py run instead: the same MNIST contenders on the GPU wi
 peak GPU memory, the compute-only limit, compile modes, and a compute-bound ResNet-18 job in fp32
 and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke test.
 
-    DATA_DIR=../shared/data python scripts/benchmark.py              # the README's table
+    DATA_DIR=../shared/data python scripts/benchmark.py              # the table of docs/speed.md
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
     python scripts/benchmark.py --mode images --images 2500,10000      # the image-folder table
     DATA_DIR=../shared/data python scripts/benchmark.py --mode startup

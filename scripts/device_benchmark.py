@@ -1,7 +1,7 @@
 """The device tables of scripts/benchmark.py: the toolkit where its users train, on a GPU.
 
 * MNIST on the device, whole processes alternated over rounds: the toolkit's `train config=mnist_cnn`
-  (eager, `trainer.compile=true`, `trainer.compile=reduce-overhead` with CUDA graphs), the seeds'
+  (eager, `trainer.compile=true`, `trainer.compile=reduce-overhead` with CUDA graphs), the
   hand-written loop and PyTorch Lightning moved to the device as their users do, and the
   compute-only limit: the same model and optimizer on batches already on the device, no data
   pipeline at all. Steady training samples/s (epochs 2..E), epoch time, peak device memory

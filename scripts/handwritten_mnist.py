@@ -1,4 +1,4 @@
-"""The seeds' hand-written MNIST loop (pytorch/examples style): the baseline `benchmark.py` times.
+"""A hand-written MNIST loop as in PyTorch's MNIST example (pytorch/examples): the baseline `benchmark.py` times.
 
 Per-sample PIL transforms (ToTensor, Normalize), DataLoader(batch_size=64, shuffle=True), the
 CNN of models/mnist_cnn.py, Adam at 1e-3, every training digit, no validation; then the test

@@ -29,7 +29,7 @@ from tests.test_fast_path import StopAtStep
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SIZE = 56
-# The README's documented tolerance, in uint8 levels of the evaluation pixels (before Normalize).
+# The tolerance docs/own-images.md documents, in uint8 levels of the evaluation pixels (before Normalize).
 MEAN_TOLERANCE, MAX_TOLERANCE = 2, 16
 
 

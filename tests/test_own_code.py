@@ -1,4 +1,4 @@
-"""The README's "Bring your own model, dataset, callback" example, run from a folder outside the repository."""
+"""docs/own-code.md's worked example (own model, dataset, callback), run from a folder outside the repository."""
 from __future__ import annotations
 
 import json

@@ -1,12 +1,13 @@
-"""Every command in the README's shell blocks runs as written, from an empty folder with DATA_DIR set.
+"""Every command in the shell blocks of README.md and docs/*.md runs as written, from an empty folder.
 
-Each README command is listed in COMMANDS: either run (with shorteners appended, nothing else
-changed) or excluded with the reason it cannot run here. A command the list does not know fails
-`test_every_readme_command_is_listed`: add it to COMMANDS.
+Each documented command is listed in COMMANDS: either run (with shorteners appended, nothing else
+changed) or excluded with the reason it cannot run here. A command the list does not know, in any
+document, fails `test_every_documented_command_is_listed`: add it to COMMANDS.
 
-The commands run in README order in one working directory, as a user following the README
-would: placeholders for a run folder (`outputs/mnist_cnn/<timestamp>`, or a written-out
-timestamp) become the newest run folder of that experiment an earlier command made there.
+The commands run in reading order (README.md, then docs/ in `tests.readme.DOCS_ORDER`) in one
+working directory with DATA_DIR set, as a user following the documentation would: placeholders
+for a run folder (`outputs/mnist_cnn/<timestamp>`, or a written-out timestamp) become the newest
+run folder of that experiment an earlier command made there.
 """
 from __future__ import annotations
 
@@ -104,6 +105,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "DATA_DIR=../shared/data python scripts/benchmark.py --quick":
         Excluded("runs from the repository root; tests/test_benchmark_script.py runs it"),
     "DATA_DIR=../shared/data python -m pytest -q": Excluded("the test suite itself"),
+    'python -m pytest -m "not slow" -q': Excluded("the test suite itself (its fast tier)"),
     "DATA_DIR=../shared/data python -m pytest -q -m cuda":
         Excluded("the test suite itself (its CUDA tests, collected and skipped with their reason here)"),
     "DATA_DIR=../shared/data python scripts/benchmark.py --device cuda": Excluded("needs a CUDA device"),
@@ -116,17 +118,38 @@ COMMANDS: dict[str, Run | Excluded] = {
 PLACEHOLDER = re.compile(r"outputs/(\w+)/(<timestamp>|\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d)")
 
 
-def test_every_readme_command_is_listed():
+def test_every_document_is_read():
+    """A new file in docs/ needs its place in the reading order, or its commands would go untested."""
+    found = sorted(path.name for path in readme.DOCS.glob("*.md"))
+    assert found == sorted(readme.DOCS_ORDER), "add each file of docs/ to tests/readme.py's DOCS_ORDER"
+
+
+def test_every_documented_command_is_listed():
     commands = readme.shell_commands()
-    unknown = [command for command in commands if command not in COMMANDS]
-    assert not unknown, ("README commands unknown to tests/test_readme.py; add each to COMMANDS as Run(...) "
+    unknown = [f"{document}: {command}" for document, command in commands if command not in COMMANDS]
+    assert not unknown, ("documented commands unknown to tests/test_readme.py; add each to COMMANDS as Run(...) "
                          "(appended shorteners only) or Excluded('why it cannot run here'):\n" + "\n".join(unknown))
-    stale = [command for command in COMMANDS if command not in commands]
-    assert not stale, "COMMANDS lists commands the README no longer has; remove them:\n" + "\n".join(stale)
+    documented = {command for _, command in commands}
+    stale = [command for command in COMMANDS if command not in documented]
+    assert not stale, "COMMANDS lists commands no document has any more; remove them:\n" + "\n".join(stale)
+
+
+def test_documentation_links_resolve():
+    """Relative links between README.md and docs/ name a file that exists and, in a document, a heading."""
+    broken = []
+    for document in readme.documents():
+        for target in readme.relative_links(document.read_text()):
+            path, _, anchor = target.partition("#")
+            linked = (document.parent / path).resolve() if path else document
+            if not linked.exists():
+                broken.append(f"{document.relative_to(readme.ROOT)}: {target} (no such file)")
+            elif anchor and linked.suffix == ".md" and anchor not in readme.anchors(linked.read_text()):
+                broken.append(f"{document.relative_to(readme.ROOT)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
 
 
 def prepare(work: Path, data_dir: Path) -> None:
-    """What the README asks the user to have: the data at ../shared/data, images, a weights file, the example."""
+    """What the documents ask the user to have: the data at ../shared/data, images, a weights file, the example."""
     (work.parent / "shared").mkdir()
     (work.parent / "shared" / "data").symlink_to(data_dir)
     for split in ("train", "val"):
@@ -149,22 +172,22 @@ def with_run_folders(command: str, work: Path) -> str:
     def newest(match: re.Match) -> str:
         runs = sorted(folder for folder in (work / "outputs" / match[1]).glob("*")
                       if (folder / "checkpoints" / "last.ckpt").is_file() or (folder / "multirun.yaml").is_file())
-        assert runs, f"no run of {match[1]} with a checkpoint before `{command}`: order the README or COMMANDS"
+        assert runs, f"no run of {match[1]} with a checkpoint before `{command}`: order the documents or COMMANDS"
         return str(runs[-1].relative_to(work))
     return PLACEHOLDER.sub(newest, command)
 
 
-def test_readme_commands_run_as_written(tmp_path, data_dir):
+def test_documented_commands_run_as_written(tmp_path, data_dir):
     work = tmp_path / "work"
     work.mkdir()
     prepare(work, data_dir)
     bin_dir = str(Path(train_command()).parent)
-    # No network here: W&B runs offline, as the README says to do without one.
+    # No network here: W&B runs offline, as docs/tracking.md says to do without one.
     env = {**os.environ, "DATA_DIR": str(data_dir), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "COLUMNS": "200", "WANDB_MODE": "offline"}
     failures = []
     ran = set()
-    for command in readme.shell_commands():
+    for _, command in readme.shell_commands():
         how = COMMANDS.get(command)
         if not isinstance(how, Run) or command in ran:
             continue

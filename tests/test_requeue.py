@@ -87,7 +87,7 @@ def test_usr2_outside_submitit_checkpoints_and_exits_140(tmp_path, data_dir):
 
 
 def test_resume_auto_continues_the_fixed_folder_and_extends_the_run(tmp_path, data_dir):
-    """The issue's acceptance: the same command with a fixed folder, then with max_epochs raised."""
+    """The documented use: the same command with a fixed folder, then with max_epochs raised."""
     run_dir = tmp_path / "R"
     common = ["config=mnist_cnn", f"hydra.run.dir={run_dir}", "resume=auto", "trainer.limit_train_batches=5",
               "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "trainer.log_every_n_steps=1"]

@@ -40,7 +40,7 @@ def test_documented_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
 
 
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
-    """The issue's case: job 0 stops on its non-finite loss, job 1 still runs."""
+    """Job 0 stops on its non-finite loss; job 1 still runs."""
     result = run_train("-m", "config=mnist_cnn", "optimizer.lr=1e9,1e-3", *SHORT, cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]

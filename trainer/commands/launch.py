@@ -83,7 +83,7 @@ def launch_workers(cfg: DictConfig) -> float | None:
     if int(os.environ.get("SLURM_JOB_NUM_NODES", "1")) > 1:
         raise UserError("trainer.devices starts workers on this node only; for several nodes run "
                         "`torchrun --nnodes=N --nproc_per_node=G --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT "
-                        "--no-python train ...` on each node (see the README)")
+                        "--no-python train ...` on each node (see docs/distributed.md)")
     visible = torch.cuda.device_count()
     if cfg.trainer.accelerator != "cpu" and 0 < visible < devices:  # on CPU, workers share the cores
         raise UserError(f"trainer.devices={devices} but only {visible} CUDA devices are visible; "
