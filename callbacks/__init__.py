@@ -11,8 +11,7 @@ from decltrain.callbacks.optuna_pruning import OptunaPruning
 from decltrain.callbacks.progress import RichProgressBar
 from decltrain.callbacks.swa import SWA
 from decltrain.callbacks.throughput import ThroughputMonitor
-from decltrain.callbacks.timer import Timer
 
 __all__ = ["EMA", "SWA", "BackboneUnfreeze", "Callback", "EarlyStopping", "GradientClipping",
            "LearningRateMonitor", "ModelCheckpoint", "ModelSummary", "OptunaPruning", "RichProgressBar",
-           "ThroughputMonitor", "Timer", "TrainerView"]
+           "ThroughputMonitor", "TrainerView"]

@@ -128,14 +128,14 @@ def test_dependencies_run_one_way():
 
 
 def test_an_engine_module_importing_a_callback_is_caught(tmp_path):
-    """The check itself can fail: the engine reaching into callbacks/ (as it once did for its timer)."""
+    """The check itself can fail: the engine reaching into callbacks/ (as it once did for the time budget)."""
     found = modules()
     leaky = tmp_path / "loop.py"
     leaky.write_text(found["decltrain.trainer.engine.loop"].read_text()
-                     + "\nfrom decltrain.callbacks.timer import Timer\n")
+                     + "\nfrom decltrain.callbacks.early_stopping import EarlyStopping\n")
     found["decltrain.trainer.engine.loop"] = leaky
     assert wrong_directions(found) == [
-        "decltrain.trainer.engine.loop (engine) -> decltrain.callbacks.timer (callbacks)"]
+        "decltrain.trainer.engine.loop (engine) -> decltrain.callbacks.early_stopping (callbacks)"]
 
 
 def test_no_module_imports_one_that_imports_it_back():

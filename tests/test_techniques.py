@@ -14,7 +14,7 @@ from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from decltrain.callbacks.model_summary import summary_table
-from decltrain.callbacks.timer import parse_duration
+from decltrain.trainer.engine.time_budget import parse_duration
 from decltrain.datasets import csv_table
 from decltrain.trainer.commands import schema
 from decltrain.trainer.engine import checkpoint
@@ -92,13 +92,12 @@ def test_time_budget_stops_after_the_step_checkpoints_and_resume_gets_what_is_le
     assert trainer.should_stop and 0 < trainer.global_step
     state = checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")
     assert state["progress"]["global_step"] == trainer.global_step
-    elapsed = state["callbacks"]["timer"]["elapsed"]
+    elapsed = state["time_budget"]["elapsed"]
     assert elapsed >= 1.0
     # Resumed with 0.3 s more budget, the run trains for what is left, not for the whole budget.
     resumed = timed(elapsed + 0.3)
-    resumed.load_state_dict(state, "last.ckpt")
-    assert resumed.callbacks["timer"].elapsed_before == elapsed
-    resumed.fit()
+    resumed.fit(tmp_path / "checkpoints" / "last.ckpt")
+    assert resumed.time_budget.elapsed_before == elapsed
     assert 0 < resumed.global_step - trainer.global_step < trainer.global_step
 
 

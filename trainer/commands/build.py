@@ -15,7 +15,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
 
-from decltrain.callbacks.timer import Timer
 from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, SizedDataset
 from decltrain.trainer.engine import checkpoint
@@ -156,8 +155,8 @@ def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer) -> LRSchedule:
                       monitor=sched.get("monitor"), warmup_steps=sched.get("warmup_steps", 0))
 
 
-def callbacks(cfg: DictConfig, settings: TrainerSettings) -> dict[str, Callback]:
-    """The callbacks in config order (`callbacks.NAME=null` leaves one out), then the `trainer.max_time` timer."""
+def callbacks(cfg: DictConfig) -> dict[str, Callback]:
+    """The callbacks in config order; `callbacks.NAME=null` leaves one out."""
     built: dict[str, Callback] = {}
     for name, node in (cfg.get("callbacks") or {}).items():
         if node is None:
@@ -166,8 +165,6 @@ def callbacks(cfg: DictConfig, settings: TrainerSettings) -> dict[str, Callback]
         if not isinstance(callback, Callback):
             raise UserError(f"config `callbacks.{name}`: {node._target_} is not a callbacks.Callback")
         built[name] = callback
-    if settings.max_time is not None:
-        built.setdefault("timer", Timer(settings.max_time))
     return built
 
 

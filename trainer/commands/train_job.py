@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> float | None:
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     model = build.model(cfg, splits)
-    callbacks = build.callbacks(cfg, settings)
+    callbacks = build.callbacks(cfg)
     if talks:
         print_config(cfg, list(callbacks))
     task = Task(build.loss(cfg), splits.task, splits.num_classes)

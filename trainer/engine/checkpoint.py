@@ -4,8 +4,9 @@ A checkpoint is one dict of plain tensors and containers:
   format_version, model (state_dict with plain parameter names), optimizer, lr_schedule,
   precision (grad scaler), progress (the loop's position: epoch, batch within it; global step),
   callbacks ({name: state}), loggers ({name: state}: e.g. a tracked run's id, the scalars of the
-  latest logged step), rng (python, numpy, torch, cuda; `rng_per_rank` under DDP), config (the
-  resolved config as YAML text, compared on resume by trainer/runs/config_drift.py).
+  latest logged step), time_budget (the training time spent), rng (python, numpy, torch, cuda;
+  `rng_per_rank` under DDP), config (the resolved config as YAML text, compared on resume by
+  trainer/runs/config_drift.py).
   With weight averaging (EMA, SWA), "model" holds the averaged weights, the ones to evaluate
   and deploy, and "training_weights" the raw weights training continues from.
 """

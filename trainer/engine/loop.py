@@ -15,6 +15,8 @@ Invariants worth knowing when reading the loop:
   `should_stop`) leaves the record inside that epoch: its end does not run, and a resumed run
   finishes it.
 - The training loss reaches Python (`.item()`, a host sync) only on logging steps.
+- `max_steps`, `max_time` (trainer/engine/time_budget.py) and a callback's `should_stop` end
+  training at an optimizer-step boundary, inside the epoch.
 - SIGTERM/SIGINT/USR2 only set a flag; the loop acts on it at the next optimizer-step boundary, so
   the checkpoint written on the way out is a state the uninterrupted run also passed through.
 """
@@ -40,6 +42,7 @@ from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.engine.stop_signals import StopSignals
 from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.time_budget import TimeBudget
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 
@@ -95,8 +98,9 @@ class Trainer:
         self.last_loss = float("nan")
         self.callback_metrics: dict[str, float] = {}
         self.validating_mid_epoch = False  # True while a `val_check_interval` validation runs
-        self._stop = StopSignals(None if self.world_size == 1 else
-                                 lambda signum: distributed.max_over_ranks(signum, self.device))
+        agree = None if self.world_size == 1 else lambda value: distributed.max_over_ranks(value, self.device)
+        self._stop = StopSignals(agree)
+        self.time_budget = TimeBudget(settings.max_time, agree)
 
     # ------------------------------------------------------------- views of the progress record
     @property
@@ -132,6 +136,7 @@ class Trainer:
         where it was written), else the `init_from` weights (fine-tuning), else the model as built.
         """
         self._restore(ckpt_path)
+        self.time_budget.start()
         self._call("on_fit_start")
         try:
             with self._stop.installed(), self.profiler.profiling():
@@ -174,6 +179,12 @@ class Trainer:
                 self._skip_step()
             else:
                 self._optimizer_step(step, schedule, loss)
+            if self.time_budget.spent() and not self.should_stop:  # spent() first: under DDP, a collective
+                self.should_stop = True
+                if self.is_global_zero:
+                    log.warning("time ran out (trainer.max_time=%.0f s) at epoch %d, step %d: writing last.ckpt "
+                                "and testing the best checkpoint", self.time_budget.budget, self.epoch + 1,
+                                self.global_step)
             if self.settings.val_check_interval and progress.step % self.settings.val_check_interval == 0 \
                     and progress.batch < self.num_train_batches and not self._step_limit_reached():
                 self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
@@ -327,6 +338,7 @@ class Trainer:
             "progress": self.progress.state_dict(),
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
             "loggers": {name: logger.state_dict() for name, logger in self.loggers.items()},
+            "time_budget": self.time_budget.state_dict(),
             "rng": rng_state(),
             "config": self.config_yaml,
         }
@@ -343,6 +355,7 @@ class Trainer:
         lr_schedule.load_state_dict(state["lr_schedule"])
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
+        self.time_budget.load_state_dict(state["time_budget"])
         owners: list[tuple[dict[str, Any], dict[str, Any]]] = [(self.callbacks, state["callbacks"]),
                                                               (self.loggers, state["loggers"])]
         for objects, saved in owners:

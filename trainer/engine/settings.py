@@ -7,17 +7,16 @@ itself (trainer/engine/placement.py).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from decltrain.trainer.engine.precision import check_choice
 from decltrain.trainer.engine.profiler import check_kind
+from decltrain.trainer.engine.time_budget import parse_duration
 from decltrain.trainer.errors import UserError
 
 STRATEGIES = ("auto", "ddp")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_DURATION = re.compile(r"^(\d+):(\d{1,2}):(\d{1,2}):(\d{1,2})$")
 
 
 @dataclass(frozen=True)
@@ -105,20 +104,3 @@ def compile_mode(setting: Any) -> str | None:
         return str(setting)
     raise UserError(f"trainer.compile={setting!r} is not valid; use true, false or a torch.compile mode: "
                     + ", ".join(COMPILE_MODES))
-
-
-def parse_duration(value: str | float) -> float:
-    """`DD:HH:MM:SS` or a number of seconds, as seconds."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        try:
-            seconds = float(value) if match is None else (
-                ((int(match[1]) * 24 + int(match[2])) * 60 + int(match[3])) * 60 + int(match[4]))
-        except ValueError:
-            raise UserError(f"trainer.max_time={value!r} is not a duration; write DD:HH:MM:SS "
-                            "(00:01:30:00 is 90 minutes) or a number of seconds") from None
-    if seconds <= 0:
-        raise UserError(f"trainer.max_time={value!r} must be a positive duration")
-    return seconds
