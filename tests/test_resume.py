@@ -50,11 +50,11 @@ def stopped_then_resumed(build: Callable[[dict[str, Callback]], Trainer], run_di
     return resumed
 
 
-def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int = 4):
+def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int = 4, log_every_n_steps: int = 50):
     """Adam, a step scheduler, dropout, early stopping and checkpoints: all state that must survive."""
     callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/loss", mode="min"),
                  "early_stopping": EarlyStopping(patience=100), **(extra or {})}
-    return make_trainer(run_dir, callbacks=callbacks, max_epochs=max_epochs, seed=7,
+    return make_trainer(run_dir, callbacks=callbacks, max_epochs=max_epochs, seed=7, log_every_n_steps=log_every_n_steps,
                         optimizer=lambda params: torch.optim.Adam(params, lr=1e-2),
                         schedule=lambda optimizer: LRSchedule(optimizer, torch.optim.lr_scheduler.StepLR(
                             optimizer, step_size=5, gamma=0.9), interval="step", warmup_steps=3))
@@ -143,8 +143,7 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp
                 with torch.no_grad():
                     trainer.model.net[0].weight.fill_(math.inf)
 
-    trainer = stateful_trainer(tmp_path, extra={"poison": PoisonAfter()})
-    trainer.log_every_n_steps = 4
+    trainer = stateful_trainer(tmp_path, extra={"poison": PoisonAfter()}, log_every_n_steps=4)
     with pytest.raises(NonFiniteLoss, match="at step 21"):
         trainer.fit()
     last = checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")
@@ -168,7 +167,8 @@ def test_init_from_loads_weights_only(tmp_path):
     source = make_trainer(tmp_path / "src", max_epochs=1)
     source.fit()
     source.save_checkpoint(tmp_path / "src.ckpt")
-    target = make_trainer(tmp_path / "dst", init_from=str(tmp_path / "src.ckpt"))
+    target = make_trainer(tmp_path / "dst", init_from=str(tmp_path / "src.ckpt"), max_steps=0)
+    target.fit()  # no step: the weights are where fit starts
     assert_bit_identical(weights(target), weights(source))
     assert not target.optimizer.state  # a fresh optimizer
     assert target.global_step == 0
@@ -179,10 +179,11 @@ def test_init_from_not_strict_skips_and_reports_a_new_head(tmp_path, caplog):
     source.save_checkpoint(tmp_path / "src.ckpt")
     five_classes = synthetic_splits(classes=5)
     with pytest.raises(UserError, match=r"net.3.weight: checkpoint \(3, 32\) vs model \(5, 32\)"):
-        make_trainer(tmp_path / "a", splits=five_classes, init_from=str(tmp_path / "src.ckpt"))
+        make_trainer(tmp_path / "a", splits=five_classes, init_from=str(tmp_path / "src.ckpt"), max_steps=0).fit()
     with caplog.at_level("INFO", logger="decltrain"):
         target = make_trainer(tmp_path / "b", splits=five_classes, init_from=str(tmp_path / "src.ckpt"),
-                              init_strict=False)
+                              init_strict=False, max_steps=0)
+        target.fit()
     assert "skipped (shape differs): net.3.weight, net.3.bias" in caplog.text
     assert torch.equal(target.model.net[0].weight, source.model.net[0].weight)
 
