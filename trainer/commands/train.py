@@ -17,7 +17,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
-from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 from decltrain.trainer.runs import requeue
 
@@ -92,8 +91,7 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        with composing_once():
-            _main()
+        _main()
     finally:
         clean_up()
 
