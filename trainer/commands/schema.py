@@ -53,7 +53,7 @@ TrainerSchema = trainer_schema()
 
 @dataclass
 class TrainSchema:
-    seed: int = TrainerSettings.seed
+    seed: int = TrainerSettings.seed  # declared with the trainer settings, which use it
     resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
     model: Any = None
     dataset: Any = None
