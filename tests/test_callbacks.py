@@ -81,6 +81,19 @@ def test_checkpoint_min_mode_and_every_n_train_steps(tmp_path):
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()  # every_n_epochs=100: no epoch save
 
 
+def test_a_checkpoint_callback_answers_before_fit(tmp_path):
+    """`best_path` is None until a best exists in a known folder: `dirpath`, or the run's once fit starts."""
+    state = {"top_k": [[0.9, "epoch=001-step=16.ckpt"]], "best": None}  # as a resumed run loads it
+    given, default = ModelCheckpoint(dirpath=str(tmp_path / "mine")), ModelCheckpoint()
+    assert (given.dir, given.best_path, default.dir, default.best_path) == (tmp_path / "mine", None, None, None)
+    given.load_state_dict(state)
+    default.load_state_dict(state)
+    assert (given.best_path, default.best_path) == (tmp_path / "mine" / "best.ckpt", None)
+    fresh = ModelCheckpoint()
+    make_trainer(tmp_path / "run", callbacks={"model_checkpoint": fresh}, max_epochs=1).fit()
+    assert fresh.best_path == tmp_path / "run" / "checkpoints" / "best.ckpt" and fresh.best_path.is_file()
+
+
 def test_fast_dev_run_writes_no_checkpoint(tmp_path):
     trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": ModelCheckpoint()}, fast_dev_run=True)
     trainer.fit()

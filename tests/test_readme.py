@@ -81,6 +81,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
+    "train config=mnist_cnn trainer.val_check_interval=0.5": SHORT,
     "train config=mnist_cnn trainer.max_time=00:02:00:00": SHORT,
     "find-lr config=mnist_cnn": Run(append="lr_find.num_steps=20"),
     "train config=mnist_cnn trainer.max_steps=30 trainer.profiler=simple": SHORT,

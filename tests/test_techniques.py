@@ -70,6 +70,26 @@ def test_val_check_interval_resume_is_bit_identical_and_early_stopping_follows_i
     assert stopper.global_step == 10  # the second validation without a (huge) improvement
 
 
+@pytest.mark.parametrize(("interval", "extra", "validated"), [
+    (0.5, {}, [8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch
+    (0.4, {}, [6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
+    (0.5, {"accumulate_grad_batches": 3}, [3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
+    (1.0, {}, [16, 32]),  # the whole epoch: only at its end
+])
+def test_a_fractional_val_check_interval_validates_within_each_epoch(tmp_path, interval, extra, validated):
+    recorder = Recorder()
+    make_trainer(tmp_path, loggers={"recorder": recorder}, val_check_interval=interval, max_epochs=2,
+                 **extra).fit()
+    assert recorder.steps("val/acc") == validated
+
+
+@pytest.mark.parametrize("interval", [0, -3, 0.0, 1.5, 20.0, True, "abc"])
+def test_an_impossible_val_check_interval_is_one_line_naming_the_key(tmp_path, interval):
+    with pytest.raises(UserError, match=r"^trainer.val_check_interval=.* is not valid; use a fraction of the "
+                                        r"training epoch in \(0, 1\]"):
+        make_trainer(tmp_path, val_check_interval=interval)
+
+
 # ------------------------------------------------------------------------------------- max_time
 @pytest.mark.parametrize(("text", "seconds"), [("00:00:00:30", 30), ("01:02:03:04", 93784), ("90", 90), (1.5, 1.5)])
 def test_max_time_reads_dd_hh_mm_ss_or_seconds(text, seconds):
