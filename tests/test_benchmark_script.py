@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
 def test_quick_benchmark_prints_both_tables_with_equal_losses(data_dir: Path):

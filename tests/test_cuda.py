@@ -9,7 +9,6 @@ there is none they are collected and skipped with that reason (tests/conftest.py
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 from pathlib import Path
@@ -36,18 +35,10 @@ from decltrain.trainer.engine.settings import TrainerSettings, compile_mode
 from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.engine.task import Task
-from tests.conftest import REPO, make_trainer, run_train, train_command
-
-
-class OverflowAt(Callback):
-    """Makes the gradients of optimizer step `step` infinite, as an fp16 overflow does."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        first = next(checkpoint.unwrap(trainer.model).parameters())
-        first.register_hook(lambda grad: grad * math.inf if trainer.global_step + 1 == self.step else grad)
+from tests.helpers.callbacks import OverflowAt
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.paths import REPO
+from tests.helpers.trainers import make_trainer
 
 
 class Recorder(Logger):
@@ -203,7 +194,7 @@ SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_batche
 # Augmentation the in-memory path runs on the device: a vectorized crop, and a step run image by image.
 AUGMENT = ("dataset.train_transforms=[{_target_:torchvision.transforms.v2.RandomCrop,size:28,padding:2},"
            "{_target_:torchvision.transforms.v2.RandomRotation,degrees:10}]")
-STOP_AT_40 = ["+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
+STOP_AT_40 = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
 
 
 def train(*args: str, cwd: Path, data_dir: Path, **env: str):
@@ -258,7 +249,7 @@ def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_di
 @pytest.mark.cuda
 def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_scaler(tmp_path, data_dir):
     args = [*SHORT, "trainer.precision=16-mixed", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
-            "+callbacks.overflow._target_=tests.test_cuda.OverflowAt", "+callbacks.overflow.step=5"]
+            "+callbacks.overflow._target_=tests.helpers.callbacks.OverflowAt", "+callbacks.overflow.step=5"]
     reference, resumed = interrupted_and_resumed(args, tmp_path, data_dir)
     assert_same_weights(reference, resumed)
     assert last_state(reference)["precision"] == last_state(resumed)["precision"]  # scale, growth tracker, skips
@@ -359,7 +350,7 @@ def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_pat
     args = [*SHORT, "trainer.devices=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert train(*args, f"hydra.run.dir={reference}", cwd=tmp_path, data_dir=data_dir).returncode == 0
-    stopped = train(*args, "+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=20",
+    stopped = train(*args, "+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "+callbacks.stop.step=20",
                     f"hydra.run.dir={resumed}", cwd=tmp_path, data_dir=data_dir)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout + stopped.stderr
     per_rank = last_state(resumed)["rng_per_rank"]

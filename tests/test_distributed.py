@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -15,19 +14,17 @@ from torch import nn
 
 from decltrain.callbacks import ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
-from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.paths import REPO
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.commands import launch, schema
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **kwargs) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import evaluate
 from decltrain.trainer.commands.entry_points import split_overrides
 from decltrain.trainer.errors import UserError

@@ -11,7 +11,8 @@ import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 EXPERIMENTS = sorted(path.stem for path in (REPO / "configs" / "config").glob("*.yaml"))
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import export
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.commands import build

@@ -24,8 +24,8 @@ from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.conftest import run_train
-from tests.test_fast_path import StopAtStep
+from tests.helpers.callbacks import StopAtStep
+from tests.helpers.commands import run_train
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SIZE = 56

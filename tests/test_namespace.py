@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, run_command, run_train
+from tests.helpers.commands import run_command, run_train
+from tests.helpers.paths import REPO
 
 OLD_NAMES = ("datasets", "models", "configs", "callbacks", "trainer")
 

@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.decltrain import search_space
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 
 def test_search_space_from_hydra_sweep_syntax():

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests import readme
-from tests.conftest import REPO, run_command, run_train
+from tests.helpers import readme
+from tests.helpers.commands import run_command, run_train
+from tests.helpers.paths import REPO
 
 
 def test_the_worked_example_runs_from_its_own_folder(tmp_path, data_dir):

@@ -6,7 +6,7 @@ import torch
 
 from decltrain.trainer.engine.callback import Callback
 from decltrain.callbacks.gradient_clipping import total_norm
-from tests.conftest import TinyNet, make_trainer
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.precision import Precision

@@ -10,7 +10,7 @@ import torchvision
 from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import predict
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.commands import build

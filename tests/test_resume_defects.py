@@ -22,7 +22,8 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.conftest import TinyNet, make_trainer, synthetic_splits
+from tests.helpers.data import synthetic_splits
+from tests.helpers.trainers import TinyNet, make_trainer
 
 STEPS_PER_EPOCH = 16  # synthetic_splits: 256 samples in batches of 16
 

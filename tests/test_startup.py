@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 
 def imported_modules(stderr: str) -> set[str]:

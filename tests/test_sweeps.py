@@ -9,7 +9,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from decltrain.trainer.runs import sweep_summary
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]

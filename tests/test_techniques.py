@@ -22,8 +22,10 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.lr_finder import range_test, suggest
 from decltrain.trainer.engine.task import ClassificationLoss, Task
-from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits, train_command
-from tests.test_resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.data import synthetic_splits
+from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.trainers import TinyNet, make_trainer
 
 
 class Recorder(Logger):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from decltrain.callbacks import ThroughputMonitor
-from tests.conftest import make_trainer
+from tests.helpers.trainers import make_trainer
 
 
 class Recorder:

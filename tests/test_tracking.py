@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from decltrain.trainer.tracking.csv_logger import CSVLogger
 from decltrain.trainer.tracking.hparams import select
 from decltrain.trainer.tracking.provenance import installed_packages
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 SHORT = ("trainer.limit_train_batches=10", "trainer.limit_val_batches=2")
 
