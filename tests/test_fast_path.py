@@ -22,7 +22,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import uses_channels_last
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.helpers.callbacks import StopAtStep
+from tests.helpers.callbacks import SignalAtStep
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CPU = torch.device("cpu")
@@ -152,7 +152,7 @@ def _augmented_trainer(run_dir: Path, extra: dict[str, Callback] | None = None) 
 def test_mid_epoch_resume_on_the_fast_path_with_augmentation_is_bit_identical(tmp_path: Path):
     reference = _augmented_trainer(tmp_path / "ref")
     reference.fit()
-    interrupted = _augmented_trainer(tmp_path / "run", extra={"stop": StopAtStep(13)})  # epoch 2, batch 5
+    interrupted = _augmented_trainer(tmp_path / "run", extra={"stop": SignalAtStep(13)})  # epoch 2, batch 5
     with pytest.raises(Preempted):
         interrupted.fit()
     resumed = _augmented_trainer(tmp_path / "run")

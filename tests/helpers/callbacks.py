@@ -21,15 +21,6 @@ class OverflowAt(Callback):
         first.register_hook(lambda grad: grad * math.inf if trainer.global_step + 1 == self.step else grad)
 
 
-class StopAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: Trainer) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
 class SignalAtStep(Callback):
     """Sends this process a real signal after optimizer step `step`."""
 
