@@ -16,7 +16,15 @@ from tests.helpers.paths import REPO, SHARED_DATA
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `cuda` need a CUDA device; where torch sees none they are skipped, saying why."""
+    """Tests marked `cuda` need a CUDA device; where torch sees none they are skipped, saying why.
+
+    A test using `tiny_run` (a real `train` run) must be marked `slow`, or the fast tier would pay for the run.
+    """
+    unmarked = [item.nodeid for item in items
+                if "tiny_run" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("slow")]
+    if unmarked:
+        raise pytest.UsageError(f"{', '.join(unmarked)}: uses the tiny_run fixture (a `train` run); "
+                                "mark it @pytest.mark.slow")
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device (torch.cuda.is_available() is false); "

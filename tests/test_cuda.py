@@ -107,6 +107,7 @@ def test_an_unknown_compile_mode_is_refused_naming_the_choices():
         compile_mode("fast")
 
 
+@pytest.mark.slow
 def test_reduce_overhead_compiles_and_trains_on_the_cpu(tmp_path):
     """On a CPU there are no CUDA graphs to record: the mode compiles like `default` and trains."""
     trainer = make_trainer(tmp_path, compile="reduce-overhead", max_epochs=2)
@@ -115,6 +116,7 @@ def test_reduce_overhead_compiles_and_trains_on_the_cpu(tmp_path):
     assert trainer.callback_metrics["val/acc"] > 0.9
 
 
+@pytest.mark.slow
 def test_the_compile_setting_is_checked_when_a_run_starts(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.compile=fast", "trainer.fast_dev_run=true", cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
@@ -171,6 +173,7 @@ def gpu_run(tiny_run, tmp_path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_gpu_runs_folder_reopens_on_the_cpu_in_fp32_and_overrides_still_win(gpu_run, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     trainer = RunFolder.open(str(gpu_run), []).config.trainer
@@ -179,6 +182,7 @@ def test_a_gpu_runs_folder_reopens_on_the_cpu_in_fp32_and_overrides_still_win(gp
     assert RunFolder.open(str(gpu_run), ["trainer.precision=bf16-mixed"]).config.trainer.precision == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_a_gpu_runs_folder_is_evaluated_where_no_cuda_is_visible(gpu_run, tiny_run, tmp_path, data_dir):
     result = run_train(f"run={gpu_run}", cwd=tmp_path, command=train_command("evaluate"),
                        env={"DATA_DIR": str(data_dir), "CUDA_VISIBLE_DEVICES": ""})
@@ -230,12 +234,14 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)}
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_deterministic_mid_epoch_resume_with_augmentation_on_the_device_is_bit_identical(tmp_path, data_dir):
     reference, resumed = interrupted_and_resumed([*SHORT, AUGMENT, "trainer.deterministic=true"], tmp_path, data_dir)
     assert_same_weights(reference, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_dir):
     result = train("config=cifar10_resnet18", "dataset.fake=true", "model.freeze_backbone=false",
@@ -246,6 +252,7 @@ def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_di
         result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_scaler(tmp_path, data_dir):
     args = [*SHORT, "trainer.precision=16-mixed", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
@@ -259,6 +266,7 @@ def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_sc
     assert scalars(resumed, "train/loss_scale") == scale  # the resumed run continued the same scale
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.parametrize("extra", [
     ["trainer.precision=bf16-mixed", "trainer.compile=true", "trainer.cudnn_benchmark=true"],
@@ -344,6 +352,7 @@ def test_the_cuda_random_state_saved_is_this_devices_and_restores_its_stream():
     assert torch.equal(torch.rand(4, device="cuda"), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_path, data_dir):
@@ -360,6 +369,7 @@ def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_pat
     assert_same_weights(reference, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_a_cuda_trained_run_is_evaluated_predicted_and_exported_on_the_cpu(tmp_path, data_dir):
     run_dir = tmp_path / "run"

@@ -15,6 +15,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tests.helpers.commands import run_train
 from tests.helpers.paths import REPO
 
+pytestmark = pytest.mark.slow  # every test runs the installed `train`
+
 
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory, data_dir) -> tuple[Path, subprocess.CompletedProcess]:

@@ -119,6 +119,7 @@ def _mnist_trainer(splits: DataSplits, run_dir: Path) -> Trainer:
                    model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer, run_dir=run_dir)
 
 
+@pytest.mark.slow
 def test_fast_path_learns_exactly_what_the_dataloader_path_learns(data_dir: Path, tmp_path: Path):
     results = {}
     for flag in (True, False):

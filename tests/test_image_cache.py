@@ -166,6 +166,7 @@ def test_a_worker_started_by_spawn_receives_the_file_name_not_the_pixels(tmp_pat
     assert torch.equal(received, expected)
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_share_one_cache(tmp_path: Path):
     """`train` as a user runs it: the ranks take turns on the cache's lock, one builds it, both read it."""
     write_images(tmp_path / "images")

@@ -69,6 +69,7 @@ def coexisting_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+@pytest.mark.slow
 def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_venv, tmp_path, data_dir):
     python = coexisting_venv / "bin" / "python"
     check = ("import importlib\n"
@@ -97,6 +98,7 @@ def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_ve
     assert "test/acc" in result.stdout
 
 
+@pytest.mark.slow
 def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, tmp_path):
     python = coexisting_venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "uninstall", "--yes", "--quiet",
@@ -108,6 +110,7 @@ def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, t
     assert gone.returncode != 0
 
 
+@pytest.mark.slow
 def test_train_runs_from_a_folder_holding_folders_with_the_old_names(tmp_path, data_dir):
     """A user's own `configs/`, `models/`, `datasets/`, ... in the working directory shadow nothing."""
     for name in OLD_NAMES:
@@ -120,6 +123,7 @@ def test_train_runs_from_a_folder_holding_folders_with_the_old_names(tmp_path, d
     assert "the user's own" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_run_folder_saved_with_the_old_module_paths_still_evaluates(tiny_run, tmp_path, data_dir):
     """Run folders written before the rename name `models.MnistCNN`, `datasets.torchvision_images.build`."""
     old_run = tmp_path / "old_run"

@@ -17,6 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
@@ -177,6 +178,7 @@ def with_run_folders(command: str, work: Path) -> str:
     return PLACEHOLDER.sub(newest, command)
 
 
+@pytest.mark.slow
 def test_documented_commands_run_as_written(tmp_path, data_dir):
     work = tmp_path / "work"
     work.mkdir()

@@ -163,6 +163,7 @@ MNIST_SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_
                "callbacks.early_stopping=null", "callbacks.progress_bar=null"]
 
 
+@pytest.mark.slow
 def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir):
     bad = tmp_path / "checkpoints" / "last.ckpt"
     make_trainer(tmp_path / "source", max_epochs=1, limit_train_batches=1).save_checkpoint(bad)
@@ -196,6 +197,7 @@ def test_one_reading_of_checkpoint_names_for_resume_and_ckpt(tmp_path):
     assert resume.run_dir("latest", str(tmp_path / "new")) == str(run)  # "run" sorts after "other", as timestamps do
 
 
+@pytest.mark.slow
 def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):
     for target, expected in ((tmp_path / "nope.ckpt", "no such checkpoint file or run folder"),
                              ("latest", "resume=latest found no run")):

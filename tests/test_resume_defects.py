@@ -204,6 +204,7 @@ def _skip_on_one_rank(rank: int, port: int, results: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_skip_under_ddp_every_rank_skips_the_same_step(tmp_path):
     mp.spawn(_skip_on_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
     steps_per_rank = STEPS_PER_EPOCH // 2

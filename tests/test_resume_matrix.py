@@ -36,6 +36,8 @@ from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
 from tests.helpers.trainers import make_trainer
 
+pytestmark = pytest.mark.slow  # MNIST runs of `train`, and 42 synthetic runs stopped and resumed
+
 EPOCHS = 3
 
 

@@ -19,6 +19,7 @@ def imported_modules(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["config=mnist_cnn", "--cfg", "job"]], ids=["help", "cfg_job"])
 def test_help_and_cfg_job_do_not_import_torch(args: list[str]):
     result = run_train(*args, cwd=REPO, env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -42,6 +43,7 @@ def test_openmp_threads_sleep_by_default_and_the_user_can_choose():
     assert _omp_policy_after_importing_cli({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]
 
 
+@pytest.mark.slow
 def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.fast_dev_run=true", cwd=tmp_path,
                        env={"PYTHONPROFILEIMPORTTIME": "1", "DATA_DIR": str(data_dir)})
@@ -95,6 +97,7 @@ def test_train_dispatches_as_hydra_does_composing_the_config_once(tmp_path, monk
         assert sorted(seed for _, seed in seen) == [1, 2]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "error"), [
     (["trainer.max_epochs=1,2"], "Ambiguous value for argument 'trainer.max_epochs=1,2'"),
     (["config=???"], "You must specify 'config'"),
@@ -122,6 +125,7 @@ def test_the_first_torch_import_runs_without_the_collector_and_is_frozen_once(mo
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args", [("train", ["trainer.fast_dev_run=true"]),
                                            ("find-lr", ["lr_find.num_steps=5"])])
 def test_a_console_script_imports_torch_without_collecting_and_freezes_it(tmp_path, data_dir, command, args):

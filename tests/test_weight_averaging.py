@@ -132,6 +132,7 @@ def ema_train_blobs(run_dir: Path, batch_size: int, **kwargs):
     return trainer
 
 
+@pytest.mark.slow
 def test_ema_under_ddp_matches_one_process(tmp_path):
     one = ema_train_blobs(tmp_path / "one", batch_size=64)
     (tmp_path / "two").mkdir()
