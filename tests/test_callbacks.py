@@ -7,7 +7,7 @@ import pytest
 
 from decltrain.callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
 from decltrain.callbacks.gradient_clipping import total_norm
-from tests.conftest import make_trainer
+from tests.helpers.trainers import make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 

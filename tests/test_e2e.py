@@ -12,7 +12,10 @@ import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.slow  # every test runs the installed `train`
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 OLD_NAMES = ("datasets", "models", "configs", "callbacks", "trainer")
 
@@ -67,6 +68,7 @@ def coexisting_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+@pytest.mark.slow
 def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_venv, tmp_path, data_dir):
     python = coexisting_venv / "bin" / "python"
     check = ("import importlib\n"
@@ -95,6 +97,7 @@ def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_ve
     assert "test/acc" in result.stdout
 
 
+@pytest.mark.slow
 def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, tmp_path):
     python = coexisting_venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "uninstall", "--yes", "--quiet",
@@ -106,6 +109,7 @@ def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, t
     assert gone.returncode != 0
 
 
+@pytest.mark.slow
 def test_train_runs_from_a_folder_holding_folders_with_the_old_names(tmp_path, data_dir):
     """A user's own `configs/`, `models/`, `datasets/`, ... in the working directory shadow nothing."""
     for name in OLD_NAMES:

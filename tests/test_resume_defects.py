@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.conftest import TinyNet, make_trainer, synthetic_splits
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.trainers import TinyNet, make_trainer
 
 STEPS_PER_EPOCH = 16  # synthetic_splits: 256 samples in batches of 16
 
@@ -202,11 +203,9 @@ def _skip_on_one_rank(rank: int, port: int, results: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_skip_under_ddp_every_rank_skips_the_same_step(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_skip_on_one_rank, args=(port, str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
+    mp.spawn(_skip_on_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
     steps_per_rank = STEPS_PER_EPOCH // 2
     assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == [f"{steps_per_rank - 1} True"] * 2
 

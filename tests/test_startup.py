@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 
 def imported_modules(stderr: str) -> set[str]:
@@ -17,6 +18,7 @@ def imported_modules(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["config=mnist_cnn", "--cfg", "job"]], ids=["help", "cfg_job"])
 def test_help_and_cfg_job_do_not_import_torch(args: list[str]):
     result = run_train(*args, cwd=REPO, env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -44,6 +46,7 @@ def test_openmp_threads_sleep_by_default_and_the_user_can_choose():
     assert _omp_policy(env, "import decltrain.trainer.commands.train") == ["None", "False"]
 
 
+@pytest.mark.slow
 def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.fast_dev_run=true", cwd=tmp_path,
                        env={"PYTHONPROFILEIMPORTTIME": "1", "DATA_DIR": str(data_dir)})
@@ -52,6 +55,7 @@ def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
     assert "torch" in modules and "torch.utils.tensorboard" not in modules
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "error"), [
     (["trainer.max_epochs=1,2"], "Ambiguous value for argument 'trainer.max_epochs=1,2'"),
     (["config=???"], "You must specify 'config'"),
@@ -79,6 +83,7 @@ def test_the_first_torch_import_runs_without_the_collector_and_is_frozen_once(mo
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args", [("train", ["trainer.fast_dev_run=true"]),
                                            ("find-lr", ["lr_find.num_steps=5"])])
 def test_a_console_script_imports_torch_without_collecting_and_freezes_it(tmp_path, data_dir, command, args):
