@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from decltrain.trainer.commands import console_script
 from decltrain.trainer.commands.compose_once import composing_once
+from decltrain.trainer.commands.unknown_keys import explained_unknown_keys
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("decltrain")
@@ -80,5 +81,5 @@ def main() -> None:
     console_script.sleeping_openmp_threads()
     console_script.importable_working_directory()
     console_script.register_train_config()
-    with composing_once():
+    with composing_once(), explained_unknown_keys("find-lr"):
         _main()

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from decltrain.trainer.commands import console_script, launch
 from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
+from decltrain.trainer.commands.unknown_keys import explained_unknown_keys
 from decltrain.trainer.runs import requeue
 
 # At import, not in `train()`: whatever imports this module (find-lr, a test) may import torch next.
@@ -92,7 +93,7 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        with composing_once():
+        with composing_once(), explained_unknown_keys("train"):
             _main()
     finally:
         clean_up()
