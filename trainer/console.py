@@ -1,10 +1,13 @@
-"""What the user sees in the terminal: the config tree and the final metrics (the model table is
-callbacks/model_summary.py).
+"""What the user sees in the terminal: the config tree, the run folder with the commands for it, and
+the final metrics (the model table is callbacks/model_summary.py).
 
 Everything goes through Rich's global console, which the logging handler and the progress bar
 share, so lines never tear a live progress bar.
 """
 from __future__ import annotations
+
+import shlex
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
@@ -35,3 +38,21 @@ def print_metrics(metrics: dict[str, float], title: str = "final metrics") -> No
     for name, value in metrics.items():
         table.add_row(name, f"{value:.4f}")
     console.print(table)
+
+
+def shown_path(path: Path) -> str:
+    """`path` as the user would type it: relative to the working directory when inside it."""
+    here = Path.cwd().resolve()
+    path = path.resolve()
+    return shlex.quote(str(path.relative_to(here) if path.is_relative_to(here) else path))
+
+
+def print_run_folder(run_dir: Path) -> None:
+    console.print(f"run folder: {shown_path(run_dir)}", markup=False, highlight=False)
+
+
+def print_next_steps(run_dir: Path) -> None:
+    """The run folder again, under the final table, with the commands that open it."""
+    folder = shown_path(run_dir)
+    console.print(f"run folder: {folder}\n  curves:   tensorboard --logdir {folder}\n"
+                  f"  evaluate: evaluate run={folder}", markup=False, highlight=False)

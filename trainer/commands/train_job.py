@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
 from decltrain.trainer.commands import build
-from decltrain.trainer.console import print_config, print_metrics
+from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_run_folder
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
@@ -49,6 +49,7 @@ def run(cfg: DictConfig) -> float | None:
                 logger.log_hyperparams(hyperparameters, {**trainer.callback_metrics, **test})
         if talks:
             print_metrics(_table(report))
+            print_next_steps(run_dir)
         status = "success"
     except Preempted:
         status = "killed"
@@ -71,6 +72,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     if ckpt_path:
         config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
     if talks:
+        print_run_folder(run_dir)
         provenance.write(run_dir)
 
     seed_everything(cfg.seed)

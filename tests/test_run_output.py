@@ -1,0 +1,38 @@
+"""What `train` prints around a run: the run folder at the start and under the final table, with the
+commands that open it."""
+from __future__ import annotations
+
+import re
+import shlex
+
+import pytest
+
+from tests.conftest import run_command, run_train
+
+SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
+         "trainer.limit_test_batches=2")
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, data_dir):
+    """A short `train config=mnist_cnn` from an empty folder: (working folder, its output)."""
+    work = tmp_path_factory.mktemp("work")
+    result = run_train("config=mnist_cnn", *SHORT, cwd=work, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return work, result.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_the_run_folder_is_printed_at_the_start_and_under_the_final_table(short_run, data_dir):
+    work, lines = short_run
+    (run_dir,) = (work / "outputs" / "mnist_cnn").iterdir()
+    folder = str(run_dir.relative_to(work))
+    shown = [number for number, line in enumerate(lines) if line == f"run folder: {folder}"]
+    first_epoch = next(number for number, line in enumerate(lines) if "epoch 1/1" in line)
+    table_end = max(number for number, line in enumerate(lines) if line.startswith("└"))
+    assert len(shown) == 2 and shown[0] < first_epoch and shown[1] > table_end, lines
+    assert lines[shown[1] + 1].split(":", 1)[1].strip() == f"tensorboard --logdir {folder}"
+    evaluate = lines[shown[1] + 2].split(":", 1)[1].strip()
+    assert evaluate == f"evaluate run={folder}"
+    result = run_command("evaluate", *shlex.split(evaluate)[1:], cwd=work, data_dir=data_dir)
+    assert result.returncode == 0 and re.search(r"test/acc\s.*\d", result.stdout), result.stdout + result.stderr
