@@ -12,13 +12,14 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 console = Console()
 
 
-def print_config(cfg: DictConfig, callback_names: list[str]) -> None:
-    """The resolved config as a tree, one branch per group, and the active callbacks in order."""
+def print_config(cfg: DictConfig) -> None:
+    """The resolved config as a tree, one branch per group (`train print_config=full`)."""
     tree = Tree("[bold]config[/bold]")
     for key, value in cfg.items():
         key = str(key)  # DictConfig keys may be of other types; the run's config has string keys
@@ -27,7 +28,6 @@ def print_config(cfg: DictConfig, callback_names: list[str]) -> None:
             branch.add(OmegaConf.to_yaml(value, resolve=True).rstrip() or "{}")
         else:
             branch.label = f"[bold cyan]{key}[/bold cyan]: {value}"
-    tree.add(f"[bold cyan]active callbacks[/bold cyan]: {', '.join(callback_names) or 'none'}")
     console.print(tree)
 
 
@@ -47,8 +47,14 @@ def shown_path(path: Path) -> str:
     return shlex.quote(str(path.relative_to(here) if path.is_relative_to(here) else path))
 
 
-def print_run_folder(run_dir: Path) -> None:
-    console.print(f"run folder: {shown_path(run_dir)}", markup=False, highlight=False)
+def print_start(summary: dict[str, str]) -> None:
+    """The start of a run: one aligned line per label (trainer/commands/start_summary.py)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold cyan", no_wrap=True)
+    grid.add_column()
+    for label, text in summary.items():
+        grid.add_row(label, Text(text))
+    console.print(grid)
 
 
 def print_next_steps(run_dir: Path) -> None:

@@ -60,6 +60,7 @@ class TrainerSchema:
 class TrainSchema:
     seed: int = 42
     resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
+    print_config: str = "compact"  # compact | full: the whole config tree at the start too
     model: Any = None
     dataset: Any = None
     loss: Any = None

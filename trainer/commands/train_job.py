@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
-from decltrain.trainer.commands import build
-from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_run_folder
+from decltrain.trainer.commands import build, start_summary
+from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_start
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
@@ -71,8 +71,8 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if ckpt_path:
         config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
+    full_config = start_summary.check_print_config(cfg)
     if talks:
-        print_run_folder(run_dir)
         provenance.write(run_dir)
 
     seed_everything(cfg.seed)
@@ -80,7 +80,11 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     model = build.model(cfg, splits)
     callbacks = build.callbacks(cfg)
     if talks:
-        print_config(cfg, list(callbacks))
+        if full_config:
+            print_config(cfg)
+        hydra = HydraConfig.get()
+        print_start(start_summary.start_summary(cfg, run_dir, dict(hydra.runtime.choices), list(hydra.overrides.task),
+                                                model, list(callbacks)))
     task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)

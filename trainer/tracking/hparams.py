@@ -12,7 +12,7 @@ from typing import Any
 
 GROUPS = ("model", "dataset", "optimizer", "scheduler", "trainer")
 # Overrides that choose where or how the run happens, not what it learns.
-_NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger")
+_NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger", "print_config")
 
 
 def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
