@@ -94,6 +94,9 @@ def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
+# MLflow's SQLite store (read here by MlflowClient) configures SQLAlchemy mappers with the `noload`
+# strategy that SQLAlchemy 2.1 deprecates: MLflow's code, not ours, so not shown in the summary.
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
 def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, data_dir):
     from mlflow.tracking import MlflowClient
 
