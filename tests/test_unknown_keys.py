@@ -46,3 +46,9 @@ def test_a_chosen_folder_holding_other_files_is_kept(tmp_path, data_dir):
     assert result.returncode == 2, result.stdout + result.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine\n"
     assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_other_composition_errors_keep_their_own_message(tmp_path):
+    result = run_train("trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1 and "could not be converted to Integer" in result.stderr, result.stderr

@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 
 _apply_overrides = ConfigLoaderImpl._apply_overrides_to_config
-_ABSENT = object()
 
 
 @contextmanager
@@ -75,8 +74,8 @@ def dotted_keys(cfg: DictConfig) -> list[str]:
 
 
 def _names_no_key(override: Override, cfg: DictConfig) -> bool:
-    """A plain override (not `+`, `++` or `~`) of a key the config lacks."""
+    """A plain override (not `+`, `++` or `~`) of a key the config lacks (read unresolved: `hydra.run.dir`
+    can be resolved only once the job runs)."""
     if override.is_add() or override.is_force_add() or override.is_delete():
         return False
-    found: Any = OmegaConf.select(cfg, override.key_or_group, default=_ABSENT, throw_on_missing=False)
-    return found is _ABSENT
+    return override.key_or_group not in dotted_keys(cfg)
