@@ -56,7 +56,10 @@ def test_override_is_recorded_and_used(mnist_run):
 
 def test_tensorboard_has_the_scalars_and_hparams(mnist_run):
     events = EventAccumulator(str(mnist_run[0])).Reload()
-    assert {"train/loss", "val/loss", "val/acc", "lr", "epoch", "test/acc"} <= set(events.Tags()["scalars"])
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/acc", "train/lr", "train/epoch", "test/acc"} <= tags
+    assert all("/" in tag for tag in tags), tags  # every card in a named group: train/ and val/ lead
+    assert {event.value for event in events.Scalars("train/epoch")} == {1.0, 2.0}  # counted from 1, as in the logs
     assert len(events.Scalars("val/acc")) == 2
     plugins = EventAccumulator(str(mnist_run[0]), size_guidance={"tensors": 0}).Reload().PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
