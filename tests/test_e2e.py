@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.conftest import REPO, run_train
 
@@ -63,6 +64,16 @@ def test_tensorboard_has_the_scalars_and_hparams(mnist_run):
     assert len(events.Scalars("val/acc")) == 2
     plugins = EventAccumulator(str(mnist_run[0]), size_guidance={"tensors": 0}).Reload().PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(plugins["_hparams_/experiment"]).experiment
+    columns = [info.name for info in experiment.hparam_infos]
+    assert "optimizer.lr" in columns and "dataset.download" not in columns and len(columns) <= 20, columns
+    # HPARAMS shows a metric's latest point: the values of metrics.json.
+    report = json.loads((mnist_run[0] / "metrics.json").read_text())
+    final = {**report["last"], **report["test"]}
+    shown = [info.name.tag for info in experiment.metric_infos]
+    assert {"val/acc", "test/acc"} <= set(shown)
+    for tag in shown:
+        assert events.Scalars(tag)[-1].value == pytest.approx(final[tag], rel=1e-6), tag
 
 
 def test_terminal_output_shows_config_model_and_metrics(mnist_run):

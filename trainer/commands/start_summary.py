@@ -14,10 +14,9 @@ from torch import nn
 from decltrain.trainer.console import shown_path
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
+from decltrain.trainer.tracking.hparams import GROUPS
 
-# The groups whose option is shown, in the order of configs/train.yaml's defaults list (`logger`
-# lists its loggers). The others (`debug`, `hparams_search`) only when chosen.
-GROUPS = ("model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks")
+# Shown beside the groups of HPARAMS (hparams.GROUPS) only when chosen; `logger` lists its loggers.
 OPTIONAL_GROUPS = ("debug", "hparams_search")
 PRINT_CONFIG_CHOICES = ("compact", "full")
 
