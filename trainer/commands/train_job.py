@@ -11,7 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
-from decltrain.trainer.commands import build, start_summary
+from decltrain.trainer.commands import build, inference_record, start_summary
 from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_start
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.engine.callback import Callback
@@ -77,6 +77,8 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
 
     seed_everything(cfg.seed)
     splits = build.data(cfg)
+    if talks:
+        inference_record.write(splits, run_dir)
     model = build.model(cfg, splits)
     callbacks = build.callbacks(cfg)
     if talks:

@@ -32,7 +32,7 @@ def removed_on_error(run_dir: Path, owner: bool) -> Iterator[None]:
 
 def _remove_start_records(run_dir: Path) -> None:
     """Removes `run_dir`, and the parents it leaves empty below the working directory."""
-    start_records = {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log", layout.REPRODUCIBILITY}
+    start_records = {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log", layout.REPRODUCIBILITY, layout.INFERENCE}
     folder, here = run_dir.resolve(), Path.cwd().resolve()
     if here.is_relative_to(folder) or not {entry.name for entry in folder.iterdir()} <= start_records:
         return
