@@ -52,3 +52,10 @@ def test_a_chosen_folder_holding_other_files_is_kept(tmp_path, data_dir):
 def test_other_composition_errors_keep_their_own_message(tmp_path):
     result = run_train("trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert result.returncode == 1 and "could not be converted to Integer" in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_shell_completion_stays_silent_after_a_misspelt_key(tmp_path):
+    line = "train optimizer.lrr=1 trainer.max_"
+    result = run_train("-sc", "query=bash", cwd=tmp_path, env={"COMP_LINE": line, "COMP_POINT": str(len(line))})
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -67,11 +67,11 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     settings = build.trainer_settings(cfg)
     placement = Placement(settings)  # what this machine or the process group cannot run
     build.check_optimization(cfg)
+    full_config = start_summary.check_print_config(cfg)
     ckpt_path = resume.checkpoint(cfg.resume, run_dir)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     if ckpt_path:
         config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
-    full_config = start_summary.check_print_config(cfg)
     if talks:
         provenance.write(run_dir)
 

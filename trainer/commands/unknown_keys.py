@@ -24,9 +24,18 @@ from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 _apply_overrides = ConfigLoaderImpl._apply_overrides_to_config
 
 
+SHELL_COMPLETION_FLAGS = frozenset({"-sc", "--shell-completion"})
+
+
 @contextmanager
 def explained_unknown_keys(command: str) -> Iterator[None]:
-    """While a Hydra app of `command` composes in this block, an unknown key ends it with one line."""
+    """While a Hydra app of `command` composes in this block, an unknown key ends it with one line.
+
+    Not while the shell completes a command line: an unknown key there gives no completions, silently.
+    """
+    if SHELL_COMPLETION_FLAGS & set(sys.argv[1:]):
+        yield
+        return
 
     def apply_overrides(overrides: list[Override], cfg: DictConfig) -> None:
         try:
