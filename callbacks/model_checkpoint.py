@@ -39,6 +39,9 @@ class ModelCheckpoint(Callback):
                  save_top_k: int = 1, save_last: bool = True, every_n_epochs: int = 1,
                  every_n_train_steps: int | None = None) -> None:
         self.dirpath = Path(dirpath) if dirpath else None
+        # The folder files go to: `dirpath`, or else the run's checkpoints/ once fit starts.
+        self.dir: Path | None = self.dirpath
+        self._writes = False  # under DDP only the global-zero rank writes; known once fit starts
         self.monitor = Monitor("model_checkpoint", monitor, mode) if monitor else None
         self.save_top_k = save_top_k
         self.save_last = save_last
@@ -51,7 +54,15 @@ class ModelCheckpoint(Callback):
 
     @property
     def best_path(self) -> Path | None:
-        return self.dir / layout.BEST if self.top_k else None
+        """`best.ckpt`, once a best checkpoint exists and its folder is known; None before."""
+        return self.dir / layout.BEST if self.top_k and self.dir is not None else None
+
+    @property
+    def _folder(self) -> Path:
+        """`dir` in the hooks that write, which run after `on_fit_start` has resolved it."""
+        if self.dir is None:
+            raise RuntimeError("ModelCheckpoint writes only during fit, after on_fit_start chose its folder")
+        return self.dir
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         self.dir = self.dirpath or layout.checkpoints(Path(trainer.run_dir))
@@ -70,7 +81,7 @@ class ModelCheckpoint(Callback):
 
     def on_train_batch_end(self, trainer: TrainerView) -> None:
         if self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0:
-            self._save(trainer, self.dir / layout.LAST)
+            self._save(trainer, self._folder / layout.LAST)
 
     def on_train_epoch_end(self, trainer: TrainerView) -> None:
         if (trainer.epoch + 1) % self.every_n_epochs == 0:
@@ -85,7 +96,7 @@ class ModelCheckpoint(Callback):
         written: Path | None = None
         monitor = self.monitor  # set whenever `metrics` is (on_validation_end)
         if metrics is not None and monitor is not None and self._qualifies(monitor, score := monitor.read(metrics)):
-            written = self.dir / layout.top_k_name(trainer.epoch + 1, trainer.global_step)
+            written = self._folder / layout.top_k_name(trainer.epoch + 1, trainer.global_step)
             dropped = self._admit(monitor, score, written.name)
             is_best = self.top_k[0][1] == written.name
             if is_best:
@@ -93,24 +104,24 @@ class ModelCheckpoint(Callback):
                              "checkpoint": written.name, **metrics}
             self._save(trainer, written)  # after the bookkeeping: the file holds its own admission
             if is_best:
-                self._publish(written, self.dir / layout.BEST)
+                self._publish(written, self._folder / layout.BEST)
             for name in dropped if self._writes else ():
-                (self.dir / name).unlink(missing_ok=True)
+                (self._folder / name).unlink(missing_ok=True)
         if self.save_last:
             if written is not None:
-                self._publish(written, self.dir / layout.LAST)
+                self._publish(written, self._folder / layout.LAST)
             else:
-                self._save(trainer, self.dir / layout.LAST)
+                self._save(trainer, self._folder / layout.LAST)
 
     def on_fit_end(self, trainer: TrainerView) -> None:
         """The loop stopped inside an epoch (`max_steps`, `should_stop`): keep that step to continue from."""
         if self.save_last and trainer.batch_idx > 0:
-            self._save(trainer, self.dir / layout.LAST)
+            self._save(trainer, self._folder / layout.LAST)
 
     def on_exception(self, trainer: TrainerView, error: BaseException) -> None:
         """On a stop signal the loop stopped at a step boundary: keep that state to resume from."""
         if isinstance(error, Preempted):
-            self._save(trainer, self.dir / layout.LAST)
+            self._save(trainer, self._folder / layout.LAST)
 
     def _qualifies(self, monitor: Monitor, score: float) -> bool:
         if self.save_top_k == 0:

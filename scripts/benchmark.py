@@ -37,107 +37,18 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import image_folder_benchmark
+from bench_common import REPO, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch, toolkit
 from rich.console import Console
 from rich.table import Table
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = REPO / "scripts"
-
-
-@dataclass
-class Sample:
-    """One child process: wall seconds, peak RSS (MiB), and what it reported."""
-    wall: float
-    peak_mib: float
-    report: dict = field(default_factory=dict)
-
-
-Contender = Callable[[argparse.Namespace, dict[str, str], Path, int], Sample]
-
-
-def run_child(command: list[str], env: dict[str, str], cwd: Path) -> tuple[Sample, str]:
-    """Runs `command` to the end; its own peak RSS comes from wait4's rusage (Linux: KiB)."""
-    start = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as output:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
-        output.seek(0)
-        text = output.read()
-    if process.returncode != 0:
-        sys.exit(f"benchmark: {' '.join(command)} failed with exit code {process.returncode}:\n{text[-3000:]}")
-    return Sample(wall, usage.ru_maxrss / 1024), text
-
-
-def json_lines(text: str) -> dict:
-    """The JSON objects a script printed, merged, with `epoch_seconds` collected in order."""
-    merged: dict = {"epoch_seconds": []}
-    for line in text.splitlines():
-        if line.startswith("{"):
-            record = json.loads(line)
-            if "seconds" in record:
-                merged["epoch_seconds"].append(record["seconds"])
-            merged.update({k: v for k, v in record.items() if k not in ("seconds", "epoch")})
-    return merged
-
-
-def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
-    """Epoch durations from TensorBoard: gaps between the per-epoch `val/loss` points (epochs 2..E)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    times = [event.wall_time for event in events.Scalars("val/loss")]
-    return [later - earlier for earlier, later in zip(times, times[1:])]
-
 
 # ------------------------------------------------------------------------------ process mode
-def toolkit(*overrides: str) -> Contender:
-    """`train config=mnist_cnn` with `overrides` (e.g. trainer.accelerator=cuda)."""
-    def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
-        run_dir = Path(tempfile.mkdtemp(prefix=f"toolkit_{index}_", dir=work)) / "run"
-        command = [shutil.which("train") or "train", "config=mnist_cnn", f"trainer.max_epochs={args.epochs}",
-                   *overrides, f"hydra.run.dir={run_dir}"]
-        if args.limit_batches:
-            command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
-        sample, _ = run_child(command, env, REPO)
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        sample.report = {"test_acc": metrics["test"]["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
-                         "run_dir": run_dir, "peak_memory_mb": metrics["last"].get("perf/peak_memory_mb")}
-        return sample
-    return run
-
-
-def script(name: str, *extra_args: str, **extra_env: str) -> Contender:
-    """A benchmark script of scripts/, run in its own scratch folder (Lightning writes logs there)."""
-    def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
-        command = [sys.executable, str(SCRIPTS / name), "--epochs", str(args.epochs), "--data-dir", args.data_dir,
-                   *extra_args]
-        if args.limit_batches:
-            command += ["--limit-batches", str(args.limit_batches)]
-        folder = Path(tempfile.mkdtemp(prefix=f"{Path(name).stem}_{index}_", dir=work))
-        sample, text = run_child(command, {**env, **extra_env}, folder)
-        sample.report = json_lines(text)
-        sample.report["steady_epoch_seconds"] = sample.report["epoch_seconds"][1:]  # without warm-up
-        return sample
-    return run
-
-
-def steady_epoch(sample: Sample) -> float | None:
-    """Median epoch time without the first epoch (warm-up, lazy imports, first allocations)."""
-    steady = sample.report["steady_epoch_seconds"]
-    return statistics.median(steady) if steady else None
-
-
 def time_help(env: dict[str, str], rounds: int) -> float:
     return statistics.median(run_child([shutil.which("train") or "train", "--help"], env, REPO)[0].wall
                              for _ in range(rounds))
@@ -162,14 +73,14 @@ def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, cons
     for column in ("", "wall s", "ratio", "epoch s", "ratio", "peak RSS MiB", "ratio", "test acc"):
         table.add_column(column, justify="left" if not column else "right")
     base_wall = statistics.median(s.wall for s in baseline)
-    base_epoch = _median_or_none([steady_epoch(s) for s in baseline])
+    base_epoch = median_or_none([steady_epoch(s) for s in baseline])
     base_rss = statistics.median(s.peak_mib for s in baseline)
     for name, samples in results.items():
         wall = statistics.median(s.wall for s in samples)
-        epoch = _median_or_none([steady_epoch(s) for s in samples])
+        epoch = median_or_none([steady_epoch(s) for s in samples])
         rss = statistics.median(s.peak_mib for s in samples)
-        table.add_row(name, f"{wall:.1f}", f"{wall / base_wall:.2f}", _fmt(epoch),
-                      _fmt(epoch / base_epoch if epoch and base_epoch else None), f"{rss:.0f}",
+        table.add_row(name, f"{wall:.1f}", f"{wall / base_wall:.2f}", fmt(epoch),
+                      fmt(epoch / base_epoch if epoch and base_epoch else None), f"{rss:.0f}",
                       f"{rss / base_rss:.2f}", f"{statistics.median(s.report['test_acc'] for s in samples):.4f}")
     if not lightning:
         table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
@@ -260,16 +171,6 @@ def overhead_mode(args: argparse.Namespace, env: dict[str, str], console: Consol
     console.print(table)
     console.print(f"losses: max abs difference {difference:.3g} over "
                   f"{sum(len(s.report['losses']) for s in plain)} steps")
-
-
-# ------------------------------------------------------------------------------------ common
-def _median_or_none(values: list[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return statistics.median(known) if known else None
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
 
 
 def machine() -> str:

@@ -31,14 +31,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
-from benchmark import Contender, Sample, _fmt, _median_or_none, json_lines, run_child, script, steady_epoch, toolkit
+from bench_common import (REPO, Contender, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch,
+                          toolkit)
 
 if TYPE_CHECKING:  # the parent process never imports torch; children import it where they use it
     import torch
     from torch import nn
-
-REPO = Path(__file__).resolve().parents[1]
-
 
 @dataclass
 class Job:
@@ -217,7 +215,7 @@ def alternate(contenders: dict[str, Contender], args: argparse.Namespace, env: d
 
 
 def median_of(samples: list[Sample], measure: Callable[[Sample], float | None]) -> float | None:
-    return _median_or_none([measure(sample) for sample in samples])
+    return median_or_none([measure(sample) for sample in samples])
 
 
 def mnist_table(args: argparse.Namespace, env: dict[str, str], work: Path, console: Console) -> None:
@@ -246,9 +244,9 @@ def mnist_table(args: argparse.Namespace, env: dict[str, str], work: Path, conso
     for name, samples in results.items():
         rate = median_of(samples, samples_per_sec)
         accuracy = median_of(samples, lambda sample: sample.report.get("test_acc"))
-        table.add_row(name, f"{statistics.median(s.wall for s in samples):.1f}", _fmt(median_of(samples, steady_epoch)),
-                      _fmt(rate), _fmt(rate / hand if rate and hand else None),
-                      _fmt(rate / best if rate and best else None), f"{median_of(samples, peak_mib):.0f}",
+        table.add_row(name, f"{statistics.median(s.wall for s in samples):.1f}", fmt(median_of(samples, steady_epoch)),
+                      fmt(rate), fmt(rate / hand if rate and hand else None),
+                      fmt(rate / best if rate and best else None), f"{median_of(samples, peak_mib):.0f}",
                       "-" if accuracy is None else f"{accuracy:.4f}")
     if not lightning:
         table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
@@ -274,9 +272,9 @@ def compute_bound_table(args: argparse.Namespace, env: dict[str, str], work: Pat
         for kind, label in (("toolkit", "toolkit (Trainer, in-memory path)"), ("compute", "compute-only loop")):
             name = f"{kind} {precision}"
             limit, fp32 = f"compute {precision}", f"{kind} 32"
-            table.add_row(f"{label}, {'fp32' if precision == '32' else 'bf16'}", _fmt(rate[name]),
-                          _fmt(_ratio(rate[name], rate[limit])), _fmt(_ratio(rate[name], rate[fp32])),
-                          f"{peak[name]:.0f}", _fmt(_ratio(peak[name], peak[limit])))
+            table.add_row(f"{label}, {'fp32' if precision == '32' else 'bf16'}", fmt(rate[name]),
+                          fmt(_ratio(rate[name], rate[limit])), fmt(_ratio(rate[name], rate[fp32])),
+                          f"{peak[name]:.0f}", fmt(_ratio(peak[name], peak[limit])))
     console.print(table)
     dataset_mib = job.samples * job.channels * job.size ** 2 / 2**20
     console.print(f"the toolkit holds the {job.samples} uint8 images on the device ({dataset_mib:.0f} MiB); "

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.helpers.paths import REPO
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_both_tables_with_equal_losses(data_dir: Path):
     result = subprocess.run([sys.executable, "scripts/benchmark.py", "--quick", "--data-dir", str(data_dir)],
                             cwd=REPO, capture_output=True, text=True, timeout=900)
@@ -31,6 +32,7 @@ def test_quick_benchmark_prints_both_tables_with_equal_losses(data_dir: Path):
     assert re.search(r"train config=mnist_cnn trainer.fast_dev_run=true\s*│\s*[\d.]+\s*│\s*[\d.]+", out)
 
 
+@pytest.mark.slow
 def test_device_benchmark_children_time_steady_epochs_of_the_trainer_and_the_compute_only_loop():
     """The measurements behind the GPU tables, on the CPU with a tiny job (the tables: --mode device)."""
     for kind in ("toolkit", "compute"):
@@ -44,6 +46,7 @@ def test_device_benchmark_children_time_steady_epochs_of_the_trainer_and_the_com
         assert report["samples"] == 24, kind
 
 
+@pytest.mark.slow
 def test_a_toolkit_run_that_logged_no_training_rate_gets_none_not_a_crash(tiny_run: Path, monkeypatch):
     """The device table's rate for a run shorter than its logging interval (tiny_run: 10 steps, logged every 50)."""
     monkeypatch.syspath_prepend(str(REPO / "scripts"))

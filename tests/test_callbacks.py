@@ -7,7 +7,7 @@ import pytest
 
 from decltrain.callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
 from decltrain.callbacks.gradient_clipping import total_norm
-from tests.conftest import make_trainer
+from tests.helpers.trainers import make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 
@@ -79,6 +79,19 @@ def test_checkpoint_min_mode_and_every_n_train_steps(tmp_path):
     last = checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")
     assert last["progress"] == {"epoch": 0, "batch_idx": 6, "global_step": 6}
     assert not (tmp_path / "checkpoints" / "best.ckpt").exists()  # every_n_epochs=100: no epoch save
+
+
+def test_a_checkpoint_callback_answers_before_fit(tmp_path):
+    """`best_path` is None until a best exists in a known folder: `dirpath`, or the run's once fit starts."""
+    state = {"top_k": [[0.9, "epoch=001-step=16.ckpt"]], "best": None}  # as a resumed run loads it
+    given, default = ModelCheckpoint(dirpath=str(tmp_path / "mine")), ModelCheckpoint()
+    assert (given.dir, given.best_path, default.dir, default.best_path) == (tmp_path / "mine", None, None, None)
+    given.load_state_dict(state)
+    default.load_state_dict(state)
+    assert (given.best_path, default.best_path) == (tmp_path / "mine" / "best.ckpt", None)
+    fresh = ModelCheckpoint()
+    make_trainer(tmp_path / "run", callbacks={"model_checkpoint": fresh}, max_epochs=1).fit()
+    assert fresh.best_path == tmp_path / "run" / "checkpoints" / "best.ckpt" and fresh.best_path.is_file()
 
 
 def test_fast_dev_run_writes_no_checkpoint(tmp_path):

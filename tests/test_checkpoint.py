@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tests.conftest import TinyNet, make_trainer
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from dataclasses import asdict
+
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
-from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands import build, console_script, schema
+from decltrain.trainer.engine.settings import TrainerSettings
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks", "logger", "config",
-          "hparams_search"]
+GROUPS = ["model", "dataset", "loss", "optimizer", "scheduler", "callbacks", "logger", "config", "hparams_search"]
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONFIGS / group).glob("*.yaml"))]
 console_script.register_train_config()  # the schema and the run_dir resolver, as `train` registers them
 
@@ -56,3 +59,29 @@ def test_callbacks_are_an_ordered_named_dict():
     assert list(cfg.callbacks) == ["progress_bar", "model_checkpoint", "early_stopping", "gradient_clipping",
                                    "lr_monitor", "throughput", "model_summary"]
     assert cfg.callbacks.early_stopping is None
+
+
+def test_the_trainer_schema_has_the_settings_keys_and_defaults():
+    """`trainer.*` is TrainerSettings less the top-level `seed`, with the same defaults."""
+    settings = asdict(TrainerSettings())
+    assert OmegaConf.to_container(OmegaConf.structured(schema.TrainerSchema), enum_to_str=True) == \
+        {key: value for key, value in settings.items() if key != "seed"}
+    assert compose_train().seed == settings["seed"]
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0.5", 0.5), ("20", 20), ("null", None)])
+def test_val_check_interval_takes_a_fraction_or_a_number_of_steps_from_the_command_line(value, expected):
+    cfg = compose_train(f"trainer.val_check_interval={value}")
+    interval = build.trainer_settings(cfg).val_check_interval
+    assert interval == expected and type(interval) is type(expected)
+
+
+@pytest.mark.parametrize(("override", "expected"), [
+    ("trainer.max_epochs=abc", "Value 'abc' of type 'str' could not be converted to Integer\n    full_key: trainer.max_epochs"),
+    ("trainer.accelerator=gpu", "Invalid value 'gpu', expected one of [auto, cpu, cuda]\n    full_key: trainer.accelerator"),
+    ("trainer.max_epoch=3", "Key 'max_epoch' not in 'TrainerSchema'"),
+])
+def test_a_wrong_trainer_setting_fails_at_composition_naming_the_key(override, expected):
+    with pytest.raises(ConfigCompositionException) as failure:
+        compose_train(override)
+    assert expected in str(failure.value.__cause__ or failure.value)

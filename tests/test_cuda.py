@@ -9,7 +9,6 @@ there is none they are collected and skipped with that reason (tests/conftest.py
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 from pathlib import Path
@@ -36,18 +35,10 @@ from decltrain.trainer.engine.settings import TrainerSettings, compile_mode
 from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.engine.task import Task
-from tests.conftest import REPO, make_trainer, run_train, train_command
-
-
-class OverflowAt(Callback):
-    """Makes the gradients of optimizer step `step` infinite, as an fp16 overflow does."""
-
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_fit_start(self, trainer: Trainer) -> None:
-        first = next(checkpoint.unwrap(trainer.model).parameters())
-        first.register_hook(lambda grad: grad * math.inf if trainer.global_step + 1 == self.step else grad)
+from tests.helpers.callbacks import OverflowAt
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.paths import REPO
+from tests.helpers.trainers import make_trainer
 
 
 class Recorder(Logger):
@@ -116,6 +107,7 @@ def test_an_unknown_compile_mode_is_refused_naming_the_choices():
         compile_mode("fast")
 
 
+@pytest.mark.slow
 def test_reduce_overhead_compiles_and_trains_on_the_cpu(tmp_path):
     """On a CPU there are no CUDA graphs to record: the mode compiles like `default` and trains."""
     trainer = make_trainer(tmp_path, compile="reduce-overhead", max_epochs=2)
@@ -124,6 +116,7 @@ def test_reduce_overhead_compiles_and_trains_on_the_cpu(tmp_path):
     assert trainer.callback_metrics["val/acc"] > 0.9
 
 
+@pytest.mark.slow
 def test_the_compile_setting_is_checked_when_a_run_starts(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.compile=fast", "trainer.fast_dev_run=true", cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
@@ -180,6 +173,7 @@ def gpu_run(tiny_run, tmp_path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_gpu_runs_folder_reopens_on_the_cpu_in_fp32_and_overrides_still_win(gpu_run, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without a GPU
     trainer = RunFolder.open(str(gpu_run), []).config.trainer
@@ -188,6 +182,7 @@ def test_a_gpu_runs_folder_reopens_on_the_cpu_in_fp32_and_overrides_still_win(gp
     assert RunFolder.open(str(gpu_run), ["trainer.precision=bf16-mixed"]).config.trainer.precision == "bf16-mixed"
 
 
+@pytest.mark.slow
 def test_a_gpu_runs_folder_is_evaluated_where_no_cuda_is_visible(gpu_run, tiny_run, tmp_path, data_dir):
     result = run_train(f"run={gpu_run}", cwd=tmp_path, command=train_command("evaluate"),
                        env={"DATA_DIR": str(data_dir), "CUDA_VISIBLE_DEVICES": ""})
@@ -203,7 +198,7 @@ SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_batche
 # Augmentation the in-memory path runs on the device: a vectorized crop, and a step run image by image.
 AUGMENT = ("dataset.train_transforms=[{_target_:torchvision.transforms.v2.RandomCrop,size:28,padding:2},"
            "{_target_:torchvision.transforms.v2.RandomRotation,degrees:10}]")
-STOP_AT_40 = ["+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
+STOP_AT_40 = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "+callbacks.stop.step=40"]  # epoch 2, batch 10
 
 
 def train(*args: str, cwd: Path, data_dir: Path, **env: str):
@@ -239,12 +234,14 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(tag)}
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_deterministic_mid_epoch_resume_with_augmentation_on_the_device_is_bit_identical(tmp_path, data_dir):
     reference, resumed = interrupted_and_resumed([*SHORT, AUGMENT, "trainer.deterministic=true"], tmp_path, data_dir)
     assert_same_weights(reference, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_dir):
     result = train("config=cifar10_resnet18", "dataset.fake=true", "model.freeze_backbone=false",
@@ -255,10 +252,11 @@ def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_di
         result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_scaler(tmp_path, data_dir):
     args = [*SHORT, "trainer.precision=16-mixed", "trainer.deterministic=true", "trainer.log_every_n_steps=1",
-            "+callbacks.overflow._target_=tests.test_cuda.OverflowAt", "+callbacks.overflow.step=5"]
+            "+callbacks.overflow._target_=tests.helpers.callbacks.OverflowAt", "+callbacks.overflow.step=5"]
     reference, resumed = interrupted_and_resumed(args, tmp_path, data_dir)
     assert_same_weights(reference, resumed)
     assert last_state(reference)["precision"] == last_state(resumed)["precision"]  # scale, growth tracker, skips
@@ -268,6 +266,7 @@ def test_fp16_skips_a_forced_overflow_reports_it_and_resumes_exactly_with_its_sc
     assert scalars(resumed, "train/loss_scale") == scale  # the resumed run continued the same scale
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.parametrize("extra", [
     ["trainer.precision=bf16-mixed", "trainer.compile=true", "trainer.cudnn_benchmark=true"],
@@ -353,13 +352,14 @@ def test_the_cuda_random_state_saved_is_this_devices_and_restores_its_stream():
     assert torch.equal(torch.rand(4, device="cuda"), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
 def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_path, data_dir):
     args = [*SHORT, "trainer.devices=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert train(*args, f"hydra.run.dir={reference}", cwd=tmp_path, data_dir=data_dir).returncode == 0
-    stopped = train(*args, "+callbacks.stop._target_=tests.test_resume.SignalAtStep", "+callbacks.stop.step=20",
+    stopped = train(*args, "+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "+callbacks.stop.step=20",
                     f"hydra.run.dir={resumed}", cwd=tmp_path, data_dir=data_dir)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout + stopped.stderr
     per_rank = last_state(resumed)["rng_per_rank"]
@@ -369,6 +369,7 @@ def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_pat
     assert_same_weights(reference, resumed)
 
 
+@pytest.mark.slow
 @pytest.mark.cuda
 def test_a_cuda_trained_run_is_evaluated_predicted_and_exported_on_the_cpu(tmp_path, data_dir):
     run_dir = tmp_path / "run"

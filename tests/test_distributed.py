@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -15,19 +14,17 @@ from torch import nn
 
 from decltrain.callbacks import ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
-from tests.conftest import REPO, TinyNet, make_trainer, run_train, synthetic_splits, train_command
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.paths import REPO
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.commands import launch, schema
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **kwargs) -> dict:
@@ -78,6 +75,7 @@ def two_processes(ddp_dir) -> list[dict]:
     return fit_ddp(ddp_dir, batch_size=32)
 
 
+@pytest.mark.slow
 def test_two_ranks_of_32_match_one_process_of_64(one_process, two_processes):
     for rank_result in two_processes:
         assert rank_result["global_step"] == one_process["global_step"] == 2 * 5
@@ -85,6 +83,7 @@ def test_two_ranks_of_32_match_one_process_of_64(one_process, two_processes):
             torch.testing.assert_close(rank_result["weights"][name], value, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_accumulation_under_ddp_matches_one_big_batch(tmp_path, one_process):
     """2 ranks x 2 micro-batches of 16 (gradients all-reduced once per group) == one batch of 64."""
     for rank_result in fit_ddp(tmp_path, batch_size=16, accumulate=2):
@@ -97,6 +96,7 @@ def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
         make_trainer(tmp_path, sync_batchnorm=True)
 
 
+@pytest.mark.slow
 def test_evaluation_covers_the_whole_split_on_every_rank(one_process, two_processes):
     """65 validation samples, shards of 33 and 32: the reduced metrics are those of one process."""
     for rank_result in two_processes:
@@ -106,6 +106,7 @@ def test_evaluation_covers_the_whole_split_on_every_rank(one_process, two_proces
                 assert rank_result[split][name] == pytest.approx(value, abs=1e-5), name
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_plain_names_and_every_ranks_rng(ddp_dir, two_processes):
     state = torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(key.startswith(("module.", "_orig_mod.")) for key in state["model"])
@@ -141,6 +142,7 @@ def assert_complete_run(run_dir: Path) -> None:
     assert len(state["rng_per_rank"]) == 2
 
 
+@pytest.mark.slow
 def test_train_with_two_devices_writes_one_run_folder(tmp_path, data_dir):
     result = run_train(*TINY, "trainer.devices=2", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -160,6 +162,7 @@ def test_a_launched_job_returns_its_best_monitored_value_to_the_sweeper(tmp_path
     assert launch._monitored_value(tmp_path) == 0.75
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):
     torchrun = Path(train_command()).with_name("torchrun")
     # Microseconds in the folder name: the ranks would each compose a different one.
@@ -170,6 +173,7 @@ def test_torchrun_runs_the_same_command_in_one_run_folder(tmp_path, data_dir):
     assert_complete_run(only_run_folder(tmp_path / "outputs"))
 
 
+@pytest.mark.slow
 def test_a_failing_rank_ends_every_rank_with_its_error(tmp_path, data_dir):
     started = time.monotonic()
     result = run_train(*TINY, "trainer.max_epochs=3", "trainer.devices=2",

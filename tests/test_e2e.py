@@ -14,7 +14,10 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.slow  # every test runs the installed `train`
 
 
 @pytest.fixture(scope="module")

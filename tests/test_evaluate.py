@@ -9,13 +9,14 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import evaluate
 from decltrain.trainer.commands.entry_points import split_overrides
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs.run_folder import RunFolder
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_training_test_metrics(tiny_run, tmp_path, data_dir):
     result = run_command("evaluate", f"run={tiny_run}", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -28,6 +29,7 @@ def test_evaluate_reproduces_the_training_test_metrics(tiny_run, tmp_path, data_
     assert list(tmp_path.iterdir()) == []  # no outputs/, no .hydra, no log file where it ran
 
 
+@pytest.mark.slow
 def test_evaluate_val_split_of_last_checkpoint_with_an_override(tiny_run, tmp_path, data_dir):
     # The run validated 2 batches of 256; 4 batches of 128 cover the same 512 unshuffled samples.
     result = run_command("evaluate", f"run={tiny_run}", "split=val", "ckpt=last", "dataset.eval_batch_size=128",
@@ -53,6 +55,7 @@ def _with_config_edit(run: Path, target: Path, edit) -> Path:
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, expected", [
     (lambda run, tmp: tmp / "no_such_run", "does not exist"),
     (lambda run, tmp: _copy_without_checkpoints(run, tmp / "fresh"), "has no checkpoint"),
@@ -68,12 +71,14 @@ def test_bad_run_folders_fail_with_one_line_naming_the_folder(tiny_run, tmp_path
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_misspelt_override_fails_with_one_line(tiny_run, tmp_path, data_dir):
     result = run_command("evaluate", f"run={tiny_run}", "dataset.batch_sise=3", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 2
     assert "has no key `dataset.batch_sise`; check the spelling" in result.stdout, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_run_is_required(tmp_path, data_dir):
     result = run_command("evaluate", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 2

@@ -6,12 +6,14 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import torch
 import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 EXPERIMENTS = sorted(path.stem for path in (REPO / "configs" / "config").glob("*.yaml"))
 
@@ -21,6 +23,7 @@ def test_the_catalogue_has_the_seed_experiments():
             "imagefolder_resnet18", "text_lstm", "tabular_regression"} <= set(EXPERIMENTS)
 
 
+@pytest.mark.slow
 def test_every_experiment_runs_one_step_on_fake_data(tmp_path):
     # One sweep (one process) over all experiments: the same command a user runs per experiment,
     # without paying the start-up once per experiment; small batches keep it quick on a CPU.
@@ -45,6 +48,7 @@ def write_pngs(root: Path, counts: dict[str, int]) -> None:
                 Image.new("RGB", (40, 40), (base + rng.randint(-20, 20),) * 3).save(folder / f"{i}.png")
 
 
+@pytest.mark.slow
 def test_image_folder_fine_tuning_from_a_local_weights_file(tmp_path):
     write_pngs(tmp_path / "images", {"train": 16, "val": 4})
     torch.manual_seed(0)
@@ -67,6 +71,7 @@ def test_image_folder_fine_tuning_from_a_local_weights_file(tmp_path):
     assert "test/confusion_matrix" in events.Tags()["images"]
 
 
+@pytest.mark.slow
 def test_tabular_regression_on_a_csv(tmp_path):
     rng = random.Random(0)
     rows = [[a, b, 2 * a - b + rng.gauss(0, 0.05)] for a, b in ((rng.uniform(-1, 1), rng.uniform(-1, 1))
@@ -83,6 +88,7 @@ def test_tabular_regression_on_a_csv(tmp_path):
     assert 0 < metrics["test/mae"] < metrics["test/mse"] ** 0.5 * 1.5
 
 
+@pytest.mark.slow
 def test_text_lstm_on_a_csv(tmp_path):
     rng = random.Random(0)
     words = {"pos": ["great", "lovely", "superb"], "neg": ["awful", "dull", "poor"]}

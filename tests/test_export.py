@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import export
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.commands import build
@@ -49,6 +49,7 @@ def _difference_in_fresh_process(fmt: str, exported: Path, expected: Path, cwd: 
     return float(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, file", [("torchscript", "model.torchscript.pt"), ("onnx", "model.onnx")])
 def test_exported_model_matches_the_eager_one_in_a_fresh_process(tiny_run, tmp_path, data_dir, fmt, file):
     result = run_command("export-model", f"run={tiny_run}", f"format={fmt}", cwd=tmp_path, data_dir=data_dir)
@@ -64,6 +65,7 @@ def test_exported_model_matches_the_eager_one_in_a_fresh_process(tiny_run, tmp_p
     assert _difference_in_fresh_process(fmt, exported, expected, cwd=tmp_path) < 1e-4
 
 
+@pytest.mark.slow
 def test_a_failing_check_keeps_the_previous_export(tiny_run, data_dir, monkeypatch):
     target = tiny_run / "export" / "model.torchscript.pt"
     target.parent.mkdir(exist_ok=True)

@@ -1,8 +1,6 @@
 """The in-memory fast path: same batches, same statistics, same learning, exact resume."""
 from __future__ import annotations
 
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import uses_channels_last
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
+from tests.helpers.callbacks import SignalAtStep
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 CPU = torch.device("cpu")
@@ -120,6 +119,7 @@ def _mnist_trainer(splits: DataSplits, run_dir: Path) -> Trainer:
                    model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer, run_dir=run_dir)
 
 
+@pytest.mark.slow
 def test_fast_path_learns_exactly_what_the_dataloader_path_learns(data_dir: Path, tmp_path: Path):
     results = {}
     for flag in (True, False):
@@ -131,15 +131,6 @@ def test_fast_path_learns_exactly_what_the_dataloader_path_learns(data_dir: Path
     (fast_weights, fast_metrics), (slow_weights, slow_metrics) = results[True], results[False]
     assert all(torch.equal(fast_weights[k], slow_weights[k]) for k in fast_weights)
     assert fast_metrics == slow_metrics and fast_metrics["val/acc"] > 0.5
-
-
-class StopAtStep(Callback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_train_batch_end(self, trainer: Trainer) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _augmented_trainer(run_dir: Path, extra: dict[str, Callback] | None = None) -> Trainer:
@@ -162,7 +153,7 @@ def _augmented_trainer(run_dir: Path, extra: dict[str, Callback] | None = None) 
 def test_mid_epoch_resume_on_the_fast_path_with_augmentation_is_bit_identical(tmp_path: Path):
     reference = _augmented_trainer(tmp_path / "ref")
     reference.fit()
-    interrupted = _augmented_trainer(tmp_path / "run", extra={"stop": StopAtStep(13)})  # epoch 2, batch 5
+    interrupted = _augmented_trainer(tmp_path / "run", extra={"stop": SignalAtStep(13)})  # epoch 2, batch 5
     with pytest.raises(Preempted):
         interrupted.fit()
     resumed = _augmented_trainer(tmp_path / "run")

@@ -24,8 +24,8 @@ from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.conftest import run_train
-from tests.test_fast_path import StopAtStep
+from tests.helpers.callbacks import SignalAtStep
+from tests.helpers.commands import run_train
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 SIZE = 56
@@ -133,7 +133,7 @@ def test_mid_epoch_resume_on_the_cache_is_bit_identical(tmp_path: Path, workers:
     reference = cached_trainer(*args, tmp_path / "ref", workers=workers)
     assert isinstance(reference.train_loader, WorkerBatchLoader if workers else DeviceTensorLoader)
     reference.fit()
-    interrupted = cached_trainer(*args, tmp_path / "run", extra={"stop": StopAtStep(4)}, workers=workers)
+    interrupted = cached_trainer(*args, tmp_path / "run", extra={"stop": SignalAtStep(4)}, workers=workers)
     with pytest.raises(Preempted):  # epoch 2, batch 1
         interrupted.fit()
     resumed = cached_trainer(*args, tmp_path / "run", workers=workers)
@@ -166,6 +166,7 @@ def test_a_worker_started_by_spawn_receives_the_file_name_not_the_pixels(tmp_pat
     assert torch.equal(received, expected)
 
 
+@pytest.mark.slow
 def test_two_ddp_ranks_share_one_cache(tmp_path: Path):
     """`train` as a user runs it: the ranks take turns on the cache's lock, one builds it, both read it."""
     write_images(tmp_path / "images")

@@ -7,7 +7,8 @@ import torch
 from decltrain.trainer.engine.callback import Callback
 from torch import nn
 
-from tests.conftest import TinyNet, make_trainer, synthetic_splits
+from tests.helpers.data import synthetic_splits
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule

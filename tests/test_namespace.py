@@ -13,9 +13,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO, run_command, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 OLD_NAMES = ("datasets", "models", "configs", "callbacks", "trainer")
 
@@ -68,6 +68,7 @@ def coexisting_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+@pytest.mark.slow
 def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_venv, tmp_path, data_dir):
     python = coexisting_venv / "bin" / "python"
     check = ("import importlib\n"
@@ -96,6 +97,7 @@ def test_wheel_installs_beside_a_distribution_owning_the_old_names(coexisting_ve
     assert "test/acc" in result.stdout
 
 
+@pytest.mark.slow
 def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, tmp_path):
     python = coexisting_venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "uninstall", "--yes", "--quiet",
@@ -107,6 +109,7 @@ def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, t
     assert gone.returncode != 0
 
 
+@pytest.mark.slow
 def test_train_runs_from_a_folder_holding_folders_with_the_old_names(tmp_path, data_dir):
     """A user's own `configs/`, `models/`, `datasets/`, ... in the working directory shadow nothing."""
     for name in OLD_NAMES:
@@ -117,44 +120,6 @@ def test_train_runs_from_a_folder_holding_folders_with_the_old_names(tmp_path, d
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test/acc" in result.stdout
     assert "the user's own" not in result.stdout + result.stderr
-
-
-def test_run_folder_saved_with_the_old_module_paths_still_evaluates(tiny_run, tmp_path, data_dir):
-    """Run folders written before the rename name `models.MnistCNN`, `datasets.torchvision_images.build`."""
-    old_run = tmp_path / "old_run"
-    subprocess.run(["cp", "-r", str(tiny_run), str(old_run)], check=True)
-    config_file = old_run / ".hydra" / "config.yaml"
-    text = config_file.read_text().replace("decltrain.", "")
-    assert "_target_: models.MnistCNN" in text and "_target_: datasets.torchvision_images.build" in text
-    config_file.write_text(text)
-    result = run_command("evaluate", f"run={old_run}", cwd=tmp_path, data_dir=data_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    evaluated = yaml.safe_load((old_run / "eval_test.json").read_text())
-    expected = yaml.safe_load((tiny_run / "metrics.json").read_text())
-    assert evaluated["test/acc"] == pytest.approx(expected["test"]["test/acc"], abs=1e-6)
-
-
-def test_old_paths_are_rewritten_only_where_they_name_ours():
-    from omegaconf import OmegaConf
-
-    from decltrain.trainer.runs import legacy_paths
-
-    old = OmegaConf.create({
-        "model": {"_target_": "models.MnistCNN", "hidden": 3},
-        "dataset": {"_target_": "datasets.text_csv.build", "collate_fn": "datasets.text_csv.pad_collate",
-                    "root": "${oc.env:DATA_DIR,data}",
-                    "train_transforms": [{"_target_": "torchvision.transforms.v2.RandomCrop"}]},
-        "callbacks": {"mine": {"_target_": "models.UsersOwnNet"}, "off": None},
-        "trainer": {"_target_": "trainer.loop.Trainer"},
-    })
-    new = OmegaConf.to_container(legacy_paths.upgrade(old), resolve=False)
-    assert new["model"]["_target_"] == "decltrain.models.MnistCNN"
-    assert new["dataset"]["_target_"] == "decltrain.datasets.text_csv.build"
-    assert new["dataset"]["collate_fn"] == "decltrain.datasets.text_csv.pad_collate"
-    assert new["dataset"]["root"] == "${oc.env:DATA_DIR,data}"
-    assert new["dataset"]["train_transforms"][0]["_target_"] == "torchvision.transforms.v2.RandomCrop"
-    assert new["callbacks"] == {"mine": {"_target_": "models.UsersOwnNet"}, "off": None}
-    assert new["trainer"]["_target_"] == "decltrain.trainer.engine.loop.Trainer"
 
 
 def test_nothing_is_installed_under_the_old_top_level_names():

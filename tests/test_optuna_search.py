@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 
 from hydra_plugins.decltrain import search_space
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 
 def test_search_space_from_hydra_sweep_syntax():
@@ -27,6 +27,7 @@ def test_search_space_from_hydra_sweep_syntax():
     assert fixed == ["trainer.max_epochs=3", "model.dropout=0.1"]
 
 
+@pytest.mark.slow
 def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir):
     """Two good trials, then the search continues (same sweep folder) with a learning rate too
     small to learn: the median pruner stops it after its first of two epochs."""

@@ -4,8 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests import readme
-from tests.conftest import REPO, run_command, run_train
+import pytest
+
+from tests.helpers import readme
+from tests.helpers.commands import run_command, run_train
+from tests.helpers.paths import REPO
+
+pytestmark = pytest.mark.slow  # both tests run the installed `train`
 
 
 def test_the_worked_example_runs_from_its_own_folder(tmp_path, data_dir):

@@ -6,7 +6,7 @@ import torch
 
 from decltrain.trainer.engine.callback import Callback
 from decltrain.callbacks.gradient_clipping import total_norm
-from tests.conftest import TinyNet, make_trainer
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.precision import Precision
@@ -54,6 +54,7 @@ def test_scaled_gradients_are_unscaled_before_callbacks_and_the_scaler_is_checkp
     assert fresh.precision.scaler.get_scale() == 1024.0 * 2**3
 
 
+@pytest.mark.slow
 def test_compiled_model_learns_and_saves_plain_names_that_load_uncompiled(tmp_path):
     trainer = make_trainer(tmp_path, compile=True, max_epochs=3)
     assert trainer.model is not checkpoint.unwrap(trainer.model)  # really wrapped by torch.compile

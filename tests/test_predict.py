@@ -10,7 +10,7 @@ import torchvision
 from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits
-from tests.conftest import run_command
+from tests.helpers.commands import run_command
 from decltrain.trainer.commands import predict
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.commands import build
@@ -46,6 +46,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_a_folder_names_each_file_and_skips_the_unreadable(tiny_run, digit_files, tmp_path, data_dir):
     result = run_command("predict", f"run={tiny_run}", f"inputs={digit_files}", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,6 +63,7 @@ def test_predict_a_folder_names_each_file_and_skips_the_unreadable(tiny_run, dig
     assert f"skipped {digit_files / 'broken.png'}: cannot identify image file" in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_a_glob_into_a_chosen_file(tiny_run, digit_files, tmp_path, data_dir):
     output = tmp_path / "out" / "p.csv"
     result = run_command("predict", f"run={tiny_run}", f"inputs={digit_files}/digit*.png", f"output={output}",
@@ -71,6 +73,7 @@ def test_predict_a_glob_into_a_chosen_file(tiny_run, digit_files, tmp_path, data
     assert "skipped" not in result.stdout
 
 
+@pytest.mark.slow
 def test_predict_fails_when_nothing_is_readable(tiny_run, tmp_path, data_dir):
     (tmp_path / "junk.png").write_bytes(b"junk")
     result = run_command("predict", f"run={tiny_run}", f"inputs={tmp_path / 'junk.png'}", cwd=tmp_path,

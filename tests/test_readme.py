@@ -4,7 +4,7 @@ Each documented command is listed in COMMANDS: either run (with shorteners appen
 changed) or excluded with the reason it cannot run here. A command the list does not know, in any
 document, fails `test_every_documented_command_is_listed`: add it to COMMANDS.
 
-The commands run in reading order (README.md, then docs/ in `tests.readme.DOCS_ORDER`) in one
+The commands run in reading order (README.md, then docs/ in `tests.helpers.readme.DOCS_ORDER`) in one
 working directory with DATA_DIR set, as a user following the documentation would: placeholders
 for a run folder (`outputs/mnist_cnn/<timestamp>`, or a written-out timestamp) become the newest
 run folder of that experiment an earlier command made there.
@@ -17,11 +17,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
-from tests import readme
-from tests.conftest import train_command
+from tests.helpers import readme
+from tests.helpers.commands import train_command
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
+    "train config=mnist_cnn trainer.val_check_interval=0.5": SHORT,
     "train config=mnist_cnn trainer.max_time=00:02:00:00": SHORT,
     "find-lr config=mnist_cnn": Run(append="lr_find.num_steps=20"),
     "train config=mnist_cnn trainer.max_steps=30 trainer.profiler=simple": SHORT,
@@ -122,7 +124,7 @@ PLACEHOLDER = re.compile(r"outputs/(\w+)/(<timestamp>|\d{4}-\d\d-\d\d_\d\d-\d\d-
 def test_every_document_is_read():
     """A new file in docs/ needs its place in the reading order, or its commands would go untested."""
     found = sorted(path.name for path in readme.DOCS.glob("*.md"))
-    assert found == sorted(readme.DOCS_ORDER), "add each file of docs/ to tests/readme.py's DOCS_ORDER"
+    assert found == sorted(readme.DOCS_ORDER), "add each file of docs/ to tests/helpers/readme.py's DOCS_ORDER"
 
 
 def test_every_documented_command_is_listed():
@@ -178,6 +180,7 @@ def with_run_folders(command: str, work: Path) -> str:
     return PLACEHOLDER.sub(newest, command)
 
 
+@pytest.mark.slow
 def test_documented_commands_run_as_written(tmp_path, data_dir):
     work = tmp_path / "work"
     work.mkdir()

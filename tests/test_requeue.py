@@ -14,7 +14,9 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
+
+pytestmark = pytest.mark.slow  # every test runs the installed `train`
 
 # A user's callback (the working directory is importable) that signals its own process once,
 # after a given optimizer step: the requeued job resumes after that step, so it fires once.

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,39 +14,15 @@ import torch
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
-from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits
+from tests.helpers.callbacks import SignalAtStep
+from tests.helpers.commands import run_train
+from tests.helpers.data import synthetic_splits
+from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import NonFiniteLoss, Preempted, UserError
-from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.runs import layout, resume
-
-
-class SignalAtStep(Callback):
-    """Sends this process a real signal after optimizer step `step`."""
-
-    def __init__(self, step: int, signum: int = signal.SIGTERM) -> None:
-        self.step, self.signum = step, signum
-
-    def on_train_batch_end(self, trainer) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), self.signum)
-
-
-def stopped_then_resumed(build: Callable[[dict[str, Callback]], Trainer], run_dir: Path, step: int) -> Trainer:
-    """A run stopped by SIGTERM after optimizer step `step`, then continued to its end from its last.ckpt.
-
-    `build(extra)` makes the same run in `run_dir` each time, with the callbacks `extra` added.
-    """
-    interrupted = build({"signal": SignalAtStep(step)})
-    with pytest.raises(Preempted):
-        interrupted.fit()
-    state = checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
-    assert state["progress"]["global_step"] == step
-    resumed = build({})
-    resumed.load_state_dict(state, "last.ckpt")
-    resumed.fit()
-    return resumed
 
 
 def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int = 4, log_every_n_steps: int = 50):
@@ -62,11 +37,6 @@ def stateful_trainer(run_dir: Path, extra: dict | None = None, max_epochs: int =
 
 def weights(trainer) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in trainer.model.state_dict().items()}
-
-
-def assert_bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "weights differ after resume"
 
 
 @pytest.mark.parametrize("stop_step", [16, 23], ids=["epoch_boundary", "mid_epoch"])
@@ -194,6 +164,7 @@ MNIST_SHORT = ["config=mnist_cnn", "trainer.max_epochs=2", "trainer.limit_train_
                "callbacks.early_stopping=null", "callbacks.progress_bar=null"]
 
 
+@pytest.mark.slow
 def test_resume_from_a_truncated_file_names_it(tmp_path, data_dir):
     bad = tmp_path / "checkpoints" / "last.ckpt"
     make_trainer(tmp_path / "source", max_epochs=1, limit_train_batches=1).save_checkpoint(bad)
@@ -227,6 +198,7 @@ def test_one_reading_of_checkpoint_names_for_resume_and_ckpt(tmp_path):
     assert resume.run_dir("latest", str(tmp_path / "new")) == str(run)  # "run" sorts after "other", as timestamps do
 
 
+@pytest.mark.slow
 def test_resume_of_nothing_is_a_clear_error(tmp_path, data_dir):
     for target, expected in ((tmp_path / "nope.ckpt", "no such checkpoint file or run folder"),
                              ("latest", "resume=latest found no run")):

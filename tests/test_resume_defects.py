@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,9 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from tests.conftest import TinyNet, make_trainer, synthetic_splits
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.trainers import TinyNet, make_trainer
 
 STEPS_PER_EPOCH = 16  # synthetic_splits: 256 samples in batches of 16
 
@@ -149,8 +150,8 @@ def test_a_scheduler_monitor_the_task_does_not_produce_fails_before_training(tmp
 SAVED = """
 seed: 42
 resume: null
-model: {_target_: models.MnistCNN, dropout: 0.25}
-dataset: {_target_: datasets.torchvision_images.build, root: /old/data, batch_size: 64}
+model: {_target_: decltrain.models.MnistCNN, dropout: 0.25}
+dataset: {_target_: decltrain.datasets.torchvision_images.build, root: /old/data, batch_size: 64}
 optimizer: {_target_: torch.optim.Adam, lr: 0.001}
 trainer: {max_epochs: 1}
 callbacks: {early_stopping: {patience: 3}}
@@ -158,15 +159,14 @@ callbacks: {early_stopping: {patience: 3}}
 
 
 def current(**changes: object) -> str:
-    config = OmegaConf.create(SAVED.replace("models.", "decltrain.models.").replace(
-        "datasets.torchvision", "decltrain.datasets.torchvision"))
+    config = OmegaConf.create(SAVED)
     for key, value in changes.items():
         OmegaConf.update(config, key, value)
     return OmegaConf.to_yaml(config)
 
 
-def test_config_drift_allows_a_renamed_package_and_warns_about_stop_conditions(caplog):
-    config_drift.check(SAVED, current(), "last.ckpt")  # old `models.` paths: the same classes today
+def test_config_drift_allows_the_same_config_and_warns_about_stop_conditions(caplog):
+    config_drift.check(SAVED, current(), "last.ckpt")
     with caplog.at_level("WARNING", logger="decltrain"):
         config_drift.check(SAVED, current(**{"trainer.max_epochs": 3, "callbacks.early_stopping.patience": 9,
                                              "dataset.root": "/new/data", "resume": "x"}), "last.ckpt")
@@ -203,11 +203,9 @@ def _skip_on_one_rank(rank: int, port: int, results: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_skip_under_ddp_every_rank_skips_the_same_step(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    mp.spawn(_skip_on_one_rank, args=(port, str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
+    mp.spawn(_skip_on_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
     steps_per_rank = STEPS_PER_EPOCH // 2
     assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == [f"{steps_per_rank - 1} True"] * 2
 

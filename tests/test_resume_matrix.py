@@ -31,8 +31,12 @@ from decltrain.trainer.tracking.loggers import TensorBoardLogger
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from tests.conftest import make_trainer, run_train, synthetic_splits, train_command
-from tests.test_cuda import OverflowAt
+from tests.helpers.callbacks import OverflowAt
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.data import synthetic_splits
+from tests.helpers.trainers import make_trainer
+
+pytestmark = pytest.mark.slow  # MNIST runs of `train`, and 42 synthetic runs stopped and resumed
 
 EPOCHS = 3
 

@@ -7,7 +7,7 @@ import shlex
 
 import pytest
 
-from tests.conftest import run_command, run_train
+from tests.helpers.commands import run_command, run_train
 
 SHORT = ("trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2")

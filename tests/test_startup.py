@@ -1,7 +1,6 @@
 """A fast start: help and config printing never import torch; thread settings precede torch."""
 from __future__ import annotations
 
-import contextlib
 import gc
 import importlib.metadata
 import os
@@ -10,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, run_train
+from tests.helpers.commands import run_train
+from tests.helpers.paths import REPO
 
 
 def imported_modules(stderr: str) -> set[str]:
@@ -18,6 +18,7 @@ def imported_modules(stderr: str) -> set[str]:
     return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [["--help"], ["config=mnist_cnn", "--cfg", "job"]], ids=["help", "cfg_job"])
 def test_help_and_cfg_job_do_not_import_torch(args: list[str]):
     result = run_train(*args, cwd=REPO, env={"PYTHONPROFILEIMPORTTIME": "1"})
@@ -28,19 +29,24 @@ def test_help_and_cfg_job_do_not_import_torch(args: list[str]):
     assert ("MnistCNN" if "--cfg" in args else "mnist_cnn") in result.stdout
 
 
-def _omp_policy_after_importing_cli(env: dict[str, str]) -> list[str]:
-    code = "import sys, os, decltrain.trainer.commands.train; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
-                            check=True)
-    return result.stdout.split()
+def _omp_policy(env: dict[str, str], code: str) -> list[str]:
+    code += "; print(os.environ.get('OMP_WAIT_POLICY'), 'torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", "import os, sys; " + code], cwd=REPO, env=env, capture_output=True,
+                            text=True, check=True)
+    return result.stdout.split()[-2:]
 
 
 def test_openmp_threads_sleep_by_default_and_the_user_can_choose():
+    """`train` sets the policy when it starts, before torch loads; importing its module changes nothing."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert _omp_policy_after_importing_cli(env) == ["PASSIVE", "False"]
-    assert _omp_policy_after_importing_cli({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == ["ACTIVE", "False"]
+    start = ("sys.argv = ['train', 'config=mnist_cnn', '--cfg', 'job']; from decltrain.trainer.commands.train import "
+             "train; train()")
+    assert _omp_policy(env, start) == ["PASSIVE", "False"]
+    assert _omp_policy({**env, "OMP_WAIT_POLICY": "ACTIVE"}, start) == ["ACTIVE", "False"]
+    assert _omp_policy(env, "import decltrain.trainer.commands.train") == ["None", "False"]
 
 
+@pytest.mark.slow
 def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.fast_dev_run=true", cwd=tmp_path,
                        env={"PYTHONPROFILEIMPORTTIME": "1", "DATA_DIR": str(data_dir)})
@@ -49,51 +55,7 @@ def test_a_run_without_logging_never_imports_tensorboard(tmp_path, data_dir):
     assert "torch" in modules and "torch.utils.tensorboard" not in modules
 
 
-# Hydra 1.3 composes the config once to read `hydra.mode` and again to run; `compose_once` keeps one.
-MULTIRUN_EXPERIMENT = "# @package _global_\ndefaults:\n  - mnist_cnn\nhydra:\n  mode: {mode}\n"
-
-
-@pytest.mark.parametrize(("args", "mode", "jobs"), [
-    (["config=mnist_cnn"], "RUN", 1),
-    (["-m", "config=mnist_cnn", "seed=1,2"], "MULTIRUN", 2),
-    (["config=mnist_cnn", "hydra.mode=MULTIRUN"], "MULTIRUN", 1),
-    (["--config-dir", "{tmp}", "config=sweeping"], "MULTIRUN", 1),  # hydra.mode set in an experiment file
-    (["-m", "--config-dir", "{tmp}", "config=running"], "MULTIRUN", 1),  # -m wins over a file's RUN
-], ids=["run", "multirun_flag", "mode_override", "mode_in_experiment", "flag_over_file"])
-def test_train_dispatches_as_hydra_does_composing_the_config_once(tmp_path, monkeypatch, args, mode, jobs):
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-    from hydra.core.hydra_config import HydraConfig
-
-    from decltrain.trainer.commands import launch, train
-
-    for name, file_mode in (("sweeping", "MULTIRUN"), ("running", "RUN")):
-        (tmp_path / "config").mkdir(exist_ok=True)
-        (tmp_path / "config" / f"{name}.yaml").write_text(MULTIRUN_EXPERIMENT.format(mode=file_mode))
-    compositions: list[object] = []
-    compose = ConfigLoaderImpl.load_configuration
-
-    def counted(self: ConfigLoaderImpl, *args: object, **kwargs: object) -> object:
-        compositions.append(compose(self, *args, **kwargs))  # type: ignore[arg-type]
-        return compositions[-1]
-
-    seen: list[tuple[str, int]] = []
-    monkeypatch.setattr(ConfigLoaderImpl, "load_configuration", counted)
-    monkeypatch.setattr(launch, "should_launch", lambda cfg: True)  # the job stops here: no torch
-    monkeypatch.setattr(launch, "launch_workers", lambda cfg: seen.append((HydraConfig.get().mode.name, cfg.seed)))
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.setattr(sys, "argv", ["train", *[arg.format(tmp=tmp_path) for arg in args],
-                                      "hydra/job_logging=none", "hydra/hydra_logging=none"])
-    monkeypatch.chdir(tmp_path)
-    with pytest.warns(UserWarning, match="--multirun") if "running" in str(args) else contextlib.nullcontext():
-        train.train()
-    assert [job_mode for job_mode, _ in seen] == [mode] * jobs
-    # Hydra alone composes once more. A sweep composes each job twice besides (Hydra's sweeper checks
-    # each batch of jobs before its launcher composes them).
-    assert len(compositions) == 1 + (2 * jobs if mode == "MULTIRUN" else 0)
-    if "seed=1,2" in args:
-        assert sorted(seed for _, seed in seen) == [1, 2]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "error"), [
     (["trainer.max_epochs=1,2"], "Ambiguous value for argument 'trainer.max_epochs=1,2'"),
     (["config=???"], "You must specify 'config'"),
@@ -121,6 +83,7 @@ def test_the_first_torch_import_runs_without_the_collector_and_is_frozen_once(mo
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, args", [("train", ["trainer.fast_dev_run=true"]),
                                            ("find-lr", ["lr_find.num_steps=5"])])
 def test_a_console_script_imports_torch_without_collecting_and_freezes_it(tmp_path, data_dir, command, args):

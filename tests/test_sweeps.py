@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from decltrain.trainer.runs import sweep_summary
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]
@@ -20,6 +21,7 @@ def sweep_folder(cwd: Path) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_documented_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
     result = run_train("-m", "config=mnist_cnn", "optimizer.lr=1e-3,1e-2", *SHORT, cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
@@ -39,6 +41,7 @@ def test_documented_sweep_runs_each_job_in_its_own_folder(tmp_path, data_dir):
     assert "2 done, 0 failed" in (sweep / "summary.txt").read_text()
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
     """Job 0 stops on its non-finite loss; job 1 still runs."""
     result = run_train("-m", "config=mnist_cnn", "optimizer.lr=1e9,1e-3", *SHORT, cwd=tmp_path,
@@ -69,6 +72,7 @@ class Boom(Callback):
 """
 
 
+@pytest.mark.slow
 def test_user_code_and_missing_data_failures_are_one_line_each(tmp_path, data_dir):
     (tmp_path / "boom.py").write_text(BOOM)
     (tmp_path / "empty").mkdir()
@@ -86,6 +90,7 @@ def test_user_code_and_missing_data_failures_are_one_line_each(tmp_path, data_di
     assert (Path(records[3]["folder"]) / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_sweep_over_experiments_files_each_job_under_its_own(tmp_path, data_dir):
     result = run_train("-m", "config=mnist_cnn,mnist_mlp", *SHORT, cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -22,8 +22,10 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.lr_finder import range_test, suggest
 from decltrain.trainer.engine.task import ClassificationLoss, Task
-from tests.conftest import TinyNet, make_trainer, run_train, synthetic_splits, train_command
-from tests.test_resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.commands import run_train, train_command
+from tests.helpers.data import synthetic_splits
+from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.trainers import TinyNet, make_trainer
 
 
 class Recorder(Logger):
@@ -68,6 +70,26 @@ def test_val_check_interval_resume_is_bit_identical_and_early_stopping_follows_i
     stopper = step_validated(tmp_path / "stop", extra={"early_stopping": EarlyStopping(patience=1, min_delta=10.0)})
     stopper.fit()
     assert stopper.global_step == 10  # the second validation without a (huge) improvement
+
+
+@pytest.mark.parametrize(("interval", "extra", "validated"), [
+    (0.5, {}, [8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch
+    (0.4, {}, [6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
+    (0.5, {"accumulate_grad_batches": 3}, [3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
+    (1.0, {}, [16, 32]),  # the whole epoch: only at its end
+])
+def test_a_fractional_val_check_interval_validates_within_each_epoch(tmp_path, interval, extra, validated):
+    recorder = Recorder()
+    make_trainer(tmp_path, loggers={"recorder": recorder}, val_check_interval=interval, max_epochs=2,
+                 **extra).fit()
+    assert recorder.steps("val/acc") == validated
+
+
+@pytest.mark.parametrize("interval", [0, -3, 0.0, 1.5, 20.0, True, "abc"])
+def test_an_impossible_val_check_interval_is_one_line_naming_the_key(tmp_path, interval):
+    with pytest.raises(UserError, match=r"^trainer.val_check_interval=.* is not valid; use a fraction of the "
+                                        r"training epoch in \(0, 1\]"):
+        make_trainer(tmp_path, val_check_interval=interval)
 
 
 # ------------------------------------------------------------------------------------- max_time
@@ -225,6 +247,7 @@ def test_classification_task_follows_the_number_of_classes(tmp_path, classes):
     assert float(loss) == pytest.approx(0.6931 if classes == 2 else 1.0986, abs=1e-4)
 
 
+@pytest.mark.slow
 def test_tabular_classification_trains_on_a_csv_with_no_other_override(tmp_path, data_dir):
     generator = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (200,), generator=generator)
@@ -255,6 +278,7 @@ def test_debug_configs_compose_into_their_own_folder(debug, expected):
     assert cfg.hydra.run.dir.startswith(f"outputs/debug/{debug}/")
 
 
+@pytest.mark.slow
 def test_debug_fdr_runs_in_its_own_folder(tmp_path, data_dir):
     result = run_train("debug=fdr", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
@@ -265,6 +289,7 @@ def test_debug_fdr_runs_in_its_own_folder(tmp_path, data_dir):
 
 
 # ------------------------------------------------------------------- the commands, end to end
+@pytest.mark.slow
 def test_find_lr_prints_a_rate_and_the_command_and_writes_the_plot(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", cwd=tmp_path, env={"DATA_DIR": str(data_dir)},
                        command=train_command("find-lr"))
@@ -278,6 +303,7 @@ def test_find_lr_prints_a_rate_and_the_command_and_writes_the_plot(tmp_path, dat
     assert json.loads((folder / "lr_find.json").read_text())["suggestion"] == pytest.approx(suggested, rel=1e-2)
 
 
+@pytest.mark.slow
 def test_simple_profiler_table_from_the_train_command(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.max_steps=30", "trainer.profiler=simple", cwd=tmp_path,
                        env={"DATA_DIR": str(data_dir)})
@@ -290,6 +316,7 @@ def test_simple_profiler_table_from_the_train_command(tmp_path, data_dir):
     assert re.search(r"│ forward\s+│\s+30 │", saved.read_text())
 
 
+@pytest.mark.slow
 def test_ema_with_step_validation_from_the_train_command(tmp_path, data_dir):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

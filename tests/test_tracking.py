@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from decltrain.trainer.tracking.csv_logger import CSVLogger
 from decltrain.trainer.tracking.hparams import select
 from decltrain.trainer.tracking.provenance import installed_packages
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 SHORT = ("trainer.limit_train_batches=10", "trainer.limit_val_batches=2")
 
@@ -114,6 +114,7 @@ def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 
 # MLflow's SQLite store (read here by MlflowClient) configures SQLAlchemy mappers with the `noload`
 # strategy that SQLAlchemy 2.1 deprecates: MLflow's code, not ours, so not shown in the summary.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
 def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, data_dir):
     from mlflow.tracking import MlflowClient
@@ -159,6 +160,7 @@ def test_the_package_list_reads_what_full_metadata_parsing_reads():
     assert installed_packages() == parsed and any(name.startswith("torch==") for name in parsed)
 
 
+@pytest.mark.slow
 def test_unreachable_tracking_uri_does_not_stop_the_run(tmp_path, data_dir):
     result = run_train("config=mnist_cnn", "trainer.max_epochs=1", "logger=[csv,mlflow]",
                        "logger.mlflow.tracking_uri=http://127.0.0.1:9", *SHORT, cwd=tmp_path,
@@ -170,6 +172,7 @@ def test_unreachable_tracking_uri_does_not_stop_the_run(tmp_path, data_dir):
     assert (run_dir / "metrics.json").is_file() and read_csv(run_dir / "metrics.csv")
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_resumes_the_same_run_id(tmp_path, data_dir):
     env = {"DATA_DIR": str(data_dir), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     first = run_train("config=mnist_cnn", "trainer.max_epochs=1", "logger=wandb", *SHORT, cwd=tmp_path, env=env)

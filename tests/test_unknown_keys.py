@@ -7,7 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from decltrain.trainer.commands.unknown_keys import dotted_keys, unknown_key_message
-from tests.conftest import run_train
+from tests.helpers.commands import run_train
 
 
 def test_the_closest_keys_of_the_same_section_are_suggested():

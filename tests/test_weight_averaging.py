@@ -11,9 +11,10 @@ from torch import nn
 from decltrain.callbacks import EMA, SWA, EarlyStopping, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine import checkpoint, distributed
-from tests.conftest import make_trainer, synthetic_splits
-from tests.test_distributed import free_port
-from tests.test_resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
+from tests.helpers.trainers import make_trainer
 
 
 class RecordWeights(Callback):
@@ -131,6 +132,7 @@ def ema_train_blobs(run_dir: Path, batch_size: int, **kwargs):
     return trainer
 
 
+@pytest.mark.slow
 def test_ema_under_ddp_matches_one_process(tmp_path):
     one = ema_train_blobs(tmp_path / "one", batch_size=64)
     (tmp_path / "two").mkdir()

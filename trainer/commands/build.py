@@ -180,13 +180,8 @@ def loggers(cfg: DictConfig, run_dir: Path) -> dict[str, Logger]:
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    """`trainer.*` and the run's seed as checked settings: what a run builds first.
-
-    `trainer._target_` names the class these settings configure (saved run configs carry it);
-    the settings value itself is built here, without Hydra.
-    """
+    """`trainer.*` and the run's seed as checked settings: what a run builds first."""
     values = cast(dict[str, Any], OmegaConf.to_container(cfg.trainer, resolve=True, enum_to_str=True))
-    values.pop("_target_", None)
     try:
         return TrainerSettings(seed=cfg.seed, **values)
     except TypeError as err:

@@ -17,7 +17,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script
-from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -76,8 +75,7 @@ def _command(config_name: str, module: str) -> Callable[[], None]:
                 log.error("error: %s", err)
                 sys.exit(console_script.USER_ERROR_EXIT_CODE)
 
-        with composing_once():
-            app()
+        app()
 
     return entry_point
 

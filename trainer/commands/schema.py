@@ -1,64 +1,59 @@
 """Typed schema of the primary config, so Hydra rejects a wrong type at composition time.
 
 `train trainer.max_epochs=abc` fails with the key and the expected type before any work starts.
-Groups whose content varies by option (model, dataset, ...) stay untyped (`Any`).
+The `trainer` section is derived from `TrainerSettings` (trainer/engine/settings.py), where each
+setting is declared once, with its default and what it means. Groups whose content varies by
+option (model, dataset, ...) stay untyped (`Any`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import MISSING, Field, dataclass, field, fields, make_dataclass
 from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from decltrain.trainer.engine.settings import ACCELERATORS, STRATEGIES, TrainerSettings
 
-class Accelerator(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-class Strategy(str, Enum):
-    """The strategies implemented (trainer/engine/settings.py checks them again for Trainers built in Python)."""
-    auto = "auto"  # one process, or DDP when devices > 1 or under torchrun
-    ddp = "ddp"    # DDP; refused in a single process
+TOP_LEVEL = ("seed",)  # settings that are top-level keys of the config, not `trainer.*`
+# Settings with a few fixed choices: a wrong one fails at composition, listing them.
+CHOICES = {"accelerator": ACCELERATORS, "strategy": STRATEGIES}
 
 
-@dataclass
-class TrainerSchema:
-    _target_: str = "decltrain.trainer.engine.loop.Trainer"  # the class these settings configure (TrainerSettings holds them)
-    accelerator: Accelerator = Accelerator.auto
-    strategy: Strategy = Strategy.auto
-    devices: int = 1  # processes on this machine (one per GPU); torchrun's --nproc_per_node wins
-    sync_batchnorm: bool = False
-    compile: Any = False  # true | false | a torch.compile mode (reduce-overhead, ...); checked in trainer/engine/settings.py
-    precision: str = "32"  # 32 | 16-mixed | bf16-mixed; checked in trainer/engine/precision.py
-    accumulate_grad_batches: int = 1
-    max_epochs: int = 10
-    max_steps: int = -1
-    check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 50
-    fast_dev_run: bool = False
-    # int = number of batches, float = fraction of the epoch; checked in the Trainer.
-    limit_train_batches: Any = None
-    limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    deterministic: bool = False
-    cudnn_benchmark: bool = False
-    nonfinite_loss: str = "stop"  # stop | skip
-    init_from: Optional[str] = None  # checkpoint to take weights from (fresh optimizer)
-    init_strict: bool = True
-    val_check_interval: Optional[int] = None  # validate every N optimizer steps (also mid-epoch)
-    max_time: Any = None  # DD:HH:MM:SS or seconds
-    overfit_batches: int = 0
-    detect_anomaly: bool = False
-    profiler: Optional[str] = None  # simple | pytorch
-    profiler_schedule: dict[str, int] = field(default_factory=lambda: {"wait": 1, "warmup": 1, "active": 3})
+def config_type(name: str, annotation: Any) -> Any:
+    """The type OmegaConf checks `trainer.<name>` against: the setting's own, an enum of its choices,
+    or `Any` for a union OmegaConf cannot check (it takes only `Optional[X]`), such as
+    `int | float | None`; TrainerSettings checks those when it is made."""
+    if name in CHOICES:
+        return Enum(name.capitalize(), {choice: choice for choice in CHOICES[name]}, type=str)
+    if isinstance(annotation, types.UnionType):
+        options = [option for option in typing.get_args(annotation) if option is not type(None)]
+        return Optional[options[0]] if len(options) == 1 else Any
+    return annotation
+
+
+def _default(setting: Field[Any]) -> Any:
+    if setting.default_factory is not MISSING:
+        return field(default_factory=setting.default_factory)
+    return field(default=setting.default)
+
+
+def trainer_schema() -> type:
+    """A dataclass of TrainerSettings' fields (less TOP_LEVEL) with the types OmegaConf can check."""
+    hints = typing.get_type_hints(TrainerSettings)
+    return make_dataclass("TrainerSchema", [(setting.name, config_type(setting.name, hints[setting.name]),
+                                             _default(setting))
+                                            for setting in fields(TrainerSettings) if setting.name not in TOP_LEVEL])
+
+
+TrainerSchema = trainer_schema()
 
 
 @dataclass
 class TrainSchema:
-    seed: int = 42
+    seed: int = TrainerSettings.seed  # declared with the trainer settings, which use it
     resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
     print_config: str = "compact"  # compact | full: the whole config tree at the start too
     model: Any = None
@@ -66,7 +61,7 @@ class TrainSchema:
     loss: Any = None
     optimizer: Any = None
     scheduler: Any = None
-    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)  # type: ignore[valid-type]  # made at import
     callbacks: Optional[dict[str, Any]] = None
     logger: Optional[dict[str, Any]] = None
     lr_find: Any = None  # find-lr's settings (configs/find_lr.yaml)

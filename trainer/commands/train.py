@@ -17,13 +17,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
-from decltrain.trainer.commands.compose_once import composing_once
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
 from decltrain.trainer.commands.unknown_keys import explained_unknown_keys
 from decltrain.trainer.runs import requeue
 
-# At import, not in `train()`: whatever imports this module (find-lr, a test) may import torch next.
-console_script.sleeping_openmp_threads()
 log = logging.getLogger("decltrain")
 
 # Stopped by a signal after writing a checkpoint: the shell's convention, 128 + signal number
@@ -89,11 +86,12 @@ def _in_sweep() -> bool:
 
 def train() -> None:
     """The console script (also `python -m decltrain.trainer.commands.train`, which is how launched workers start)."""
+    console_script.sleeping_openmp_threads()  # first: nothing may import torch before it
     console_script.importable_working_directory()
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        with composing_once(), explained_unknown_keys("train"):
+        with explained_unknown_keys("train"):
             _main()
     finally:
         clean_up()

@@ -185,7 +185,7 @@ class Trainer:
                     log.warning("time ran out (trainer.max_time=%.0f s) at epoch %d, step %d: writing last.ckpt "
                                 "and testing the best checkpoint", self.time_budget.budget, self.epoch + 1,
                                 self.global_step)
-            if self.settings.val_check_interval and progress.step % self.settings.val_check_interval == 0 \
+            if self.settings.validates_after_step(progress.step, progress.batch, self.num_train_batches) \
                     and progress.batch < self.num_train_batches and not self._step_limit_reached():
                 self._validate_mid_epoch()  # before a stop request: its checkpoint follows this validation
             self._raise_if_stop_requested()

@@ -12,23 +12,15 @@ from typing import Any
 
 import torch
 
+from decltrain.trainer.engine.settings import check_precision
 from decltrain.trainer.errors import UserError
 
-CHOICES = ("32", "16-mixed", "bf16-mixed")
 log = logging.getLogger("decltrain")
-
-
-def check_choice(precision: str) -> str:
-    """`precision` as a name of CHOICES, or a UserError listing them."""
-    precision = str(precision)
-    if precision not in CHOICES:
-        raise UserError(f"trainer.precision={precision!r} is not valid; use one of {', '.join(CHOICES)}")
-    return precision
 
 
 class Precision:
     def __init__(self, precision: str, device: torch.device) -> None:
-        precision = check_choice(precision)
+        precision = check_precision(precision)
         if precision == "16-mixed" and device.type != "cuda":
             raise UserError("trainer.precision=16-mixed needs a CUDA device; on CPU use trainer.precision=bf16-mixed")
         self.name = precision

@@ -17,12 +17,11 @@ from typing import Any, TypeVar
 import torch
 from rich.table import Table
 
-from decltrain.trainer.errors import UserError
+from decltrain.trainer.engine.settings import PROFILER_SCHEDULE, check_profiler
 
 log = logging.getLogger("decltrain")
 T = TypeVar("T")
 _NO_OP = contextlib.nullcontext()
-PROFILERS = ("simple", "pytorch")
 
 
 class Profiler:
@@ -137,7 +136,7 @@ class PyTorchProfiler(Profiler):
 
     def __init__(self, run_dir: Path, schedule: dict[str, int]) -> None:
         self.trace = run_dir / "profiler" / "trace.json"
-        self.schedule = {"wait": 1, "warmup": 1, "active": 3, **schedule}
+        self.schedule = {**PROFILER_SCHEDULE, **schedule}
         self._profile: torch.profiler.profile | None = None
 
     def setup(self, device: torch.device) -> None:
@@ -177,13 +176,8 @@ class PyTorchProfiler(Profiler):
                  self.trace)
 
 
-def check_kind(kind: str | None) -> None:
-    if kind not in (None, "simple", "pytorch"):
-        raise UserError(f"trainer.profiler={kind!r} is not valid; use simple, pytorch or null")
-
-
 def build_profiler(kind: str | None, run_dir: Path, schedule: dict[str, int] | None = None) -> Profiler:
-    check_kind(kind)
+    check_profiler(kind)
     if kind is None:
         return Profiler()
     if kind == "simple":

@@ -1,76 +1,89 @@
 """The Trainer's settings (`trainer:` in the config) as one value, checked when it is made.
 
+Each setting is declared here once, with its default and what it means: the config schema
+(trainer/commands/schema.py) is derived from these fields, so `train --cfg job` shows these
+defaults and `trainer.NAME=...` accepts exactly these names.
+
 Built first, before any data, model or output exists, so an impossible setting costs the user
 one line (torchtune's recipes reject bad flags in their constructor the same way). Checks that
 need the machine or the process group (CUDA present, the DDP world) run when the Trainer places
-itself (trainer/engine/placement.py).
+itself (trainer/engine/placement.py). This module imports no torch: `train --help` reads it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from decltrain.trainer.engine.precision import check_choice
-from decltrain.trainer.engine.profiler import check_kind
 from decltrain.trainer.engine.time_budget import parse_duration
 from decltrain.trainer.errors import UserError
 
+ACCELERATORS = ("auto", "cpu", "cuda")
 STRATEGIES = ("auto", "ddp")
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+PROFILERS = ("simple", "pytorch")
+NONFINITE_LOSS = ("stop", "skip")
+PROFILER_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
 
 
 @dataclass(frozen=True)
 class TrainerSettings:
-    """Plain values; the field names are the config's `trainer.*` keys (plus the run's `seed`)."""
-    accelerator: str = "auto"
+    """Plain values; the field names are the config's `trainer.*` keys, except `seed` (the config's top-level `seed`)."""
+    accelerator: str = "auto"  # auto | cpu | cuda
+    # auto: DDP whenever devices > 1 or under torchrun | ddp: the same, refused in one process
     strategy: str = "auto"
+    # processes on this machine, one per GPU (gloo on CPU, NCCL on GPUs); torchrun's --nproc_per_node wins
     devices: int = 1
-    sync_batchnorm: bool = False
+    sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (DDP on CUDA)
+    # false | true | a torch.compile mode: reduce-overhead (CUDA graphs), max-autotune, ...; checkpoints keep plain names
     compile: bool | str = False
-    precision: str = "32"
+    precision: str = "32"  # 32 | 16-mixed (CUDA) | bf16-mixed
+    accumulate_grad_batches: int = 1  # optimizer step every N batches
     max_epochs: int = 10
-    max_steps: int = -1
-    accumulate_grad_batches: int = 1
+    max_steps: int = -1  # optimizer steps; -1 = no limit
     check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 50
-    fast_dev_run: bool = False
-    limit_train_batches: int | float | None = None
+    log_every_n_steps: int = 50  # the loss reaches Python only on these steps
+    fast_dev_run: bool = False  # one batch of train, val and test; writes no checkpoints, logs or metrics
+    limit_train_batches: int | float | None = None  # int = batches, float = fraction of the epoch
     limit_val_batches: int | float | None = None
     limit_test_batches: int | float | None = None
     deterministic: bool = False
     cudnn_benchmark: bool = False
-    seed: int = 42
-    nonfinite_loss: str = "stop"
-    init_from: str | None = None
-    init_strict: bool = True
-    val_check_interval: int | None = None
-    max_time: str | float | None = None
-    overfit_batches: int = 0
-    detect_anomaly: bool = False
-    profiler: str | None = None
-    profiler_schedule: dict[str, int] = field(default_factory=dict)
+    nonfinite_loss: str = "stop"  # stop | skip (skip checks every batch: one host sync per batch)
+    init_from: str | None = None  # checkpoint whose weights start this run (fine-tuning; fresh optimizer)
+    init_strict: bool = True  # false: load what fits, report missing/unexpected/mismatched keys
+    # Validation inside the epoch too (never twice at one step); null = only at epoch ends.
+    # A float in (0, 1] is a fraction of the training epoch (0.5: twice per epoch); an int N >= 1,
+    # every N optimizer steps.
+    val_check_interval: int | float | None = None
+    max_time: str | float | None = None  # time budget, DD:HH:MM:SS or seconds: stop, checkpoint, test, exit 0
+    overfit_batches: int = 0  # N > 0: train and validate on the same N batches (debugging)
+    detect_anomaly: bool = False  # torch.autograd anomaly detection: names the op that made a NaN (slow)
+    profiler: str | None = None  # simple (a table of where the time went) | pytorch (a torch.profiler trace)
+    # steps of the pytorch profiler's one cycle
+    profiler_schedule: dict[str, int] = field(default_factory=lambda: dict(PROFILER_SCHEDULE))
+    seed: int = 42  # python, numpy and torch (0 is a seed like any other); the config's top-level `seed`
 
     def __post_init__(self) -> None:
         for key, value in (("max_epochs", self.max_epochs), ("accumulate_grad_batches", self.accumulate_grad_batches),
                            ("check_val_every_n_epoch", self.check_val_every_n_epoch),
-                           ("log_every_n_steps", self.log_every_n_steps), ("devices", self.devices),
-                           ("val_check_interval", 1 if self.val_check_interval is None else self.val_check_interval)):
+                           ("log_every_n_steps", self.log_every_n_steps), ("devices", self.devices)):
             if value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
-        # Enum members of the config schema (trainer/commands/schema.py) arrive as their values.
-        object.__setattr__(self, "accelerator", str(getattr(self.accelerator, "value", self.accelerator)))
-        object.__setattr__(self, "strategy", str(getattr(self.strategy, "value", self.strategy)))
         object.__setattr__(self, "precision", str(self.precision))
+        if self.accelerator not in ACCELERATORS:
+            raise UserError(f"trainer.accelerator={self.accelerator!r} is not valid; use one of {', '.join(ACCELERATORS)}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"trainer.strategy={self.strategy!r} is not implemented; use auto (one process, DDP when "
                             "trainer.devices > 1 or under torchrun) or ddp (the same, but refused in one process)")
         if self.overfit_batches < 0:
             raise UserError(f"trainer.overfit_batches={self.overfit_batches} must be 0 (off) or a number of batches")
-        if self.nonfinite_loss not in ("stop", "skip"):
+        if self.nonfinite_loss not in NONFINITE_LOSS:
             raise UserError(f"trainer.nonfinite_loss={self.nonfinite_loss!r} is not valid; use 'stop' or 'skip'")
-        check_choice(self.precision)
+        check_precision(self.precision)
         compile_mode(self.compile)
-        check_kind(self.profiler)
+        check_profiler(self.profiler)
+        check_val_check_interval(self.val_check_interval)
         if self.max_time is not None:
             parse_duration(self.max_time)
         if self.fast_dev_run:  # one epoch, every step logged: the values say what runs (`limits`: one batch)
@@ -88,6 +101,47 @@ class TrainerSettings:
         return {"train": one_batch or self.overfit_batches or self.limit_train_batches,
                 "val": one_batch or self.overfit_batches or self.limit_val_batches,
                 "test": one_batch or self.limit_test_batches}
+
+    def validates_after_step(self, step: int, batches_done: int, batches_per_epoch: int) -> bool:
+        """`val_check_interval`: whether optimizer step `step` (of the run), which ended at batch
+        `batches_done` of an epoch of `batches_per_epoch`, is followed by a validation.
+
+        An int N counts the run's optimizer steps: every N-th. A fraction counts the epoch's
+        optimizer steps from its start, as Lightning does: every max(1, int(fraction * optimizer
+        steps per epoch)) of them. The loop itself decides about the epoch's last step (which the
+        epoch's end validates).
+        """
+        interval = self.val_check_interval
+        if interval is None:
+            return False
+        if isinstance(interval, int):
+            return step % interval == 0
+        steps_per_epoch = -(-batches_per_epoch // self.accumulate_grad_batches)  # the last group may be short
+        step_in_epoch = -(-batches_done // self.accumulate_grad_batches)
+        return step_in_epoch % max(1, int(interval * steps_per_epoch)) == 0
+
+
+def check_precision(precision: str) -> str:
+    """`precision` as a name of PRECISIONS, or a UserError listing them."""
+    precision = str(precision)
+    if precision not in PRECISIONS:
+        raise UserError(f"trainer.precision={precision!r} is not valid; use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def check_profiler(kind: str | None) -> None:
+    if kind is not None and kind not in PROFILERS:
+        raise UserError(f"trainer.profiler={kind!r} is not valid; use simple, pytorch or null")
+
+
+def check_val_check_interval(interval: Any) -> None:
+    """None, an int of at least 1 (optimizer steps) or a float in (0, 1] (a fraction of the epoch)."""
+    steps = isinstance(interval, int) and not isinstance(interval, bool) and interval >= 1
+    fraction = isinstance(interval, float) and 0 < interval <= 1
+    if interval is not None and not steps and not fraction:
+        raise UserError(f"trainer.val_check_interval={interval!r} is not valid; use a fraction of the training epoch "
+                        "in (0, 1] (0.5: twice per epoch), a number of optimizer steps (an integer, at least 1), "
+                        "or null (only at epoch ends)")
 
 
 def compile_mode(setting: Any) -> str | None:

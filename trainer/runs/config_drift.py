@@ -12,7 +12,6 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from decltrain.trainer.runs import legacy_paths
 from decltrain.trainer.tracking.hparams import flatten
 from decltrain.trainer.errors import UserError
 
@@ -31,7 +30,7 @@ def check(saved_yaml: str, current_yaml: str, source: str) -> None:
     """Refuses a resume whose config changes what is trained; warns about other changes."""
     if not saved_yaml:  # checkpoints written outside `train` may hold no config
         return
-    saved = _settings(legacy_paths.upgrade(OmegaConf.create(saved_yaml)))
+    saved = _settings(OmegaConf.create(saved_yaml))
     current = _settings(OmegaConf.create(current_yaml))
     changed = sorted(key for key in saved.keys() | current.keys()
                      if saved.get(key, "<absent>") != current.get(key, "<absent>") and not _under(key, IGNORED))

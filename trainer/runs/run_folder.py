@@ -19,7 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from decltrain.trainer.runs import layout, legacy_paths
+from decltrain.trainer.runs import layout
 from decltrain.trainer.errors import UserError
 
 REQUIRED_SECTIONS = ("seed", "model", "dataset", "loss", "trainer")
@@ -50,7 +50,6 @@ class RunFolder:
         if missing:
             raise UserError(f"run folder {path}: {layout.CONFIG} has no {', '.join(missing)}: it was written by an "
                             "incompatible config; train the run again with this version")
-        config = legacy_paths.upgrade(config)  # runs saved before the `decltrain` package name
         # The weights come from the chosen checkpoint; a fine-tuning source the run started from
         # must not be loaded (or even exist) again. The commands run in one process: evaluation
         # shards without padding, so one process scores what a multi-device run scored, and

@@ -1,0 +1,1 @@
+"""Code several test modules share: test modules import from here, never from one another."""
