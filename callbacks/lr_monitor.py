@@ -1,4 +1,4 @@
-"""Logs the learning rate of each parameter group (`lr`, or `lr/group<i>` for several groups)."""
+"""Logs the learning rate of each parameter group (`train/lr`, or `train/lr/group<i>` for several groups)."""
 from __future__ import annotations
 
 
@@ -17,6 +17,6 @@ class LearningRateMonitor(Callback):
     def _log(self, trainer: TrainerView) -> None:
         groups = trainer.optimizer.param_groups
         if len(groups) == 1:
-            trainer.log_metrics({"lr": groups[0]["lr"]})
+            trainer.log_metrics({"train/lr": groups[0]["lr"]})
         else:
-            trainer.log_metrics({f"lr/group{i}": group["lr"] for i, group in enumerate(groups)})
+            trainer.log_metrics({f"train/lr/group{i}": group["lr"] for i, group in enumerate(groups)})

@@ -145,7 +145,7 @@ def test_grad_norm_and_lr_logged_on_logging_steps(tmp_path):
     trainer.loggers = {"logger": logger}
     trainer.fit()
     norm_steps = [step for name, _, step in logger.records if name == "train/grad_norm"]
-    lr_values = [value for name, value, _ in logger.records if name == "lr"]
+    lr_values = [value for name, value, _ in logger.records if name == "train/lr"]
     assert norm_steps == [3, 6]
     assert lr_values and all(value == pytest.approx(0.05) for value in lr_values)
     assert [step for name, _, step in logger.records if name == "train/loss"] == [3, 6]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from tests.helpers.commands import run_train
 from tests.helpers.paths import REPO
@@ -58,15 +60,28 @@ def test_override_is_recorded_and_used(mnist_run):
 
 def test_tensorboard_has_the_scalars_and_hparams(mnist_run):
     events = EventAccumulator(str(mnist_run[0])).Reload()
-    assert {"train/loss", "val/loss", "val/acc", "lr", "epoch", "test/acc"} <= set(events.Tags()["scalars"])
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/acc", "train/lr", "train/epoch", "test/acc"} <= tags
+    assert all("/" in tag for tag in tags), tags  # every card in a named group: train/ and val/ lead
+    assert {event.value for event in events.Scalars("train/epoch")} == {1.0, 2.0}  # counted from 1, as in the logs
     assert len(events.Scalars("val/acc")) == 2
     plugins = EventAccumulator(str(mnist_run[0]), size_guidance={"tensors": 0}).Reload().PluginTagToContent("hparams")
     assert "_hparams_/experiment" in plugins and "_hparams_/session_start_info" in plugins
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(plugins["_hparams_/experiment"]).experiment
+    columns = [info.name for info in experiment.hparam_infos]
+    assert "optimizer.lr" in columns and "dataset.download" not in columns and len(columns) <= 20, columns
+    # HPARAMS shows a metric's latest point: the values of metrics.json.
+    report = json.loads((mnist_run[0] / "metrics.json").read_text())
+    final = {**report["last"], **report["test"]}
+    shown = [info.name.tag for info in experiment.metric_infos]
+    assert {"val/acc", "test/acc"} <= set(shown)
+    for tag in shown:
+        assert events.Scalars(tag)[-1].value == pytest.approx(final[tag], rel=1e-6), tag
 
 
 def test_terminal_output_shows_config_model_and_metrics(mnist_run):
     out = mnist_run[1].stdout
-    assert "active callbacks: progress_bar, model_checkpoint" in out
+    assert re.search(r"callbacks +progress_bar, model_checkpoint", out)
     assert "MnistCNN" in out and "1,199,882" in out
     assert "final metrics" in out and "test/acc" in out
 

@@ -122,3 +122,41 @@ def test_decoding_per_task():
     assert multiclass == [{"class_index": 1, "class_name": "yes",
                            "probability": round(torch.tensor([0.0, 3.0]).softmax(0)[1].item(), 6)}]
     assert predict.describe({"input": "x.csv:2", **multiclass[0]}) == "x.csv:2  yes (class 1)  p=0.9526"
+
+
+@pytest.mark.slow
+def test_predict_and_export_need_no_training_data(tiny_run, digit_files, tmp_path, data_dir):
+    """A run folder predicts and exports from what it holds: no DATA_DIR, no dataset files."""
+    assert (tiny_run / "inference.pt").is_file()
+    nowhere = tmp_path / "no_data_here"
+    result = run_command("predict", f"run={tiny_run}", f"inputs={digit_files}", "output=alone.csv", cwd=tmp_path,
+                         data_dir=nowhere)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {Path(row["input"]).name: row for row in _rows(tmp_path / "alone.csv")}
+    expected = _eager_predictions(tiny_run, data_dir)  # rebuilt from the dataset
+    assert [int(rows[f"digit{index}.png"]["class_index"]) for index in range(DIGITS)] == expected
+    assert rows["digit0.png"]["class_name"].startswith(rows["digit0.png"]["class_index"])
+    exported = run_command("export-model", f"run={tiny_run}", "format=torchscript", cwd=tmp_path, data_dir=nowhere)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    assert not nowhere.exists()
+
+
+def test_a_dataset_override_rebuilds_the_data():
+    from decltrain.trainer.commands.inference_record import data_overridden
+
+    assert data_overridden(["dataset.eval_batch_size=8"]) and data_overridden(["+dataset.extra=1"])
+    assert not data_overridden(["trainer.accelerator=cpu", "model.dropout=0.1", "datasets_note=x"])
+
+
+@pytest.mark.slow
+def test_a_run_folder_without_the_inference_record_rebuilds_the_data(tiny_run, digit_files, tmp_path, data_dir):
+    import shutil
+
+    older = tmp_path / "older_run"
+    shutil.copytree(tiny_run, older)
+    (older / "inference.pt").unlink()
+    result = run_command("predict", f"run={older}", f"inputs={digit_files}", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {Path(row["input"]).name: row for row in _rows(older / "predictions.csv")}
+    assert [int(rows[f"digit{index}.png"]["class_index"]) for index in range(DIGITS)] == \
+        _eager_predictions(tiny_run, data_dir)

@@ -55,6 +55,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn trainer.fast_dev_run=true": AS_IS,
     "train -m config=mnist_cnn optimizer.lr=1e-3,1e-2": SHORT,
     "train config=mnist_cnn --cfg job": AS_IS,
+    "train config=mnist_cnn print_config=full": SHORT,
     "train --help": AS_IS,
     'eval "$(train -sc install=bash)"': AS_IS,
     "DATA_DIR=../shared/data train config=mnist_cnn trainer.max_epochs=3": SHORT,

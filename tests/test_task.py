@@ -85,3 +85,15 @@ def test_tensorboard_logger_writes_images(tmp_path):
     events = EventAccumulator(str(tmp_path)).Reload()
     (image,) = events.Images("test/confusion_matrix")
     assert (image.step, image.width, image.height) == (7, 10, 8)
+
+
+def test_the_confusion_image_fits_a_tensorboard_card_and_names_each_class_once():
+    from decltrain.trainer.engine.confusion import confusion_image, row_labels
+
+    mnist = [f"{i} - {name}" for i, name in enumerate(["zero", "one", "two", "three", "four", "five", "six",
+                                                        "seven", "eight", "nine"])]
+    assert row_labels(mnist, 10)[:2] == ["0 - zero", "1 - one"]
+    assert row_labels(["cat", "dog"], 2) == ["0 cat", "1 dog"] and row_labels([], 2) == ["0", "1"]
+    counts = torch.full((10, 10), 3) + torch.eye(10, dtype=torch.long) * 1100  # four-digit diagonal
+    image = confusion_image(counts, mnist)
+    assert image.shape[2] <= 500 and image.shape[1] <= 450, image.shape  # about a card's width: shown near full size

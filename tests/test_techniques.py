@@ -186,8 +186,9 @@ def test_detect_anomaly_names_the_operation(tmp_path):
 
     trainer = make_trainer(tmp_path, detect_anomaly=True, max_epochs=1, model=NaNNet(),
                            optimizer=lambda params: torch.optim.SGD(params, lr=0.1))
-    try:
-        with pytest.raises(RuntimeError, match=r"Function '\w+Backward\d' returned nan values"):
+    try:  # anomaly mode warns with the forward call's traceback, then the backward raises
+        with pytest.raises(RuntimeError, match=r"Function '\w+Backward\d' returned nan values"), \
+                pytest.warns(UserWarning, match=r"Error detected in \w+Backward\d\. Traceback of forward call"):
             trainer.fit()
     finally:
         torch.autograd.set_detect_anomaly(False)

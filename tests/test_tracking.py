@@ -58,9 +58,27 @@ def test_hparams_are_the_values_that_matter():
               "callbacks": {"early_stopping": {"patience": 5}}, "resume": None}
     picked = select(config, ["optimizer.lr=3e-4", "callbacks.early_stopping.patience=5", "hydra.run.dir=x",
                              "resume=latest"], {"config": "mnist_cnn", "optimizer": "adam", "model": "mnist_cnn"})
-    assert picked == {"config": "mnist_cnn", "seed": 1, "model": "mnist_cnn", "model.hidden": 128,
-                      "dataset.batch_size": 64, "optimizer": "adam", "optimizer.lr": 3e-4,
-                      "trainer.max_epochs": 3, "callbacks.early_stopping.patience": 5}
+    assert picked == {"config": "mnist_cnn", "seed": 1, "model": "mnist_cnn", "dataset.batch_size": 64,
+                      "optimizer": "adam", "optimizer.lr": 3e-4, "trainer.max_epochs": 3,
+                      "callbacks.early_stopping.patience": 5}
+
+
+def test_tensorboard_hparams_show_booleans_as_text_and_the_values_curves_end_at(tmp_path):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    from decltrain.trainer.tracking.loggers import TensorBoardLogger
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"val/acc": 0.5, "perf/samples_per_sec": 900.0}, step=10)
+    logger.log_hyperparams({"trainer.deterministic": True, "optimizer.lr": 0.1},
+                           {"val/acc": 0.5, "perf/samples_per_sec": 850.0})  # a run mean no curve ends at
+    logger.close()
+    content = EventAccumulator(str(tmp_path)).Reload().PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["trainer.deterministic"].string_value == "true"
+    assert start.hparams["optimizer.lr"].number_value == 0.1
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert [info.name.tag for info in experiment.metric_infos] == ["val/acc"]
 
 
 def test_unreachable_tracking_server_warns_once_and_the_logger_goes_quiet(tmp_path, caplog):
@@ -94,7 +112,10 @@ def tensorboard_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
+# MLflow's SQLite store (read here by MlflowClient) configures SQLAlchemy mappers with the `noload`
+# strategy that SQLAlchemy 2.1 deprecates: MLflow's code, not ours, so not shown in the summary.
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated:DeprecationWarning")
 def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, data_dir):
     from mlflow.tracking import MlflowClient
 
@@ -116,8 +137,8 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "metrics.csv", "reproducibility.json", ".hydra"} <= artifacts
     hparams = tensorboard_hparams(run_dir)
-    assert {"config", "optimizer", "optimizer.lr", "model.hidden", "dataset.batch_size",
-            "trainer.max_epochs"} <= hparams
+    assert {"config", "optimizer", "optimizer.lr", "dataset", "dataset.batch_size", "trainer.max_epochs"} <= hparams
+    assert "dataset.download" not in hparams and "model.hidden" not in hparams
     assert not [key for key in hparams if "_target_" in key or key.startswith(("callbacks.", "logger.", "hydra"))]
 
     resumed = run_train("config=mnist_cnn", "trainer.max_epochs=3", "logger=[tensorboard,csv,mlflow]", *SHORT,

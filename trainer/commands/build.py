@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
 
+from decltrain.trainer.commands import inference_record
 from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, SizedDataset
 from decltrain.trainer.engine import checkpoint
@@ -80,12 +81,16 @@ def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
                         f"{splits.name or '?'} ({splits.task}) needs {expected}; do not set model.num_classes by hand")
 
 
-def trained_model(run: RunFolder, ckpt: str) -> tuple[DataSplits, nn.Module, Path]:
-    """A finished run's data and model, with the weights of its checkpoint `ckpt`, in eval mode."""
+def trained_model(run: RunFolder, ckpt: str, data_needed: bool = True) -> tuple[DataSplits, nn.Module, Path]:
+    """A finished run's data and model, with the weights of its checkpoint `ckpt`, in eval mode.
+
+    Without `data_needed` the data is the run folder's inference record where it has one
+    (commands/inference_record.py): what predict and export-model need, without the dataset.
+    """
     path = run.checkpoint(ckpt)
     with run.named_in_errors():
         seed_everything(run.config.seed)
-        splits = data(run.config)
+        splits = (None if data_needed else inference_record.read(run.path)) or data(run.config)
         built = model(run.config, splits)
         checkpoint.load_weights(built, path)
     return splits, built.eval(), path

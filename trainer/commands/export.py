@@ -21,7 +21,7 @@ from torch import nn
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine import checkpoint, data
-from decltrain.trainer.commands import build
+from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
@@ -40,7 +40,7 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
     if not cfg.tolerance >= 0:
         raise UserError(f"tolerance={cfg.tolerance} must be a non-negative number, e.g. tolerance=1e-4")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = build.trained_model(run, cfg.ckpt)
+    splits, model, ckpt = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     batch = check_batch(splits)
     target = run.path / layout.EXPORT / FILES[cfg.format]
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import default_collate
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.commands import build
+from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
@@ -35,7 +35,7 @@ INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeErr
 def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     run = RunFolder.open(cfg.run, overrides)
     files = find_inputs(str(cfg.inputs))
-    splits, model, _ = build.trained_model(run, cfg.ckpt)
+    splits, model, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     names, tensors, skipped = [], [], []
 
     def skip(name: str, err: Exception) -> None:

@@ -11,8 +11,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
-from decltrain.trainer.commands import build
-from decltrain.trainer.console import print_config, print_metrics
+from decltrain.trainer.commands import build, inference_record, start_summary
+from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_start
 from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
@@ -20,7 +20,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.task import Task
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.runs import config_drift, layout, resume
+from decltrain.trainer.runs import config_drift, failed_start, layout, resume
 from decltrain.trainer.tracking import hparams, provenance
 
 log = logging.getLogger("decltrain")
@@ -28,36 +28,12 @@ log = logging.getLogger("decltrain")
 
 def run(cfg: DictConfig) -> float | None:
     """Build, fit, test the best checkpoint, report; the value a sweeper optimises is returned."""
-    # Every setting is checked before anything is loaded, built or printed.
-    settings = build.trainer_settings(cfg)
-    placement = Placement(settings)  # what this machine or the process group cannot run
-    build.check_optimization(cfg)
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
-    ckpt_path = resume.checkpoint(cfg.resume, run_dir)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    if ckpt_path:
-        config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
-    if talks:
-        provenance.write(run_dir)
-
-    seed_everything(cfg.seed)
-    splits = build.data(cfg)
-    model = build.model(cfg, splits)
-    callbacks = build.callbacks(cfg)
-    if talks:
-        print_config(cfg, list(callbacks))
-    task = Task(build.loss(cfg), splits.task, splits.num_classes)
-    optimizer = build.optimizer(cfg, model)
-    lr_schedule = build.lr_schedule(cfg, optimizer)
-    loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}
-    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
-    for logger in loggers.values():
-        logger.log_config(config)
-    trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
-                      callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
-                      placement=placement)
+    with failed_start.removed_on_error(run_dir, owner=talks):
+        trainer, ckpt_path, config = _prepare(cfg, run_dir, talks)
+    settings, callbacks, loggers = trainer.settings, trainer.callbacks, trainer.loggers
 
     status = "failed"  # what the loggers report if the run does not get to the end
     try:
@@ -73,6 +49,7 @@ def run(cfg: DictConfig) -> float | None:
                 logger.log_hyperparams(hyperparameters, {**trainer.callback_metrics, **test})
         if talks:
             print_metrics(_table(report))
+            print_next_steps(run_dir)
         status = "success"
     except Preempted:
         status = "killed"
@@ -81,6 +58,46 @@ def run(cfg: DictConfig) -> float | None:
         for logger in loggers.values():
             logger.close(status)
     return layout.result(report)
+
+
+def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path | None, dict[str, Any]]:
+    """Everything before training: checks, data, model, callbacks, loggers; the Trainer, the checkpoint
+    it resumes from (None for a fresh start) and the resolved config."""
+    # Every setting is checked before anything is loaded, built or printed.
+    settings = build.trainer_settings(cfg)
+    placement = Placement(settings)  # what this machine or the process group cannot run
+    build.check_optimization(cfg)
+    full_config = start_summary.check_print_config(cfg)
+    ckpt_path = resume.checkpoint(cfg.resume, run_dir)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    if ckpt_path:
+        config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
+    if talks:
+        provenance.write(run_dir)
+
+    seed_everything(cfg.seed)
+    splits = build.data(cfg)
+    if talks:
+        inference_record.write(splits, run_dir)
+    model = build.model(cfg, splits)
+    callbacks = build.callbacks(cfg)
+    if talks:
+        if full_config:
+            print_config(cfg)
+        hydra = HydraConfig.get()
+        print_start(start_summary.start_summary(cfg, run_dir, dict(hydra.runtime.choices), list(hydra.overrides.task),
+                                                model, list(callbacks)))
+    task = Task(build.loss(cfg), splits.task, splits.num_classes)
+    optimizer = build.optimizer(cfg, model)
+    lr_schedule = build.lr_schedule(cfg, optimizer)
+    loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}
+    config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
+    for logger in loggers.values():
+        logger.log_config(config)
+    trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
+                      callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
+                      placement=placement)
+    return trainer, ckpt_path, config
 
 
 def _fit(trainer: Trainer, ckpt_path: Path | None) -> None:

@@ -204,7 +204,7 @@ class Trainer:
         if self.should_log:
             self.last_loss = loss.item()  # the only host sync of a training step
             step.raise_if_nonfinite()
-            self.log_metrics({"train/loss": self.last_loss, "epoch": self.epoch,
+            self.log_metrics({"train/loss": self.last_loss, "train/epoch": self.epoch + 1,  # counted from 1, as logs are
                               **self.precision.report(self.global_step)})
         self._call("on_train_batch_end")
 

@@ -30,6 +30,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 EXPORT = "export"
+INFERENCE = "inference.pt"  # what predict and export-model need of the data (commands/inference_record.py)
 # Checkpoint names with a meaning beyond a file name (see `find_checkpoint`).
 AUTO, LATEST = "auto", "latest"
 

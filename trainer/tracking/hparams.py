@@ -1,18 +1,21 @@
-"""The values that tell runs apart, for TensorBoard's HPARAMS tab.
+"""The values that tell runs apart, for TensorBoard's HPARAMS tab (and the other loggers' summaries).
 
 The full config has a hundred keys, class paths (`_target_`) among them, and the few values
-that differ between runs drown in it. Kept here: the hyperparameters of model, data, optimizer,
-scheduler and trainer, the option picked in each group (`optimizer: adam`), the seed, and every
-value the user overrode on the command line.
+that differ between runs drown in it. Kept here: the experiment, the option picked in each group
+(`optimizer: adam`), a short list of key hyperparameters, and every value the user overrode on
+the command line.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-GROUPS = ("model", "dataset", "optimizer", "scheduler", "trainer")
+GROUPS = ("model", "dataset", "loss", "optimizer", "scheduler", "trainer", "callbacks")
+# Shown for every run, whatever was overridden.
+KEY_HYPERPARAMETERS = ("seed", "optimizer.lr", "optimizer.weight_decay", "dataset.batch_size", "trainer.max_epochs",
+                       "trainer.precision", "trainer.accumulate_grad_batches")
 # Overrides that choose where or how the run happens, not what it learns.
-_NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger")
+_NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger", "print_config")
 
 
 def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:
@@ -30,11 +33,9 @@ def select(config: dict[str, Any], overrides: list[str], choices: dict[str, Any]
     """`config` resolved and nested; `overrides` as typed (`optimizer.lr=3e-4`); `choices` the
     group options Hydra picked (`hydra.runtime.choices`)."""
     everything = flatten(config)
-    picked: dict[str, Any] = {"config": choices.get("config"), "seed": config.get("seed")}
-    for group in GROUPS:
-        picked[group] = choices.get(group)
-        picked.update({key: value for key, value in everything.items()
-                       if key.startswith(f"{group}.") and not _is_internal(key)})
+    picked: dict[str, Any] = {"config": choices.get("config")}
+    picked.update({group: choices.get(group) for group in GROUPS})
+    picked.update({key: everything.get(key) for key in KEY_HYPERPARAMETERS})
     for override in overrides:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.split(".")[0].split("/")[0] in _NOT_HYPERPARAMETERS:

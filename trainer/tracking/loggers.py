@@ -72,6 +72,7 @@ class TensorBoardLogger(Logger):
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = Path(log_dir)
         self.last_step = LastStep()
+        self._latest: dict[str, float] = {}  # each tag's latest value: what HPARAMS shows for it
         self._purge_step: int | None = None
         self._writer: Any = None  # a SummaryWriter, from the first use
 
@@ -86,6 +87,7 @@ class TensorBoardLogger(Logger):
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.last_step.record(metrics, step)
+        self._latest.update(metrics)
         for name, value in metrics.items():
             self.writer.add_scalar(name, value, step)
 
@@ -94,12 +96,19 @@ class TensorBoardLogger(Logger):
         self.writer.add_image(name, image, step, dataformats="CHW")
 
     def log_hyperparams(self, params: dict[str, Any], metrics: dict[str, float]) -> None:
-        """Fills the HPARAMS tab; written into this run's own folder, not a timestamped sub-run."""
+        """Fills the HPARAMS tab; written into this run's own folder, not a timestamped sub-run.
+
+        HPARAMS reads a metric's value from the latest point of the curve with its name, so a final
+        value no curve ends at (the run's mean `perf/samples_per_sec`, where the curve is windowed)
+        is left out: every value the tab shows is the one metrics.json holds. Booleans are shown
+        as text (`true`), not as 1.0000.
+        """
         from torch.utils.tensorboard.summary import hparams
 
-        clean = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
-                 for key, value in params.items()}
-        experiment, session_start, session_end = hparams(clean, metrics)
+        clean = {key: str(value).lower() if isinstance(value, bool) else
+                 value if isinstance(value, (int, float, str)) else str(value) for key, value in params.items()}
+        shown = {name: value for name, value in metrics.items() if self._latest.get(name) == value}
+        experiment, session_start, session_end = hparams(clean, shown)
         file_writer = self.writer.file_writer
         assert file_writer is not None  # None only after close()
         for summary in (experiment, session_start, session_end):
