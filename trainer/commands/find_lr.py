@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from decltrain.trainer.commands import console_script
-from decltrain.trainer.commands.unknown_keys import explained_unknown_keys
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("decltrain")
@@ -80,5 +79,4 @@ def main() -> None:
     console_script.sleeping_openmp_threads()
     console_script.importable_working_directory()
     console_script.register_train_config()
-    with explained_unknown_keys("find-lr"):
-        _main()
+    _main()

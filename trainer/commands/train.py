@@ -18,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
-from decltrain.trainer.commands.unknown_keys import explained_unknown_keys
 from decltrain.trainer.runs import requeue
 
 log = logging.getLogger("decltrain")
@@ -91,8 +90,7 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        with explained_unknown_keys("train"):
-            _main()
+        _main()
     finally:
         clean_up()
 

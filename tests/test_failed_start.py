@@ -1,0 +1,31 @@
+"""A run that fails on a user error before training leaves no run folder behind."""
+from __future__ import annotations
+
+
+import pytest
+
+from tests.helpers.commands import run_train
+
+
+@pytest.mark.slow
+def test_an_added_key_that_fails_before_training_leaves_no_run_folder(tmp_path, data_dir):
+    result = run_train("config=mnist_cnn", "+optimizer.lrr=0.1", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "unexpected keyword argument 'lrr'" in result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_chosen_folder_holding_other_files_is_kept(tmp_path, data_dir):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    result = run_train("config=mnist_cnn", "+optimizer.lrr=0.1", "hydra.run.dir=.", cwd=tmp_path,
+                       env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+    assert (tmp_path / ".hydra" / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_other_composition_errors_keep_their_own_message(tmp_path):
+    result = run_train("trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1 and "could not be converted to Integer" in result.stderr, result.stderr
