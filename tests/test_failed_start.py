@@ -1,7 +1,6 @@
 """A run that fails on a user error before training leaves no run folder behind."""
 from __future__ import annotations
 
-
 import pytest
 
 from tests.helpers.commands import run_train
