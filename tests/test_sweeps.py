@@ -84,6 +84,8 @@ def test_user_code_and_missing_data_failures_are_one_line_each(tmp_path, data_di
     assert [record["status"] for record in records] == ["failed", "failed", "failed", "done"]
     missing_data = f"MNIST not found under {tmp_path / 'empty' / 'MNIST'}"
     assert records[0]["error"].startswith(missing_data) and records[2]["error"].startswith(missing_data)
+    # Failed before training, a sweep's job keeps its folder: the summary names it.
+    assert (Path(records[0]["folder"]) / "train.log").is_file()
     assert records[1]["error"] == "ZeroDivisionError: my callback divided by zero"
     # The traceback of the user's code is kept in the job's log, for debugging.
     assert 'raise ZeroDivisionError("my callback divided by zero")' in (Path(records[1]["folder"]) / "train.log").read_text()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
@@ -31,7 +32,8 @@ def run(cfg: DictConfig) -> float | None:
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
-    with failed_start.removed_on_error(run_dir, owner=talks):
+    # A sweep job's folder stays: the sweep's summary names it, and its train.log holds the error.
+    with failed_start.removed_on_error(run_dir, owner=talks and HydraConfig.get().mode == RunMode.RUN):
         trainer, ckpt_path, config = _prepare(cfg, run_dir, talks)
     settings, callbacks, loggers = trainer.settings, trainer.callbacks, trainer.loggers
 

@@ -4,7 +4,8 @@ Hydra creates the run folder, its `.hydra/` and its log file before the job star
 stops on a user error (`train +optimizer.lrr=0.1`: Adam takes no `lrr`) has trained nothing, and its
 folder would only crowd `outputs/` and `resume=latest`'s choices. The folder goes only when it holds
 nothing but what this start wrote: a resumed run's folder (checkpoints, logs) or a folder the user
-chose that holds other files (`hydra.run.dir=.`) stays as it is.
+chose that holds other files (`hydra.run.dir=.`) stays as it is, and so does a sweep job's folder,
+which the sweep's summary names.
 """
 from __future__ import annotations
 
