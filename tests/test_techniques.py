@@ -201,7 +201,7 @@ def test_model_summary_shows_nested_layers_with_output_shapes(tmp_path):
 
     def render(depth: int) -> str:
         console = Console(width=150, record=True)
-        console.print(summary_table(trainer.model, depth, trainer.splits, trainer.device))
+        console.print(summary_table(trainer.model, depth, trainer.task, trainer.splits, trainer.device))
         return console.export_text()
 
     shallow, deep = render(1), render(2)
