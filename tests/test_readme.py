@@ -80,6 +80,8 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train --config-dir configs config=my_exp model.hidden=128 callbacks.print_accuracy=null":
         Run(append="trainer.max_epochs=1"),
     "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
+    "train --config-dir configs config=autoencoder": SHORT,
+    "predict run=outputs/autoencoder/<timestamp> inputs=digits": AS_IS,
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
