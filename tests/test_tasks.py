@@ -137,3 +137,24 @@ def test_a_multilabel_table_writes_f1_and_map_per_label(tmp_path, data_dir):
     assert {f"test/{name}_{label}" for name in ("f1", "map") for label in ("cat", "dog", "eel")} <= set(test)
     assert test["test/map"] == pytest.approx(sum(test[f"test/map_{label}"] for label in ("cat", "dog", "eel")) / 3)
     assert test["test/map"] > 0.8 and metrics["monitor"] == "val/map"
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_images_with_a_labels_csv_are_multilabel(tmp_path, cache):
+    from PIL import Image
+
+    from decltrain.datasets import image_folder
+
+    lines = ["image,cat,dog"]
+    for index in range(10):
+        Image.new("RGB", (8, 8), (25 * index, 0, 0)).save(tmp_path / f"{index}.png")
+        lines.append(f"{index}.png,{index % 2},{int(index > 4)}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    splits = image_folder.build(str(tmp_path), mean=[0.5] * 3, std=[0.5] * 3, image_size=8, labels="labels.csv",
+                                val_fraction=0.3, cache=cache, cache_dir=str(tmp_path / "cache"), batch_size=4)
+    assert (splits.task, splits.num_classes, splits.class_names) == ("multilabel", 2, ["cat", "dog"])
+    image, target = splits.val[0]
+    assert image.shape[0] == 3 and target.dtype == torch.float32 and target.shape == (2,)
+    (tmp_path / "labels.csv").write_text("image,cat\n0.png,yes\n")
+    with pytest.raises(UserError, match="line 2: label column 'cat' holds 'yes'"):
+        image_folder.build(str(tmp_path), mean=[0.5] * 3, std=[0.5] * 3, image_size=8, labels="labels.csv")
