@@ -60,7 +60,8 @@ def test_checkpoint_keeps_best_and_last(tmp_path):
     scores = iter([0.5, 0.8, 0.6, 0.9, 0.7])
     ckpt = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=2)
 
-    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": ckpt}, max_epochs=5, limit_train_batches=1)
+    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": ckpt}, max_epochs=5, limit_train_batches=1,
+                           validate_on_start=False)
     trainer.evaluate = lambda loader, split: {"val/acc": next(scores), "val/loss": 0.0}
     trainer.fit()
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())

@@ -1,5 +1,8 @@
 """A misspelt key on the command line: one line naming it and the closest keys that exist, exit 2.
 
+The same for a config name that does not exist (`optimizer=sgdd`) and a value of the wrong type
+(`trainer.max_epochs=abc`): one line each, exit 2, as for every other user error.
+
 Hydra reports `train optimizer.lrr=0.1` in five lines that end in a hint to add the key with `+`,
 which then fails later, once Adam is given an argument it does not take. With HYDRA_FULL_ERROR
 set (Hydra's documented switch) a Hydra app raises its errors instead of printing them and
@@ -25,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from decltrain.trainer.commands.console_script import FLAGS_WITH_VALUE, USER_ERROR_EXIT_CODE
+from decltrain.trainer.errors import first_line
 
 CONFIG_MODULE = "decltrain.configs"
 FULL_ERROR = "HYDRA_FULL_ERROR"
@@ -51,9 +55,13 @@ def explained_composition_errors(command: str, config_name: str) -> Iterator[Non
         sys.exit(USER_ERROR_EXIT_CODE)
     except ConfigCompositionException as err:
         missing = _unknown_key(err)
-        if missing is None:
+        if missing is not None:
+            message = unknown_keys_message(config_name, _overrides(sys.argv[1:]), missing)
+        elif isinstance(err.__cause__, OmegaConfBaseException):  # a value of the wrong type, mostly
+            message = f"{first_line(err)}: {first_line(err.__cause__)}"
+        else:
             _exit_as_hydra_does(err)
-        print(f"{command}: {unknown_keys_message(config_name, _overrides(sys.argv[1:]), missing)}", file=sys.stderr)
+        print(f"{command}: {message}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT_CODE)
     except CompactHydraException as err:
         _exit_as_hydra_does(err)
