@@ -118,6 +118,8 @@ def test_cfg_job_prints_the_config_without_training(tmp_path):
     (["trainer.max_epochs=abc"], "could not be converted to Integer"),
     (["model._target_=models.NoSuchModel"], "config `model` (models.NoSuchModel)"),
     (["+model.input_shape=[3,32,32]"], "does not fit dataset MNIST (input shape (1, 28, 28))"),
+    (["task._target_=builtins.object"], "task builtins.object has no method loss(model, batch)"),
+    (["task=regression"], "task=regression needs numeric targets but the dataset gives multiclass ones"),
 ])
 def test_bad_input_fails_briefly_naming_the_problem(tmp_path, data_dir, args, expected):
     result = run_train(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
