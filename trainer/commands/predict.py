@@ -25,7 +25,7 @@ from decltrain.datasets.base import DataSplits
 from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.engine.placement import to_device
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.task import Generates, Task
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
 
@@ -37,6 +37,10 @@ INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeErr
 
 def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     run = RunFolder.open(cfg.run, overrides)
+    if cfg.prompt is not None:
+        return [{"prompt": cfg.prompt, "text": generate(cfg, run, overrides)}]
+    if cfg.inputs is None:
+        raise UserError("predict needs inputs=FILE|FOLDER|GLOB (or, for a language model, prompt=TEXT)")
     files = find_inputs(str(cfg.inputs))
     splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     names, tensors, skipped = [], [], []
@@ -63,6 +67,30 @@ def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     print(f"wrote {len(rows)} predictions to {target}" + (f"; skipped {len(skipped)}: {', '.join(skipped)}"
                                                           if skipped else ""))
     return rows
+
+
+def generate(cfg: DictConfig, run: RunFolder, overrides: list[str]) -> str:
+    """`prompt=`: the prompt continued by `max_new_tokens` tokens of the run's language model, printed
+    and written to `output` (default <run>/generated.txt)."""
+    splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
+    tokenizer = splits.eval_transform
+    if not isinstance(task, Generates) or tokenizer is None or not hasattr(tokenizer, "decode"):
+        raise UserError(f"prompt= continues text with a language model; run {run.path} was trained with "
+                        f"task {type(task).__name__}: give inputs= instead")
+    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
+    tokens = tokenizer(str(cfg.prompt)).unsqueeze(0).to(device)
+    if tokens.shape[1] == 0:
+        raise UserError("prompt= is empty; give the text to continue, e.g. prompt='ROMEO:'")
+    with torch.no_grad():
+        sampled = task.generate(model.to(device), tokens, int(cfg.max_new_tokens), float(cfg.temperature),
+                                None if cfg.top_k is None else int(cfg.top_k))
+    text = tokenizer.decode(sampled[0].tolist())
+    target = Path(cfg.output) if cfg.output else run.path / "generated.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote the text to {target}")
+    return text
 
 
 def find_inputs(spec: str) -> list[Path]:

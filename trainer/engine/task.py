@@ -68,6 +68,16 @@ class Task(Protocol):
         ...
 
 
+@runtime_checkable
+class Generates(Protocol):
+    """A task whose model continues a prompt (`predict prompt=...`), as a language model does."""
+
+    def generate(self, model: nn.Module, tokens: torch.Tensor, max_new_tokens: int, temperature: float,
+                 top_k: int | None) -> torch.Tensor:
+        """`tokens` (1, time) followed by `max_new_tokens` sampled tokens; the model is in eval mode."""
+        ...
+
+
 REQUIRED = tuple(name for name, value in vars(Task).items() if inspect.isfunction(value))
 
 
