@@ -82,6 +82,9 @@ COMMANDS: dict[str, Run | Excluded] = {
     "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
     "train --config-dir configs config=autoencoder": SHORT,
     "predict run=outputs/autoencoder/<timestamp> inputs=digits": AS_IS,
+    "train config=text_gpt dataset.path=input.txt": SHORT,
+    "train config=text_gpt dataset.path=texts/ dataset.tokenizer=bpe": SHORT,
+    'predict run=outputs/text_gpt/<timestamp> prompt="ROMEO:" max_new_tokens=200 temperature=0.8 top_k=40': AS_IS,
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
@@ -169,6 +172,12 @@ def prepare(work: Path, data_dir: Path) -> None:
     (work / "digits").mkdir()
     for i in range(2):
         Image.new("L", (28, 28), 40 * i).save(work / "digits" / f"{i}.png")
+    from decltrain.datasets.text_file import generated_text
+
+    (work / "input.txt").write_text(generated_text(400))
+    (work / "texts").mkdir()
+    for part in range(2):
+        (work / "texts" / f"part{part}.txt").write_text(generated_text(200, seed=part))
     readme.write_example_files(work)
 
 
