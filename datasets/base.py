@@ -74,6 +74,18 @@ class TransformedSubset(Dataset):
         return (self.transform(inputs) if self.transform else inputs), target
 
 
+class JointlyTransformedSubset(TransformedSubset):
+    """A `TransformedSubset` whose `transform` sees each (input, target) pair together.
+
+    transforms.v2 then moves a target's `tv_tensors` (boxes, masks) with its image: a flip or
+    crop of the image flips or crops them the same way.
+    """
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self.base[self.indices[index]]
+        return self.transform(sample) if self.transform else sample
+
+
 def loader_settings(batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
                     pin_memory: bool = True, persistent_workers: bool = True, drop_last: bool = False,
                     collate_fn: str | Callable[[list[Any]], Any] | None = None,
