@@ -6,10 +6,13 @@ lists of images of any size and resize them themselves (to `min_size`/`max_size`
 R-CNN, RetinaNet and FCOS families; SSD models use their fixed size). Weights start random
 (nothing is downloaded) unless `weights` names a local file: a state_dict such as torchvision's
 COCO weights, whose class-dependent layers are left fresh when the number of classes differs.
+Any other keyword goes to torchvision's builder, e.g. `+model.box_batch_size_per_image=64` (the
+regions Faster R-CNN's box head trains on per image: its cost on a CPU) or `+model.score_thresh=0.3`.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -28,7 +31,7 @@ Target = dict[str, torch.Tensor]
 
 class TorchvisionDetector(nn.Module):
     def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
-                 min_size: int | None = None, max_size: int | None = None) -> None:
+                 min_size: int | None = None, max_size: int | None = None, **builder_options: Any) -> None:
         super().__init__()
         detectors = [model for model in torchvision.models.list_models(module=torchvision.models.detection)
                      if not model.startswith(NOT_BOX_DETECTORS)]
@@ -43,7 +46,7 @@ class TorchvisionDetector(nn.Module):
                             f"(e.g. torchvision's COCO weights of {name}) and set model.weights=/path/to/file.pth")
         # weights_backbone=None: the R-CNN builders would otherwise download ImageNet weights.
         self.net = torchvision.models.get_model(name, weights=None, weights_backbone=None, num_classes=num_classes,
-                                                **sizes)
+                                                **sizes, **builder_options)
         if weights is not None:
             load_weights_file(self.net, Path(weights), heads=CLASS_HEADS)
 
