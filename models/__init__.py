@@ -4,5 +4,7 @@ from decltrain.models.mlp import MLP
 from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.models.sequence_classifier import SequenceClassifier
 from decltrain.models.torchvision_classifier import TorchvisionClassifier
+from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
+from decltrain.models.unet import UNet
 
-__all__ = ["MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TorchvisionClassifier"]
+__all__ = ["MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TorchvisionClassifier", "TorchvisionSegmenter", "UNet"]
