@@ -5,5 +5,8 @@ from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.models.sequence_classifier import SequenceClassifier
 from decltrain.models.torchvision_classifier import TorchvisionClassifier
 from decltrain.models.torchvision_detector import TorchvisionDetector
+from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
+from decltrain.models.unet import UNet
 
-__all__ = ["MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TorchvisionClassifier", "TorchvisionDetector"]
+__all__ = ["MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TorchvisionClassifier", "TorchvisionDetector",
+           "TorchvisionSegmenter", "UNet"]
