@@ -20,14 +20,14 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from decltrain.datasets.base import (
-    FAKE_SIZES, DataSplits, JointlyTransformedSubset, SizedDataset, loader_settings, split_indices,
-)
+from decltrain.datasets.base import FAKE_SIZES, DataSplits, JointlyTransformedSubset, SizedDataset, loader_settings
 from decltrain.datasets.coco_file import AnnotatedImage, read_coco
+from decltrain.datasets.images import ImagePipeline, image_pipeline, split_parts
 from decltrain.datasets.shapes import ShapeImages
 from decltrain.trainer.errors import UserError
 
 Target = dict[str, torch.Tensor]
+UNNORMALIZED = ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])  # mean, std: Normalize leaves the [0, 1] image as it is
 
 
 def build(root: str, train: str = "train.json", val: str | None = None, test: str | None = None,
@@ -45,23 +45,16 @@ def build(root: str, train: str = "train.json", val: str | None = None, test: st
         splits, names = _read_splits(Path(root), train, val, test, images)
     train_set, val_set, test_set = splits
     assert train_set is not None  # always read or generated
-    train_pipeline, eval_pipeline = _pipeline(train_transforms), _pipeline(eval_transforms)
-    if val_set is None:
-        train_indices, val_indices = split_indices(len(train_set), [val_fraction], val_split_seed)
-        train_part = JointlyTransformedSubset(train_set, train_indices, train_pipeline)
-        val_part = JointlyTransformedSubset(train_set, val_indices, eval_pipeline)
-    else:
-        train_part = JointlyTransformedSubset(train_set, range(len(train_set)), train_pipeline)
-        val_part = JointlyTransformedSubset(val_set, range(len(val_set)), eval_pipeline)
-    test_part = val_part if test_set is None else JointlyTransformedSubset(test_set, range(len(test_set)),
-                                                                            eval_pipeline)
+    train_part, val_part, test_part = split_parts(train_set, val_set, test_set, _joint_part,
+                                                  _pipeline(train_transforms, sanitize=True),
+                                                  _pipeline(eval_transforms, sanitize=True), val_fraction,
+                                                  val_split_seed)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(names) + 1,
                       input_shape=tuple(image.shape), loader=loader_settings(**loader, default_collate_fn=collate_lists),
                       class_names=["background", *names], task="detection",
                       name="shapes" if fake else f"coco:{Path(root).name}",
-                      eval_transform=v2.Compose([v2.ToImage(), *(eval_transforms or ()),
-                                                 v2.ToDtype(torch.float32, scale=True)]))
+                      eval_transform=_pipeline(eval_transforms, sanitize=False).per_sample())
 
 
 def collate_lists(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:
@@ -87,11 +80,15 @@ class CocoImages:
                        "labels": torch.tensor([self.labels[c] for c in record.category_ids], dtype=torch.int64)}
 
 
-def _pipeline(steps: Sequence[Callable[[Any], Any]] | None) -> v2.Compose:
-    """The config's steps on the uint8 image and its boxes, then a float image in [0, 1] and no empty boxes
-    (the detectors normalize and resize images themselves)."""
-    return v2.Compose([v2.ToImage(), *(steps or ()), v2.ToDtype(torch.float32, scale=True),
-                       v2.SanitizeBoundingBoxes()])
+def _pipeline(steps: Sequence[Callable[[Any], Any]] | None, sanitize: bool) -> ImagePipeline:
+    """The config's steps on the uint8 image (and its boxes), then a float image in [0, 1], not normalized:
+    the detectors normalize (and resize) images themselves. `sanitize` then drops boxes a crop left empty."""
+    return image_pipeline([*(steps or ()), *([v2.SanitizeBoundingBoxes()] if sanitize else [])],
+                          mean=UNNORMALIZED[0], std=UNNORMALIZED[1])
+
+
+def _joint_part(samples: SizedDataset, indices: Sequence[int], pipeline: ImagePipeline) -> JointlyTransformedSubset:
+    return JointlyTransformedSubset(samples, indices, pipeline.per_sample())
 
 
 def _read_splits(root: Path, train: str, val: str | None, test: str | None,

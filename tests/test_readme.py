@@ -68,6 +68,8 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
     "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    "train config=coco_detection dataset.fake=true trainer.max_epochs=1":
+        Excluded("tests/test_detection.py runs it from a user's folder, on smaller images (a detector is slow on a CPU)"),
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
