@@ -35,8 +35,9 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
                  **trainer_kwargs) -> Trainer:
     """A Trainer on synthetic data, seeded, ready for `fit` (`fit(ckpt_path)` to resume).
 
-    `model` (a TinyNet unless given) is trained by `optimizer(params)` (SGD with `lr` and momentum
-    0.9 unless given), scheduled by `schedule(optimizer)` (none unless given)."""
+    `model` (a TinyNet unless given) is trained for `task` (3-class classification unless given)
+    by `optimizer(params)` (SGD with `lr` and momentum 0.9 unless given), scheduled by
+    `schedule(optimizer)` (none unless given)."""
     torch.manual_seed(0)
     splits = splits or synthetic_splits()
     model = TinyNet(splits.num_classes, splits.input_shape) if model is None else model
@@ -44,6 +45,6 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
     task = task or Classification(nn.CrossEntropyLoss(), "multiclass", 3)
-    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, task,
-                   optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path,
-                   placement=placement)
+    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, task, optimizer=optimizer_,
+                   lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers,
+                   run_dir=tmp_path, placement=placement)
