@@ -25,7 +25,10 @@ DETECTION_KEYS = {"boxes", "labels", "scores"}
 
 
 class Detection:
-    def __init__(self, class_names: Sequence[str] = ()) -> None:
+    def __init__(self, class_names: Sequence[str] = (), kind: str = "detection") -> None:
+        if kind != "detection":
+            raise UserError(f"task=detection needs boxes but the dataset gives {kind} targets; use a detection "
+                            "dataset (dataset=coco_detection), or the task of your targets")
         self.class_names = list(class_names)
         self.metrics("val")  # fails at start, not at the first validation, when the backend is missing
 
