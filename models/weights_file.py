@@ -1,4 +1,4 @@
-"""Pretrained weights from a local file, for the torchvision and timm models (offline clusters have no downloads)."""
+"""Pretrained weights from a local file, for the torchvision models (offline clusters have no downloads)."""
 from __future__ import annotations
 
 import pickle

@@ -11,8 +11,7 @@ DOCS = ROOT / "docs"
 # command that needs an earlier command's run folder (evaluate, resume) comes after it.
 DOCS_ORDER = ("configs.md", "own-images.md", "vision-tasks.md", "tracking.md", "search.md", "after-training.md",
               "resume.md", "techniques.md", "own-code.md", "tasks.md", "precision.md", "distributed.md", "speed.md",
-              "testing.md",
-              "architecture.md")
+              "testing.md", "architecture.md")
 
 
 def documents() -> list[Path]:
