@@ -13,7 +13,7 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 
 
 class EventRecorder(Callback):
@@ -152,7 +152,7 @@ def test_invalid_settings_name_the_key(tmp_path):
 
 def test_a_trainer_without_an_optimizer_evaluates_and_refuses_to_train(tmp_path):
     trainer = Trainer(TrainerSettings(accelerator="cpu"), TinyNet(), synthetic_splits(),
-                      Task(nn.CrossEntropyLoss(), "multiclass", 3), run_dir=tmp_path)
+                      Classification(nn.CrossEntropyLoss(), "multiclass", 3), run_dir=tmp_path)
     assert {"val/loss", "val/acc"} <= set(trainer.evaluate(trainer.val_loader, "val"))
     with pytest.raises(UserError, match="built without an optimizer"):
         trainer.fit()

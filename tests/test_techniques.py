@@ -21,7 +21,7 @@ from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.lr_finder import range_test, suggest
-from decltrain.trainer.engine.task import ClassificationLoss, Task
+from decltrain.trainer.tasks.classification import Classification, ClassificationLoss
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
 from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
@@ -220,7 +220,7 @@ def test_range_test_sweeps_a_copy_and_suggests_a_rate_before_divergence():
     from decltrain.trainer.engine import data
     loader = data.train_loader(splits.train, splits.loader, 0, torch.device("cpu"))
     rng = torch.get_rng_state()
-    result = range_test(model, optimizer, loader, Task(nn.CrossEntropyLoss(), "multiclass", 3), torch.device("cpu"),
+    result = range_test(model, optimizer, loader, Classification(nn.CrossEntropyLoss(), "multiclass", 3), torch.device("cpu"),
                         min_lr=1e-5, max_lr=100.0, num_steps=150)
     assert_bit_identical(model.state_dict(), before)
     assert torch.equal(torch.get_rng_state(), rng)
@@ -245,7 +245,7 @@ def test_classification_task_follows_the_number_of_classes(tmp_path, classes):
     assert splits.num_classes == (1 if classes == 2 else 3)
     outputs = torch.zeros(4, splits.num_classes)
     targets = torch.tensor([0, 1, 0, 1])
-    loss = Task(ClassificationLoss(), splits.task, splits.num_classes).loss(outputs, targets)
+    loss = Classification(ClassificationLoss(), splits.task, splits.num_classes).loss(nn.Identity(), (outputs, targets))
     assert float(loss) == pytest.approx(0.6931 if classes == 2 else 1.0986, abs=1e-4)
 
 

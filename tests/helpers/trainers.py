@@ -12,7 +12,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.data import synthetic_splits
 
 
@@ -41,6 +41,6 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     optimizer_ = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)))(model.parameters())
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
-    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
+    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 3),
                    optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path,
                    placement=placement)
