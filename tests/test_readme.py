@@ -68,6 +68,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
     "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    "train config=segmentation_folder dataset.fake=true": SHORT,
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
