@@ -18,6 +18,9 @@ PALETTE = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 
 class MaskOverlays(Metric):
     full_state_update = False
+    images: list[torch.Tensor]
+    predicted: list[torch.Tensor]
+    true: list[torch.Tensor]
 
     def __init__(self, num_classes: int, count: int = 4) -> None:
         super().__init__()
