@@ -124,7 +124,8 @@ def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int)
     keep = [row for row, file in enumerate(files) if str(file) not in unreadable]
     if not keep:
         raise UserError(f"image folder {root}: none of its {len(files)} images could be read")
-    targets = torch.as_tensor([folder.targets[row] for row in keep], dtype=torch.long)
+    # class indices (int64), or one 0/1 float per label for multi-label images (datasets/labelled_images.py)
+    targets = torch.as_tensor([folder.targets[row] for row in keep])
     return CachedImages(array_path, torch.as_tensor(keep), targets)
 
 

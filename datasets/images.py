@@ -50,7 +50,7 @@ def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[SizedData
 def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDataset | None, *, class_names: list[str],
                  train_transform: ImagePipeline, eval_transform: ImagePipeline, val_fraction: float,
                  val_split_seed: int, name: str, loader: LoaderSettings,
-                 decode: Callable[[SizedDataset], InMemory] | None = None) -> DataSplits:
+                 decode: Callable[[SizedDataset], InMemory] | None = None, task: str = "multiclass") -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
 
     A carved validation set shares the loaded training images but gets the evaluation
@@ -67,7 +67,7 @@ def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDatas
         train_part, val_part, test_part = split_parts(decode(train), val_images, test_images, _in_memory_part, *transforms)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
-                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
+                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task=task,
                       name=name, eval_transform=eval_transform.per_sample())
 
 

@@ -22,20 +22,16 @@ from decltrain.trainer.errors import UserError
 log = logging.getLogger(__name__)
 
 
-class TorchvisionClassifier(nn.Module):
-    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
-                 freeze_backbone: bool = False, activation_checkpointing: bool = False) -> None:
+class BackboneWithHead(nn.Module):
+    """A network (`net`) whose last linear layer (`head_name`) is the classification head: its
+    parameters form the `head` group, all others the `backbone` group (frozen on request)."""
+
+    def __init__(self, net: nn.Module, head_name: str, freeze_backbone: bool, pretrained: bool) -> None:
         super().__init__()
-        self.net = _pretrained(name, weights)
-        self.head_name = _last_linear(self.net, name)
-        old_head = self.net.get_submodule(self.head_name)
-        assert isinstance(old_head, nn.Linear)  # what _last_linear looks for
-        parent_name, _, attribute = self.head_name.rpartition(".")
-        setattr(self.net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
-        if activation_checkpointing:
-            _checkpoint_blocks(self.net, self.head_name, name)
+        self.net = net
+        self.head_name = head_name
         if freeze_backbone:
-            if weights is None:
+            if not pretrained:
                 log.warning("model.freeze_backbone=true with model.weights=null: the frozen backbone is random; "
                             "set model.weights to a weights file (or IMAGENET1K_V1 when online) to transfer")
             self.set_backbone_trainable(False)
@@ -56,6 +52,20 @@ class TorchvisionClassifier(nn.Module):
         return self.net(x)
 
 
+class TorchvisionClassifier(BackboneWithHead):
+    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
+                 freeze_backbone: bool = False, activation_checkpointing: bool = False) -> None:
+        net = _pretrained(name, weights)
+        head_name = last_linear(net, name)
+        old_head = net.get_submodule(head_name)
+        assert isinstance(old_head, nn.Linear)  # what last_linear looks for
+        parent_name, _, attribute = head_name.rpartition(".")
+        setattr(net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
+        if activation_checkpointing:
+            _checkpoint_blocks(net, head_name, name)
+        super().__init__(net, head_name, freeze_backbone, pretrained=weights is not None)
+
+
 def _pretrained(name: str, weights: str | None) -> nn.Module:
     """torchvision's `name` with its original head, loaded with `weights` (a file or a torchvision name)."""
     available = torchvision.models.list_models(module=torchvision.models)
@@ -65,7 +75,7 @@ def _pretrained(name: str, weights: str | None) -> nn.Module:
     if weights is None or is_weights_file(weights):
         net = torchvision.models.get_model(name, weights=None)
         if weights is not None:
-            load_weights_file(net, Path(weights), heads=[_last_linear(net, name)])
+            load_weights_file(net, Path(weights), heads=[last_linear(net, name)])
         return net
     try:
         return torchvision.models.get_model(name, weights=weights)
@@ -78,7 +88,7 @@ def _pretrained(name: str, weights: str | None) -> nn.Module:
                         f"offline, download them elsewhere and set model.weights=/path/to/file.pth") from None
 
 
-def _last_linear(net: nn.Module, name: str) -> str:
+def last_linear(net: nn.Module, name: str) -> str:
     """The qualified name of the last `nn.Linear`: the classification head of torchvision models."""
     linears = [module_name for module_name, module in net.named_modules() if isinstance(module, nn.Linear)]
     if not linears:

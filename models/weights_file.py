@@ -4,13 +4,14 @@ from __future__ import annotations
 import pickle
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from decltrain.trainer.errors import UserError
 
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
 def is_weights_file(weights: str) -> bool:
@@ -29,7 +30,7 @@ def load_weights_file(net: nn.Module, path: Path, heads: Sequence[str], ignored:
         raise UserError(f"model.weights file {path} does not exist; give the path of a saved state_dict "
                         "(torch.save(model.state_dict(), path)) or null for random weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _read_state(path)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
         raise UserError(f"model.weights file {path} is not a readable weights file ({type(err).__name__}); "
                         "save it with torch.save(model.state_dict(), path)") from None
@@ -43,9 +44,25 @@ def load_weights_file(net: nn.Module, path: Path, heads: Sequence[str], ignored:
     fitting = {key: value for key, value in state.items()
                if not any(key.startswith(prefix + ".") for prefix in ignored)
                and not (in_head(key) and key in own and own[key].shape != value.shape)}
-    missing, unexpected = net.load_state_dict(fitting, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(fitting, strict=False)
+    except RuntimeError as err:  # a weight of another shape (a first layer for other channels)
+        raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: "
+                        f"{str(err).strip().splitlines()[-1].strip()}") from None
     missing = [key for key in missing if not in_head(key)]
     if missing or unexpected:
         example = (missing or unexpected)[0]
         raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: {len(missing)} weights "
                         f"missing, {len(unexpected)} unexpected (e.g. {example}); was it saved from this model?")
+
+
+def _read_state(path: Path) -> Any:
+    """A state_dict file: torch's format, or safetensors (what timm's pretrained weights come as)."""
+    if path.suffix != ".safetensors":
+        return torch.load(path, map_location="cpu", weights_only=True)
+    from safetensors import SafetensorError  # installed with timm (the `timm` extra)
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path))
+    except SafetensorError as err:
+        raise OSError(str(err)) from None

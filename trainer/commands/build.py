@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, cast
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
@@ -52,11 +52,11 @@ def data(cfg: DictConfig) -> DataSplits:
 
 
 def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
-    """Builds the model from the dataset's metadata (unless the config sets it)."""
-    metadata = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    """Builds the model from what its constructor takes of the dataset's metadata (unless the config sets it)."""
+    metadata: dict[str, Any] = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
     if splits.vocab_size is not None:  # text datasets: the embedding's size
         metadata["vocab_size"] = splits.vocab_size
-    return instantiate_node(cfg.model, "model", **{k: v for k, v in metadata.items() if k not in cfg.model})
+    return instantiate_node(cfg.model, "model", **_taken(cfg.model, metadata))
 
 
 def model_and_task(cfg: DictConfig, splits: DataSplits) -> tuple[nn.Module, Task]:
@@ -71,12 +71,11 @@ def task(cfg: DictConfig, splits: DataSplits) -> Task:
     (num_classes, class_names, kind: the dataset's kind of targets) and the `loss` group's module."""
     node = cfg.get("task") or _task_before_the_group(splits)
     target = str(node.get("_target_", "?"))
-    metadata = {"num_classes": splits.num_classes, "class_names": list(splits.class_names), "kind": splits.task}
-    wanted = _parameters(target)
-    if "loss" in wanted and "loss" not in node:
+    metadata: dict[str, Any] = {"num_classes": splits.num_classes, "class_names": list(splits.class_names),
+                                "kind": splits.task}
+    if "loss" in _parameters(target) and "loss" not in node:
         metadata["loss"] = loss(cfg)
-    given = {key: value for key, value in metadata.items() if key not in node and (key in wanted or "**" in wanted)}
-    built = instantiate_node(node, "task", **given)
+    built = instantiate_node(node, "task", **_taken(node, metadata))
     check_task(built, target)
     return cast(Task, built)
 
@@ -87,13 +86,19 @@ def _task_before_the_group(splits: DataSplits) -> DictConfig:
     return OmegaConf.create({"_target_": f"decltrain.trainer.tasks.{kind}"})
 
 
+def _taken(node: DictConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata the target of `node` takes as keywords and its config does not set."""
+    wanted = _parameters(str(node.get("_target_", "")))
+    return {key: value for key, value in metadata.items() if key not in node and (key in wanted or "**" in wanted)}
+
+
 def _parameters(target: str) -> set[str]:
-    """The keyword names a task's constructor takes (`**` when it takes any); none when it cannot be imported
-    (instantiation then says why)."""
+    """The keyword names a class or function takes (`**` when it takes any, or when it cannot be
+    imported or inspected: everything is passed, and instantiation says what is wrong)."""
     try:
-        signature = inspect.signature(get_class(target))
-    except Exception:  # Hydra raises ImportError/ValueError variants for a bad path
-        return set()
+        signature = inspect.signature(get_object(target))
+    except Exception:  # Hydra raises ImportError/ValueError variants for a bad path; builtins have no signature
+        return {"**"}
     return {"**" if parameter.kind is parameter.VAR_KEYWORD else name
             for name, parameter in signature.parameters.items()}
 

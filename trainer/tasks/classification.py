@@ -86,9 +86,7 @@ class Classification(Supervised):
         metrics["loss"].update(self.loss_fn(outputs, targets).detach(), weight=targets.shape[0])
         if self.kind == "multiclass":
             scores, labels = outputs.argmax(dim=-1), targets
-        elif self.kind == "binary":
-            scores, labels = torch.sigmoid(outputs), targets.long()
-        else:
+        else:  # binary, multilabel: a probability per logit, 0/1 targets
             scores, labels = torch.sigmoid(outputs), targets.long()
         for name, metric in metrics.items():
             if name != "loss":
