@@ -11,7 +11,7 @@ each pair is decoded and transformed every epoch in the DataLoader workers.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as TF
 
 from decltrain.datasets.base import DataSplits, SizedDataset, loader_settings
-from decltrain.datasets.images import image_pipeline, split_parts
+from decltrain.datasets.images import ImagePipeline, image_pipeline, split_parts
 from decltrain.datasets.masks import MaskedImages, fake_masked_images, paired_part, per_sample_part
 from decltrain.trainer.errors import UserError
 
@@ -40,21 +40,24 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
     `stored_size` (in-memory only; default `image_size` x 1.15, room for random crops) is the
     side each pair is stored at.
     """
-    splits: tuple[SizedDataset, SizedDataset | None, SizedDataset | None]
+    train: SizedDataset
+    val: SizedDataset | None = None
+    test: SizedDataset | None = None
     if fake:
         names = ["background", *(f"shape_{i}" for i in range(1, fake_num_classes))]
-        splits = fake_masked_images(image_size, fake_num_classes)
+        train, val, test = fake_masked_images(image_size, fake_num_classes)
     else:
         folder = Path(root)
         names = list(class_names) if class_names else _class_file(folder)
         files = _pairs(folder)
         _check_masks(files, len(names), ignore_index)
         size = math.ceil(image_size * 1.15) if stored_size is None else stored_size
-        splits = (_decode(files, size) if in_memory else MaskFiles(files), None, None)
+        train = _decode(files, size) if in_memory else MaskFiles(files)
     train_pipeline, eval_pipeline = (image_pipeline(steps, mean, std) for steps in (train_transforms, eval_transforms))
-    part = paired_part if in_memory else per_sample_part
-    train_part, val_part, test_part = split_parts(*splits, part, train_pipeline,  # type: ignore[arg-type]
-                                                  eval_pipeline, val_fraction, val_split_seed)
+    # In memory every split is `MaskedImages` (decoded or generated), which `paired_part` takes.
+    part: Callable[[Any, Sequence[int], ImagePipeline], Dataset] = paired_part if in_memory else per_sample_part
+    train_part, val_part, test_part = split_parts(train, val, test, part, train_pipeline, eval_pipeline,
+                                                  val_fraction, val_split_seed)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(names),
                       input_shape=tuple(image.shape), loader=loader_settings(**loader), class_names=names,

@@ -1,20 +1,29 @@
 """A small U-Net (Ronneberger et al. 2015): per-pixel class scores at the input's resolution.
 
-Each level is two 3x3 convolutions with batch norm; `depth` levels halve the resolution, the
-decoder doubles it back and joins the encoder's features of the same level. Any side works:
-a side that does not divide by 2**depth is padded for the pass and cropped back.
+Each level is two 3x3 convolutions with group norm, which keeps no running statistics: a model
+early in training, or trained on small batches of large images, validates as it trains. `depth`
+levels halve the resolution, the decoder doubles it back and joins the encoder's features of the
+same level. Any side works: a side that does not divide by 2**depth is padded for the pass and
+cropped back.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+GROUPS = 8  # norm groups per layer (fewer where the channel count does not divide by it)
+
 
 def _double_conv(in_channels: int, out_channels: int) -> nn.Sequential:
+    groups = math.gcd(GROUPS, out_channels)
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
-        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True),
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.GroupNorm(groups, out_channels),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), nn.GroupNorm(groups, out_channels),
+        nn.ReLU(inplace=True),
     )
 
 

@@ -70,6 +70,7 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
     "train config=coco_detection dataset.fake=true trainer.max_epochs=1":
         Excluded("tests/test_detection.py runs it from a user's folder, on smaller images (a detector is slow on a CPU)"),
+    "train config=segmentation_folder dataset.fake=true": SHORT,
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,

@@ -335,3 +335,22 @@ def test_ddp_two_ranks_sigterm_then_resume(tmp_path, data_dir):
     assert state["progress"]["global_step"] % 2 == 0 and len(state["rng_per_rank"]) == 2
     train_in(tmp_path / "run", data_dir, *ddp, f"resume={run_dir}")
     assert_same_mnist_run(run_dir, run_folder(tmp_path / "reference"))
+
+
+# ------------------------------------------------------- segmentation: masks moved by random crops and flips
+SEGMENTATION = ["config=segmentation_folder", "dataset.fake=true", "dataset.image_size=32", "model.width=4",
+                "model.depth=2", f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=4",
+                "callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.early_stopping=null",
+                "callbacks.progress_bar=null"]
+
+
+def test_segmentation_stopped_mid_epoch_then_extended(tmp_path):
+    """8 steps an epoch (128 generated images, batch 16); the augmentation draws from the RNG checkpoints restore."""
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    train_in(tmp_path, tmp_path, *SEGMENTATION, f"hydra.run.dir={reference}")
+    train_in(tmp_path, tmp_path, *SEGMENTATION, "trainer.max_steps=12", f"hydra.run.dir={run_dir}")
+    assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"] == {
+        "epoch": 1, "batch_idx": 4, "global_step": 12}
+    train_in(tmp_path, tmp_path, *SEGMENTATION, f"resume={run_dir}")
+    assert_same_run(run_dir, reference, timing=TIMING)
+    assert metrics(run_dir) == metrics(reference)
