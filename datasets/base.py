@@ -30,8 +30,9 @@ class LoaderSettings:
 class DataSplits:
     """Train, validation and test sets with the metadata a model is built from.
 
-    `task` is the kind of targets: `multiclass`, `binary`, `multilabel` ((N, labels) floats of 0/1) or
-    `regression`; the config's task (configs/task/) checks it fits.
+    `task` is the kind of targets: `multiclass`, `binary`, `multilabel` ((N, labels) floats of 0/1),
+    `regression`, or `detection` (a dict of boxes and labels per image); the config's task
+    (configs/task/) checks it fits.
     `eval_transform` turns one raw input (a PIL image for image datasets, a string for text, a
     row dict or list for tables) into a model input the way the test split does; `predict` uses
     it on new files. `vocab_size` (text datasets) reaches the model like `num_classes`.
@@ -73,6 +74,18 @@ class TransformedSubset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         inputs, target = self.base[self.indices[index]]
         return (self.transform(inputs) if self.transform else inputs), target
+
+
+class JointlyTransformedSubset(TransformedSubset):
+    """A `TransformedSubset` whose `transform` sees each (input, target) pair together.
+
+    transforms.v2 then moves a target's `tv_tensors` (boxes, masks) with its image: a flip or
+    crop of the image flips or crops them the same way.
+    """
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self.base[self.indices[index]]
+        return self.transform(sample) if self.transform else sample
 
 
 def loader_settings(batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,

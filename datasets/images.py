@@ -61,10 +61,10 @@ def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDatas
     """
     transforms = (train_transform, eval_transform, val_fraction, val_split_seed)
     if decode is None:
-        train_part, val_part, test_part = _parts(train, val, test, _per_sample_part, *transforms)
+        train_part, val_part, test_part = split_parts(train, val, test, _per_sample_part, *transforms)
     else:
         val_images, test_images = (None if split is None else decode(split) for split in (val, test))
-        train_part, val_part, test_part = _parts(decode(train), val_images, test_images, _in_memory_part, *transforms)
+        train_part, val_part, test_part = split_parts(decode(train), val_images, test_images, _in_memory_part, *transforms)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
                       input_shape=tuple(image.shape), loader=loader, class_names=class_names, task=task,
@@ -74,7 +74,7 @@ def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDatas
 Split = TypeVar("Split", bound=SizedDataset)
 
 
-def _parts(train: Split, val: Split | None, test: Split | None,
+def split_parts(train: Split, val: Split | None, test: Split | None,
            part: Callable[[Split, Sequence[int], ImagePipeline], Dataset], train_transform: ImagePipeline,
            eval_transform: ImagePipeline, val_fraction: float, val_split_seed: int) -> tuple[Dataset, Dataset, Dataset]:
     """Train, validation and test parts of loaded (or decoded) splits; see `image_splits`."""

@@ -6,5 +6,9 @@ from decltrain.models.mnist_cnn import MnistCNN
 from decltrain.models.sequence_classifier import SequenceClassifier
 from decltrain.models.timm_classifier import TimmClassifier
 from decltrain.models.torchvision_classifier import TorchvisionClassifier
+from decltrain.models.torchvision_detector import TorchvisionDetector
+from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
+from decltrain.models.unet import UNet
 
-__all__ = ["GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier"]
+__all__ = ["GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
+           "TorchvisionDetector", "TorchvisionSegmenter", "UNet"]

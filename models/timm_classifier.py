@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from decltrain.models.torchvision_classifier import BackboneWithHead, last_linear, load_weights_file
+from decltrain.models.torchvision_classifier import BackboneWithHead, last_linear
+from decltrain.models.weights_file import load_weights_file
 from decltrain.trainer.errors import UserError
 
 
@@ -30,5 +31,5 @@ class TimmClassifier(BackboneWithHead):
                             "(timm.list_models() lists them all)")
         net = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=input_shape[0], **options)
         if weights is not None:
-            load_weights_file(net, Path(weights))
+            load_weights_file(net, Path(weights), heads=[last_linear(net, name)])
         super().__init__(net, last_linear(net, name), freeze_backbone, pretrained=weights is not None)

@@ -9,20 +9,17 @@ and `callbacks.BackboneUnfreeze` can unfreeze the backbone later.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
-from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
 from decltrain.models.blocks import checkpointed
+from decltrain.models.weights_file import is_weights_file, load_weights_file
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger(__name__)
-
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
 
 
 class BackboneWithHead(nn.Module):
@@ -75,10 +72,10 @@ def _pretrained(name: str, weights: str | None) -> nn.Module:
     if name not in available:
         raise UserError(f"model.name={name!r} is not a torchvision classification model; "
                         f"pick one of e.g. resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, vit_b_16")
-    if weights is None or _is_file(weights):
+    if weights is None or is_weights_file(weights):
         net = torchvision.models.get_model(name, weights=None)
         if weights is not None:
-            load_weights_file(net, Path(weights))
+            load_weights_file(net, Path(weights), heads=[last_linear(net, name)])
         return net
     try:
         return torchvision.models.get_model(name, weights=weights)
@@ -89,50 +86,6 @@ def _pretrained(name: str, weights: str | None) -> nn.Module:
     except OSError as err:  # urllib's URLError is an OSError
         raise UserError(f"model.weights={weights}: could not download the {name} weights ({err}); "
                         f"offline, download them elsewhere and set model.weights=/path/to/file.pth") from None
-
-
-def _is_file(weights: str) -> bool:
-    return Path(weights).suffix in WEIGHT_FILE_SUFFIXES or "/" in weights or Path(weights).exists()
-
-
-def load_weights_file(net: nn.Module, path: Path) -> None:
-    """Loads a state_dict (or this project's checkpoint) into `net`; a head of another size is skipped."""
-    if not path.is_file():
-        raise UserError(f"model.weights file {path} does not exist; give the path of a saved state_dict "
-                        "(torch.save(model.state_dict(), path)) or null for random weights")
-    try:
-        state = _read_state(path)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"model.weights file {path} is not a readable weights file ({type(err).__name__}); "
-                        "save it with torch.save(model.state_dict(), path)") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # one of our checkpoints
-        state = {key.removeprefix("net."): value for key, value in state["model"].items()}
-    own = net.state_dict()
-    head = last_linear(net, "")
-    fitting = {key: value for key, value in state.items()
-               if not (key.startswith(head + ".") and key in own and own[key].shape != value.shape)}
-    try:
-        missing, unexpected = net.load_state_dict(fitting, strict=False)
-    except RuntimeError as err:  # a weight of another shape (a first layer for other channels)
-        raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: "
-                        f"{str(err).strip().splitlines()[-1].strip()}") from None
-    missing = [key for key in missing if not key.startswith(head + ".")]
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: {len(missing)} weights "
-                        f"missing, {len(unexpected)} unexpected (e.g. {example}); was it saved from this model?")
-
-
-def _read_state(path: Path) -> Any:
-    """A state_dict file: torch's format, or safetensors (what timm's pretrained weights come as)."""
-    if path.suffix != ".safetensors":
-        return torch.load(path, map_location="cpu", weights_only=True)
-    from safetensors import SafetensorError  # installed with timm (the `timm` extra)
-    from safetensors.torch import load_file
-    try:
-        return load_file(str(path))
-    except SafetensorError as err:
-        raise OSError(str(err)) from None
 
 
 def last_linear(net: nn.Module, name: str) -> str:

@@ -46,7 +46,7 @@ SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same lau
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm,detection]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
@@ -68,6 +68,9 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
     "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    "train config=coco_detection dataset.fake=true trainer.max_epochs=1":
+        Excluded("tests/test_detection.py runs it from a user's folder, on smaller images (a detector is slow on a CPU)"),
+    "train config=segmentation_folder dataset.fake=true": SHORT,
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
