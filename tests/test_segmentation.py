@@ -17,7 +17,7 @@ from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.tasks.segmentation import Segmentation
 from tests.helpers.commands import run_command, run_train
 from tests.helpers.distributed import on_ranks
-from tests.test_segmentation_data import PLAIN, write_segmentation_folder
+from tests.helpers.segmentation import PLAIN, write_segmentation_folder
 
 # The acceptance command; the smaller images and U-Net keep it to seconds on a CPU.
 ACCEPTANCE = ("config=segmentation_folder", "dataset.fake=true", "trainer.max_epochs=2")
