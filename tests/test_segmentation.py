@@ -35,7 +35,7 @@ def test_segmentation_run_beats_all_background_draws_masks_and_predicts_mask_png
     assert last["val/pixel_acc"] > background and last["val/miou"] > background / 3
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
     drawn = events.Images("val/masks")
-    assert len(drawn) == 2 and drawn[-1].width == 4 * 64 + 5 * 2 and drawn[-1].height == 2 * 64 + 3 * 2
+    assert len({image.step for image in drawn}) >= 2 and drawn[-1].width == 4 * 64 + 5 * 2 and drawn[-1].height == 2 * 64 + 3 * 2
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
