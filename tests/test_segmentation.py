@@ -17,7 +17,7 @@ from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.tasks.segmentation import Segmentation
 from tests.helpers.commands import run_command, run_train
 from tests.helpers.distributed import on_ranks
-from tests.test_segmentation_data import PLAIN, write_segmentation_folder
+from tests.helpers.segmentation import PLAIN, write_segmentation_folder
 
 # The acceptance command; the smaller images and U-Net keep it to seconds on a CPU.
 ACCEPTANCE = ("config=segmentation_folder", "dataset.fake=true", "trainer.max_epochs=2")
@@ -35,7 +35,7 @@ def test_segmentation_run_beats_all_background_draws_masks_and_predicts_mask_png
     assert last["val/pixel_acc"] > background and last["val/miou"] > background / 3
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
     drawn = events.Images("val/masks")
-    assert len(drawn) == 2 and drawn[-1].width == 4 * 64 + 5 * 2 and drawn[-1].height == 2 * 64 + 3 * 2
+    assert len({image.step for image in drawn}) >= 2 and drawn[-1].width == 4 * 64 + 5 * 2 and drawn[-1].height == 2 * 64 + 3 * 2
 
     inputs = tmp_path / "inputs"
     inputs.mkdir()
