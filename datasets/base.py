@@ -36,6 +36,8 @@ class DataSplits:
     `eval_transform` turns one raw input (a PIL image for image datasets, a string for text, a
     row dict or list for tables) into a model input the way the test split does; `predict` uses
     it on new files. `vocab_size` (text datasets) reaches the model like `num_classes`.
+    `any_image_size`: the model takes images of any size (detectors resize inside), so `predict`
+    keeps each image's own size and its outputs (boxes) are in that image's pixels.
     """
     train: Dataset
     val: Dataset
@@ -48,6 +50,7 @@ class DataSplits:
     name: str = ""
     eval_transform: Callable[[Any], Any] | None = None
     vocab_size: int | None = None
+    any_image_size: bool = False
 
 
 class SizedDataset(Protocol):

@@ -54,7 +54,7 @@ def build(root: str, train: str = "train.json", val: str | None = None, test: st
                       input_shape=tuple(image.shape), loader=loader_settings(**loader, default_collate_fn=collate_lists),
                       class_names=["background", *names], task="detection",
                       name="shapes" if fake else f"coco:{Path(root).name}",
-                      eval_transform=_pipeline(eval_transforms, sanitize=False).per_sample())
+                      eval_transform=_pipeline(eval_transforms, sanitize=False).per_sample(), any_image_size=True)
 
 
 def collate_lists(batch: Sequence[tuple[torch.Tensor, Target]]) -> tuple[list[torch.Tensor], list[Target]]:

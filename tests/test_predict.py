@@ -212,3 +212,17 @@ def test_a_text_run_predicts_from_its_folder_with_the_training_text_gone(tmp_pat
     with_data = predicted("with.csv")
     table.rename(tmp_path / "moved.csv")
     assert predicted("without.csv") == with_data == ["pos", "neg"]
+
+
+def test_images_keep_their_own_size_for_models_that_take_any_size():
+    """A detector's boxes must be in the pixels of the image given, not of a resized copy."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    splits = DataSplits(train=TensorDataset(torch.zeros(1)), val=TensorDataset(torch.zeros(1)),
+                        test=TensorDataset(torch.zeros(1)), num_classes=3, input_shape=(3, 64, 64),
+                        eval_transform=TF.to_image)
+    image = Image.new("RGB", (128, 96))
+    assert tuple(predict.prepare(image, splits).shape) == (3, 64, 64)  # a classifier takes its training size
+    splits.any_image_size = True
+    assert tuple(predict.prepare(image, splits).shape) == (3, 96, 128)

@@ -138,6 +138,8 @@ def prepare(raw: Any, splits: DataSplits) -> torch.Tensor:
     shape = tuple(splits.input_shape)
     image = raw.convert(IMAGE_MODES.get(shape[0], "RGB"))
     tensor = transform(image)
+    if splits.any_image_size:
+        return tensor
     if tuple(tensor.shape) != shape and len(shape) == 3:
         tensor = transform(image.resize((shape[2], shape[1]), Image.Resampling.BILINEAR))
     if tuple(tensor.shape) != shape:
