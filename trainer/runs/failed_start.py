@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.runs import layout
+from decltrain.trainer.runs import layout, run_lock
 
 
 @contextmanager
@@ -33,7 +33,8 @@ def removed_on_error(run_dir: Path, owner: bool) -> Iterator[None]:
 
 def _remove_start_records(run_dir: Path) -> None:
     """Removes `run_dir`, and the parents it leaves empty below the working directory."""
-    start_records = {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log", layout.REPRODUCIBILITY, layout.INFERENCE}
+    start_records = {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log", layout.REPRODUCIBILITY, layout.INFERENCE,
+                     layout.STATUS, run_lock.LOCK}
     folder, here = run_dir.resolve(), Path.cwd().resolve()
     if here.is_relative_to(folder) or not {entry.name for entry in folder.iterdir()} <= start_records:
         return
