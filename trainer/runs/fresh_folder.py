@@ -9,30 +9,42 @@ unless `resume=` says to continue it. No torch import: both run before Hydra com
 from __future__ import annotations
 
 import os
+import sys
 from functools import cache
 from pathlib import Path
+from typing import NoReturn
 
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
+
+CANNOT_CREATE_EXIT_CODE = 2  # as for every other user error (trainer/commands/console_script.py)
 
 
 @cache  # Hydra may resolve hydra.run.dir more than once: one process, one folder
 def claimed(fresh: str) -> str:
     """`fresh`, or `fresh_N` for the first N whose folder this call could create."""
-    try:
-        Path(fresh).parent.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return fresh  # Hydra's own mkdir then fails; `check_command_line` names what is in the way
     for number in range(10_000):
         candidate = fresh if number == 0 else f"{fresh}_{number}"
         try:
+            Path(candidate).parent.mkdir(parents=True, exist_ok=True)
             os.mkdir(candidate)
         except FileExistsError:
-            continue
-        except OSError:
-            return fresh
+            if Path(candidate).is_dir():
+                continue
+            _refuse(candidate)
+        except OSError as err:
+            _refuse(candidate, err)
         return candidate
     return fresh
+
+
+def _refuse(folder: str, error: OSError | None = None) -> NoReturn:
+    """Ends the start with one line: Hydra resolves hydra.run.dir (and so calls `claimed`) before the
+    job, where an exception would reach the user as a traceback."""
+    blocking = next((ancestor for ancestor in Path(folder).parents if ancestor.is_file()), None)
+    cause = f"{blocking} is a file, not a folder" if blocking else (error.strerror if error else "it exists")
+    print(f"error: cannot create run folder {folder}: {cause}; choose another hydra.run.dir", file=sys.stderr)
+    sys.exit(CANNOT_CREATE_EXIT_CODE)
 
 
 def check_command_line(argv: list[str]) -> None:

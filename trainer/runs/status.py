@@ -12,10 +12,10 @@ record whose process is gone from this host is a crashed run (`observed`). No to
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,16 +63,13 @@ def read(run_dir: Path) -> dict[str, Any] | None:
 def write(run_dir: Path, record: dict[str, Any]) -> None:
     """Replaces the record atomically; a failed write raises a UserError naming the file and the cause."""
     path = Path(run_dir) / layout.STATUS
-    tmp_name = ""
+    tmp_name = path.with_name(f".{layout.STATUS}.{os.getpid()}.tmp")
     try:
-        with tempfile.NamedTemporaryFile("w", dir=run_dir, prefix=f".{layout.STATUS}.", suffix=".tmp",
-                                         delete=False) as handle:
-            tmp_name = handle.name
-            handle.write(json.dumps(record, indent=1) + "\n")
+        tmp_name.write_text(json.dumps(record, indent=1) + "\n")
         os.replace(tmp_name, path)
     except OSError as err:
-        if tmp_name:
-            Path(tmp_name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp_name.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {err.strerror or err}; free disk space or choose a writable "
                         "hydra.run.dir") from err
 
