@@ -88,6 +88,9 @@ def test_ls_csv_and_table(outputs, capsys, monkeypatch):
     runs.main(["--root", str(outputs)])  # `runs` alone lists
     table = capsys.readouterr().out
     assert "5 runs under" in table and "crashed" in table and "val/acc 0.95" in table
+    runs.main(["ls", "--root", str(outputs), "--limit", "2"])
+    table = capsys.readouterr().out
+    assert "5 runs under" in table and "3 older runs not shown: --limit 0 shows all" in table and "done" not in table
 
 
 def test_diff_names_the_keys_that_differ_and_the_metrics(outputs, capsys, monkeypatch):

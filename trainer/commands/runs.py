@@ -30,6 +30,7 @@ from decltrain.trainer.runs import catalog, layout, status
 from decltrain.trainer.tracking.hparams import flatten
 
 COMMANDS = ("ls", "show", "diff", "best")
+TABLE_ROWS = 100  # a table of more rows is not read, and Rich takes about 2 ms to lay out each
 _NOT_SETTINGS = ("resume", "rerun")  # config keys that differ by how a run started, not by what it trains
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--since", help="keep runs started since a date (2026-11-22) or for a time (30m, 12h, 2d, 1w)")
     ls.add_argument("--sort", metavar="METRIC", help="order by a metric, best first (highest unless --min)")
     ls.add_argument("--min", action="store_true", help="with --sort: lowest first")
+    ls.add_argument("--limit", type=int, help=f"show this many runs (the table: {TABLE_ROWS} unless given; 0: all)")
     ls.add_argument("--json", action="store_true", help="print the runs as JSON")
     ls.add_argument("--csv", action="store_true", help="print the runs as CSV")
     ls.set_defaults(handler=_list)
@@ -99,21 +101,26 @@ def _list(options: argparse.Namespace) -> None:
     runs = selected(Path(options.root), options.experiment, options.status, options.since, options.filters)
     if options.sort:
         runs = _ordered(runs, options.sort, lowest_first=options.min)
+    limit = options.limit if options.limit is not None else 0 if options.json or options.csv else TABLE_ROWS
+    shown = runs[:limit] if limit else runs
     if options.json:
-        print(json.dumps([run.as_dict() for run in runs], indent=1))
+        print(json.dumps([run.as_dict() for run in shown], indent=1))
     elif options.csv:
         writer = csv.writer(sys.stdout)
         names = list(catalog.RunEntry.__dataclass_fields__)
         writer.writerow(names)
-        for run in runs:
+        for run in shown:
             row = run.as_dict()
             writer.writerow([" ".join(row[name]) if name == "overrides" else row[name] for name in names])
     else:
-        Console().print(_table(runs, options.root, options.sort))
+        Console().print(_table(shown, len(runs), options.root, options.sort))
 
 
-def _table(runs: list[catalog.RunEntry], root: str, metric: str | None) -> Table:
-    table = Table(title=f"{len(runs)} runs under {root}")
+def _table(runs: list[catalog.RunEntry], total: int, root: str, metric: str | None) -> Table:
+    """The runs as a table; its title counts every run found, its caption says how to see those left out."""
+    left_out = total - len(runs)
+    table = Table(title=f"{total} runs under {root}",
+                  caption=f"{left_out} older runs not shown: --limit 0 shows all" if left_out else None)
     for column in ("run folder", "experiment", "started", "duration", "status", "epochs/steps",
                    metric or "best", "overrides"):
         table.add_column(column, overflow="fold", ratio=3 if column == "overrides" else None)

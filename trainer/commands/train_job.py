@@ -43,7 +43,9 @@ def _recorded_run(cfg: DictConfig, run_dir: Path, talks: bool) -> float | None:
     """`run` in the run folder this process holds: its status record says how far it got and how it ended."""
     hydra = HydraConfig.get()
     if talks:
-        status.started(run_dir, str(hydra.runtime.choices.get("config")), list(hydra.overrides.task))
+        composed = cast(dict[str, Any], OmegaConf.to_container(cfg, enum_to_str=True))
+        status.started(run_dir, str(hydra.runtime.choices.get("config")), list(hydra.overrides.task),
+                       hparams.flatten(composed))
     try:
         # A sweep job's folder stays: the sweep's summary names it, and its train.log holds the error.
         with failed_start.removed_on_error(run_dir, owner=talks and hydra.mode == RunMode.RUN):

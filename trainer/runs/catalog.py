@@ -4,7 +4,7 @@ A run folder is a folder holding `.hydra/` (what Hydra writes for every `train` 
 included); the search does not descend into one. Listing reads small files only: the status
 record (trainer/runs/status.py) and metrics.json, plus `.hydra/overrides.yaml` for a run written
 before status records existed. A run's composed config (`.hydra/config.yaml`) is read only to
-filter or compare by config keys. No torch import.
+filter or compare by config keys, and only for a run whose status record lacks it. No torch import.
 """
 from __future__ import annotations
 
@@ -91,7 +91,11 @@ def entry(folder: Path) -> RunEntry:
 
 
 def config(folder: Path) -> dict[str, Any]:
-    """The run's composed config (unresolved) as {dotted key: value}; {} when it cannot be read."""
+    """The run's composed config (unresolved) as {dotted key: value}: from its status record (JSON, read
+    fast), else from `.hydra/config.yaml`; {} when neither can be read."""
+    saved = (status.read(folder) or {}).get("config")
+    if isinstance(saved, dict):
+        return saved
     tree = read_yaml(folder / layout.CONFIG)
     return flatten(tree) if isinstance(tree, dict) else {}
 

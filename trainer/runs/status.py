@@ -1,7 +1,8 @@
 """A run's status record, `<run>/status.json`: what `runs` lists without opening a checkpoint.
 
     {"status": "running", "host": ..., "pid": ..., "started": ISO time, "experiment": ...,
-     "overrides": [...], "seconds": training time of the earlier starts, "this_start": ISO time}
+     "overrides": [...], "seconds": training time of the earlier starts, "this_start": ISO time,
+     "config": {dotted key: value}}
 
 The job (trainer/commands/train_job.py) writes `running` when it starts and, when it ends, one of
 `done`, `failed` (with the one-line `error`), `stopped` (by a signal, with the `signal`) or
@@ -32,13 +33,16 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def started(run_dir: Path, experiment: str, overrides: list[str]) -> None:
-    """Records that this process trains in `run_dir` now; a resumed run keeps its first start and time spent."""
+def started(run_dir: Path, experiment: str, overrides: list[str], config: dict[str, Any]) -> None:
+    """Records that this process trains in `run_dir` now, with what (`config`: the composed config as
+    `.hydra/config.yaml` holds it, flattened, which `runs` filters and compares by without parsing
+    YAML); a resumed run keeps its first start and time spent."""
     earlier = read(run_dir) or {}
     moment = now()
     write(run_dir, {"status": RUNNING, "host": socket.gethostname(), "pid": os.getpid(),
                     "started": earlier.get("started", moment), "this_start": moment,
-                    "seconds": earlier.get("seconds", 0.0), "experiment": experiment, "overrides": overrides})
+                    "seconds": earlier.get("seconds", 0.0), "experiment": experiment, "overrides": overrides,
+                    "config": config})
 
 
 def ended(run_dir: Path, status: str, **details: Any) -> None:
@@ -65,7 +69,7 @@ def write(run_dir: Path, record: dict[str, Any]) -> None:
     path = Path(run_dir) / layout.STATUS
     tmp_name = path.with_name(f".{layout.STATUS}.{os.getpid()}.tmp")
     try:
-        tmp_name.write_text(json.dumps(record, indent=1) + "\n")
+        tmp_name.write_text(json.dumps(record, indent=1, default=str) + "\n")
         os.replace(tmp_name, path)
     except OSError as err:
         with contextlib.suppress(OSError):
