@@ -1,6 +1,7 @@
 """`train -m`: sweeps as the README writes them, from an empty folder, with no folder flags."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -127,3 +128,20 @@ def test_summary_reads_any_launchers_job_returns(tmp_path):
     assert "2 done, 1 failed" in text and "every job: config=mnist_cnn" in text
     assert "0.8750" in text and "ValueError: first line" in text and "second line" not in text
     assert [record["number"] for record in json.loads((tmp_path / "sweep" / "summary.json").read_text())] == [0, 1, 2]
+
+
+def test_a_sweep_of_seeds_or_folds_reports_each_metric_s_mean_and_std(tmp_path, capsys):
+    def job(number: int, overrides: list[str], acc: float) -> sweep_summary.JobRecord:
+        folder = tmp_path / f"{number}_mnist_cnn"
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"monitor": "val/acc", "best": {"val/acc": acc},
+                                                         "test": {"model": "best", "test/acc": acc - 0.1}}))
+        return sweep_summary.JobRecord(number, overrides, "done", "val/acc", acc, None, str(folder))
+
+    folds = [job(n, ["dataset.folds=3", f"dataset.fold={n}"], acc) for n, acc in enumerate([0.8, 0.9, 1.0])]
+    sweep_summary.report(folds, tmp_path)
+    assert "best val/acc: mean 0.9000, std 0.1000 over 3 jobs" in capsys.readouterr().out
+    assert "test/acc: mean 0.8000, std 0.1000 over 3 jobs" in (tmp_path / "summary.txt").read_text()
+    assert json.loads((tmp_path / "mean_std.json").read_text())["best val/acc"]["std"] == pytest.approx(0.1)
+    learning_rates = [dataclasses.replace(record, overrides=[f"optimizer.lr={n}e-3"]) for n, record in enumerate(folds)]
+    assert sweep_summary.over_repeats(learning_rates) == {}  # a mean over learning rates means nothing
