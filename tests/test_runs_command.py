@@ -135,35 +135,40 @@ def test_a_run_of_an_earlier_version_without_a_status_record(tmp_path, capsys):
                                                                                          ["seed=1"])
 
 
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2", "logger=none"]
+SHORT = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none",
+         "callbacks.early_stopping=null"]
 
 
 @pytest.mark.slow
-def test_runs_lists_finished_failed_stopped_and_sweep_jobs(tmp_path, data_dir):
-    """A sweep (two finished jobs and one failed) and a run stopped by SIGTERM, listed by the installed `runs`."""
+def test_a_sweep_stopped_by_sigterm_and_runs_listing_its_jobs(tmp_path, data_dir):
+    """A sweep of four jobs: two fail (a negative learning rate), one finishes, SIGTERM stops the last.
+
+    The sweep writes its summary with the stopped job marked; `runs` lists each job's status and best
+    value, and `runs diff` of two jobs names exactly the key the sweep varied between them.
+    """
     env = {**os.environ, "DATA_DIR": str(data_dir), "COLUMNS": "200"}
-    sweep = run_train("-m", "config=mnist_mlp", "optimizer.lr=1e-3,1e-2,-1", *SHORT, cwd=tmp_path, env=env)
-    assert sweep.returncode == 1, sweep.stderr[-2000:]  # one job failed
-    stopped = subprocess.Popen([train_command(), "config=mnist_mlp", "trainer.max_epochs=100", *SHORT[2:]],
-                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("outputs/mnist_mlp/*/checkpoints/last.ckpt")) and time.monotonic() < deadline:
+    sweep = subprocess.Popen([train_command(), "-m", "config=mnist_mlp", "optimizer.lr=-1,1e-3",
+                              "trainer.max_epochs=1,1000", *SHORT, "hydra.sweep.dir=sweep"], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "sweep/3_mnist_mlp/checkpoints/last.ckpt").is_file() and time.monotonic() < deadline:
         time.sleep(0.2)
-    stopped.send_signal(signal.SIGTERM)
-    assert stopped.wait(timeout=120) == 143
-    listing = subprocess.run([train_command("runs"), "ls", "--json"], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, check=True)
+    sweep.send_signal(signal.SIGTERM)
+    output = sweep.communicate(timeout=120)[0]
+    assert sweep.returncode == 143, output[-3000:]
+    summary = json.loads((tmp_path / "sweep/summary.json").read_text())
+    assert [(job["number"], job["status"]) for job in summary] == [(0, "failed"), (1, "failed"), (2, "done"),
+                                                                   (3, "stopped")]
+    assert "2 failed" in output and "1 stopped" in output
+
+    listing = subprocess.run([train_command("runs"), "ls", "--json", "--root", "sweep"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, check=True)
     entries = {Path(e["folder"]).name: e for e in json.loads(listing.stdout)}
-    jobs = ["0_mnist_mlp", "1_mnist_mlp", "2_mnist_mlp"]
-    assert [entries[job]["status"] for job in jobs] == ["done", "done", "failed"]
-    assert "Invalid learning rate" in entries["2_mnist_mlp"]["error"]
-    for job in jobs[:2]:
-        metrics = json.loads((tmp_path / entries[job]["folder"] / "metrics.json").read_text())
-        assert entries[job]["best"] == metrics["best"]["val/acc"]
-    (single,) = (entry for name, entry in entries.items() if name not in jobs)
-    assert single["status"] == "stopped" and single["best"] is not None and single["step"] > 0
-    folders = [entries[job]["folder"] for job in jobs[:2]]
-    diff = subprocess.run([train_command("runs"), "diff", *folders], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, check=True)
-    assert diff.stdout.splitlines()[0] == "config: optimizer.lr=0.001 | 0.01"
+    assert [entries[f"{n}_mnist_mlp"]["status"] for n in range(4)] == ["failed", "failed", "done", "stopped"]
+    assert "Invalid learning rate" in entries["0_mnist_mlp"]["error"]
+    metrics = json.loads((tmp_path / "sweep/2_mnist_mlp/metrics.json").read_text())
+    assert entries["2_mnist_mlp"]["best"] == metrics["best"]["val/acc"] == summary[2]["value"]
+    assert entries["3_mnist_mlp"]["best"] is not None and entries["3_mnist_mlp"]["step"] > 0
+    diff = subprocess.run([train_command("runs"), "diff", "sweep/2_mnist_mlp", "sweep/3_mnist_mlp"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, check=True)
+    assert diff.stdout.splitlines()[0] == "config: trainer.max_epochs=1 | 1000"

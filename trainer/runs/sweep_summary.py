@@ -23,6 +23,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from decltrain.trainer.runs import catalog, status
+
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 SPREAD_JSON = "mean_std.json"  # a sweep of seeds or folds: each metric's mean and standard deviation
@@ -34,7 +36,7 @@ class JobRecord:
     """One job of a sweep as the summary shows it."""
     number: int
     overrides: list[str]
-    status: str               # "done" or "failed" ("pruned" too in an Optuna search)
+    status: str               # "done", "failed" or "stopped" (by a signal); "pruned" too in an Optuna search
     metric: str | None        # the monitored metric's name (callbacks.model_checkpoint.monitor)
     value: float | None       # what the job returned to the sweeper: the monitored validation value
     error: str | None         # a failed job's error in one line
@@ -52,6 +54,24 @@ class JobRecord:
                    metric=OmegaConf.select(job.cfg, "callbacks.model_checkpoint.monitor", default=None),
                    value=None if failed else _as_number(returned), error=one_line(returned) if failed else None,
                    folder=str(hydra_cfg.runtime.output_dir))
+
+
+def interrupted(sweep_dir: Path, jobs: Sequence[tuple[int, list[str]]]) -> list[JobRecord]:
+    """The jobs (number, overrides) of a batch that a stop signal cut short, from their run folders'
+    status records: those that ended, and the one that was `stopped`; a job not started is left out."""
+    folders = {tuple(record.get("overrides", [])): (folder, record) for folder in catalog.run_folders(Path(sweep_dir))
+               for record in [status.read(folder) or {}]}
+    records = []
+    for number, overrides in jobs:
+        if tuple(overrides) not in folders:
+            continue
+        folder, record = folders[tuple(overrides)]
+        state = record.get("status", status.STOPPED)
+        records.append(JobRecord(number=number, overrides=list(overrides),
+                                 status=status.STOPPED if state == status.RUNNING else state,
+                                 metric=record.get("monitor"), value=record.get("best"), error=record.get("error"),
+                                 folder=str(folder)))
+    return records
 
 
 def one_line(error: object) -> str:

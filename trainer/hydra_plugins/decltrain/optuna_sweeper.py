@@ -131,8 +131,14 @@ class OptunaSweeper(Sweeper):
             self.validate_batch_is_legal([overrides])
             # A failed job fails its trial (train raises in a sweep: Hydra records it); a stop
             # signal (exit 128 + signal) ends the search here, its trial left running to run again.
-            with _beating(database, trial._trial_id, self.heartbeat_interval), _given_back_if_stopped(study, trial):
-                result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+            try:
+                with _beating(database, trial._trial_id, self.heartbeat_interval), _given_back_if_stopped(study, trial):
+                    result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+            except (SystemExit, KeyboardInterrupt):  # the summary of the trials so far, the stopped one marked
+                stopped = sweep_summary.interrupted(sweep_dir, [(trial.number, [*fixed, *chosen])])
+                sweep_summary.report([*self.records, *(dataclasses.replace(r, overrides=chosen) for r in stopped)],
+                                     sweep_dir)
+                raise
             record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
             trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
             state, value = _tell(study, trial, result)
