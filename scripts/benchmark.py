@@ -134,6 +134,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
                 losses.append(trainer.last_loss)
 
         settings = TrainerSettings(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
+                                   validate_on_start=False,  # the hand-written loop validates nothing either
                                    check_val_every_n_epoch=epochs + 1, seed=seed)
         trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
                           callbacks={"loss": RecordLoss()})

@@ -160,3 +160,36 @@ def test_a_run_folder_without_the_inference_record_rebuilds_the_data(tiny_run, d
     rows = {Path(row["input"]).name: row for row in _rows(older / "predictions.csv")}
     assert [int(rows[f"digit{index}.png"]["class_index"]) for index in range(DIGITS)] == \
         _eager_predictions(tiny_run, data_dir)
+
+
+@pytest.mark.slow
+def test_a_text_run_predicts_from_its_folder_with_the_training_text_gone(tmp_path):
+    """The vocabulary travels in the run folder: the same predictions with and without the CSV."""
+    import random
+
+    from tests.helpers.commands import run_train
+
+    rng = random.Random(0)
+    words = {"pos": ["great", "good", "lovely", "fine"], "neg": ["bad", "awful", "poor", "sad"]}
+    table = tmp_path / "reviews.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(200):
+            label = rng.choice(["pos", "neg"])
+            writer.writerow([" ".join(rng.choices(words[label], k=3) + ["the", "movie"]), label])
+    (tmp_path / "mine.txt").write_text("a great and lovely movie\nthe movie was awful and sad\n")
+    run_dir = tmp_path / "run"
+    trained = run_train("config=text_lstm", f"dataset.path={table}", "trainer.max_epochs=3",
+                        f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+
+    def predicted(output: str) -> list[str]:
+        result = run_command("predict", f"run={run_dir}", f"inputs={tmp_path / 'mine.txt'}", f"output={output}",
+                             cwd=tmp_path, data_dir=tmp_path / "nowhere")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [row["class_name"] for row in _rows(tmp_path / output)]
+
+    with_data = predicted("with.csv")
+    table.rename(tmp_path / "moved.csv")
+    assert predicted("without.csv") == with_data == ["pos", "neg"]

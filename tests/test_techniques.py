@@ -50,8 +50,8 @@ def test_val_check_interval_validates_mid_epoch_and_checkpoints_each_validation(
     recorder = Recorder()
     trainer = step_validated(tmp_path, loggers={"recorder": recorder})
     trainer.fit()
-    # 16 steps an epoch: every 5 steps, and at each epoch's end (not twice at one step).
-    assert recorder.steps("val/acc") == [5, 10, 15, 16, 20, 25, 30, 32]
+    # 16 steps an epoch: every 5 steps, and at each epoch's end (not twice at one step); 0: before training.
+    assert recorder.steps("val/acc") == [0, 5, 10, 15, 16, 20, 25, 30, 32]
     names = sorted(path.name for path in (tmp_path / "checkpoints").glob("epoch=*.ckpt"))
     assert names == sorted(f"epoch={1 if s <= 16 else 2:03d}-step={s}.ckpt" for s in [5, 10, 15, 16, 20, 25, 30, 32])
     assert trainer.callbacks["early_stopping"].wait + 1 <= 8
@@ -73,10 +73,10 @@ def test_val_check_interval_resume_is_bit_identical_and_early_stopping_follows_i
 
 
 @pytest.mark.parametrize(("interval", "extra", "validated"), [
-    (0.5, {}, [8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch
-    (0.4, {}, [6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
-    (0.5, {"accumulate_grad_batches": 3}, [3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
-    (1.0, {}, [16, 32]),  # the whole epoch: only at its end
+    (0.5, {}, [0, 8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch (0: the validation before training)
+    (0.4, {}, [0, 6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
+    (0.5, {"accumulate_grad_batches": 3}, [0, 3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
+    (1.0, {}, [0, 16, 32]),  # the whole epoch: only at its end
 ])
 def test_a_fractional_val_check_interval_validates_within_each_epoch(tmp_path, interval, extra, validated):
     recorder = Recorder()

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands.unknown_keys import explained_composition_errors
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("decltrain")
@@ -79,4 +80,5 @@ def main() -> None:
     console_script.sleeping_openmp_threads()
     console_script.importable_working_directory()
     console_script.register_train_config()
-    _main()
+    with explained_composition_errors("find-lr", "find_lr"):
+        _main()

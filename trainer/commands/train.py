@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
+from decltrain.trainer.commands.unknown_keys import explained_composition_errors
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import fresh_folder, from_folder, requeue
 
@@ -115,7 +116,8 @@ def train() -> None:
         sys.exit(USER_ERROR_EXIT_CODE)
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        _main()
+        with explained_composition_errors("train", "train"):
+            _main()
     finally:
         clean_up()
 

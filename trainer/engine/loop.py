@@ -122,7 +122,7 @@ class Trainer:
 
     @property
     def log_every_n_steps(self) -> int:
-        return self.settings.log_every_n_steps
+        return self.settings.logging_interval(self.num_train_batches)
 
     @property
     def fast_dev_run(self) -> bool:
@@ -140,6 +140,8 @@ class Trainer:
         self._call("on_fit_start")
         try:
             with self._stop.installed(), self.profiler.profiling():
+                if ckpt_path is None and self.settings.validate_on_start:
+                    self._validate_before_training()
                 while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
                     if not self._train_epoch():
                         break  # stopped inside the epoch: it is not finished, so its end does not run
@@ -246,6 +248,17 @@ class Trainer:
         self.log_metrics(metrics)
         self.model.train()
         return metrics
+
+    def _validate_before_training(self) -> None:
+        """`validate_on_start`: the untrained model's metrics, logged at step 0 only.
+
+        No event runs: monitors, checkpoints and schedulers see trained models only. The RNG is
+        forked, so the validation draws nothing from the generators training uses.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with self.profiler.section("validation"), torch.random.fork_rng(devices=devices):
+            self.log_metrics(self.evaluate(self.val_loader, "val"))
+        self.model.train()
 
     def _validate_mid_epoch(self) -> None:
         """`val_check_interval`: validation after this optimizer step, at a step boundary.

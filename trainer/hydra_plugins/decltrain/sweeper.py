@@ -17,8 +17,9 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 
-from decltrain.trainer.runs import sweep_summary
+from decltrain.trainer.runs import failed_start, sweep_summary
 
 FAILED_SWEEP_EXIT_CODE = 1
 
@@ -46,6 +47,10 @@ class Sweeper(BasicSweeper):
         except (SystemExit, KeyboardInterrupt):  # a stop signal ended a job: the summary of the jobs so far
             finished = [sweep_summary.JobRecord.of(job) for batch in returns for job in batch]
             sweep_summary.report([*finished, *sweep_summary.interrupted(sweep_dir, running)], sweep_dir)
+            raise
+        except HydraException:
+            if not returns:  # the overrides did not compose: no job ran, so no sweep folder stays
+                failed_start.remove_unstarted_sweep(sweep_dir)
             raise
         finally:
             self.launcher.launch = launch  # type: ignore[method-assign]
