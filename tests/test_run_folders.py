@@ -68,7 +68,7 @@ def test_resume_and_rerun_take_the_overrides_of_the_run_folder(tmp_path):
 
 
 def test_a_running_record_whose_process_is_gone_is_crashed(tmp_path):
-    status.started(tmp_path, "mnist_cnn", [])
+    status.started(tmp_path, "mnist_cnn", [], {"seed": 1})
     assert status.observed(status.read(tmp_path)) == "running"
     gone = subprocess.Popen(["true"])
     gone.wait()
