@@ -3,11 +3,11 @@ folder, resume and rerun from the folder alone, and writes that fail with one li
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,12 @@ from tests.helpers.commands import run_train
 from tests.helpers.resume import assert_bit_identical
 
 
-def _claim(fresh: str) -> str:
-    return fresh_folder.claimed.__wrapped__(fresh)  # without the per-process cache: as a new process would
-
-
 def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path):
+    """Four processes claim the same timestamped folder at once (Hydra's `${now:}` of one second)."""
     fresh = str(tmp_path / "outputs" / "mnist_cnn" / "2026-12-04_10-00-00")
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        folders = pool.map(_claim, [fresh] * 4)
+    claim = f"from decltrain.trainer.runs import fresh_folder; print(fresh_folder.claimed({fresh!r}))"
+    processes = [subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    folders = [process.communicate(timeout=60)[0].strip() for process in processes]
     assert sorted(folders) == [fresh, f"{fresh}_1", f"{fresh}_2", f"{fresh}_3"]
 
 
