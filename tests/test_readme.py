@@ -65,7 +65,6 @@ COMMANDS: dict[str, Run | Excluded] = {
     "runs best mnist_cnn": AS_IS,
     "train resume=outputs/mnist_cnn/2026-11-22_10-00-00": SHORT,
     "train rerun=outputs/mnist_cnn/2026-11-22_10-00-00 seed=7": SHORT,
-    "train -m rerun=outputs/mnist_cnn/2026-11-22_10-00-00 seed=1,2": SHORT,
     'eval "$(train -sc install=bash)"': AS_IS,
     "DATA_DIR=../shared/data train config=mnist_cnn trainer.max_epochs=3": SHORT,
     "train -m config=mnist_cnn,mnist_mlp": SHORT,

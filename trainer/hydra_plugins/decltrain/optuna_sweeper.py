@@ -43,7 +43,7 @@ STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
-_WAIT_S = 5  # how often a worker with nothing left to ask looks at the other workers' trials
+_WAIT_S = 2  # how often a worker with nothing left to ask looks at the other workers' trials
 _DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
