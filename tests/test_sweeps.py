@@ -145,3 +145,12 @@ def test_a_sweep_of_seeds_or_folds_reports_each_metric_s_mean_and_std(tmp_path, 
     assert json.loads((tmp_path / "mean_std.json").read_text())["best val/acc"]["std"] == pytest.approx(0.1)
     learning_rates = [dataclasses.replace(record, overrides=[f"optimizer.lr={n}e-3"]) for n, record in enumerate(folds)]
     assert sweep_summary.over_repeats(learning_rates) == {}  # a mean over learning rates means nothing
+
+
+def test_a_summary_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "summary.txt").mkdir()  # in the way of the file
+    record = sweep_summary.JobRecord(0, ["seed=1"], "done", "val/acc", 0.5, None, str(tmp_path / "0_mnist_cnn"))
+    with pytest.raises(SystemExit) as stop:
+        sweep_summary.report([record], tmp_path)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path / 'summary.txt'}: Is a directory; free disk space\n"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import statistics
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from decltrain.trainer.runs import catalog, status
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
 SPREAD_JSON = "mean_std.json"  # a sweep of seeds or folds: each metric's mean and standard deviation
+WRITE_FAILED_EXIT_CODE = 1
 REPEAT_KEYS = {"seed", "dataset.fold"}  # overrides by which the jobs of one configuration's repeats differ
 
 
@@ -97,14 +99,18 @@ def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
     console.print(table)
     for line in lines:
         console.print(line, highlight=False)
-    with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
-        Console(file=handle, width=200, color_system=None).print(table)
-        handle.writelines(line + "\n" for line in lines)
-    (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
-    if spread:
-        (sweep_dir / SPREAD_JSON).write_text(json.dumps(
-            {name: {"mean": mean, "std": std, "jobs": count} for name, (mean, std, count) in spread.items()},
-            indent=2) + "\n")
+    try:
+        with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
+            Console(file=handle, width=200, color_system=None).print(table)
+            handle.writelines(line + "\n" for line in lines)
+        (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
+        if spread:
+            (sweep_dir / SPREAD_JSON).write_text(json.dumps(
+                {name: {"mean": mean, "std": std, "jobs": count} for name, (mean, std, count) in spread.items()},
+                indent=2) + "\n")
+    except OSError as err:  # the table is printed above; the sweep ends with one line, not a traceback
+        print(f"error: cannot write {err.filename}: {err.strerror or err}; free disk space", file=sys.stderr)
+        sys.exit(WRITE_FAILED_EXIT_CODE)
     return sweep_dir / SUMMARY_TEXT
 
 
