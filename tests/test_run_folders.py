@@ -136,3 +136,15 @@ def test_resume_from_the_folder_alone_is_bit_identical_and_rerun_names_its_sourc
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "again/reproducibility.json").read_text())[-1]["rerun_of"] == "whole"
     assert json.loads((tmp_path / "again/metrics.json").read_text())["test"] == metrics[0]["test"]
+
+
+def test_a_run_of_the_user_s_own_configs_brings_its_config_folder(tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["config=my_exp"]))
+    (run / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"config_sources": [
+        {"path": "decltrain.configs", "provider": "main"}, {"path": "/home/me/configs", "provider": "command-line"}]}}}))
+    assert from_folder.expanded([f"resume={run}"]) == ["--config-dir", "/home/me/configs", "config=my_exp",
+                                                        f"resume={run}"]
+    assert from_folder.expanded(["--config-dir", "other", f"resume={run}"])[:3] == ["--config-dir", "other",
+                                                                                     "config=my_exp"]

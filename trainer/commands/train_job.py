@@ -139,7 +139,7 @@ def _fit(trainer: Trainer, ckpt_path: Path | None) -> None:
             raise
         if last.is_file():
             log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
-                        trainer.global_step, last, _resume_command(last))
+                        trainer.global_step, last, _resume_command(trainer.run_dir))
         else:
             log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
                         "is off)", stop, trainer.epoch + 1, trainer.global_step)
@@ -192,7 +192,6 @@ def _table(report: dict[str, Any]) -> dict[str, float]:
     return {**best, **last, **{key: value for key, value in report["test"].items() if key != "model"}}
 
 
-def _resume_command(last: Path) -> str:
-    """The user's own overrides, with `resume=` pointing at the checkpoint just written."""
-    overrides = [arg for arg in HydraConfig.get().overrides.task if not arg.startswith("resume=")]
-    return shlex.join(["train", *overrides, f"resume={last}"])
+def _resume_command(run_dir: Path) -> str:
+    """The command that continues this run: its folder holds its experiment and overrides (trainer/runs/from_folder.py)."""
+    return shlex.join(["train", f"resume={run_dir}"])
