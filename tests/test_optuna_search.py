@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -13,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from decltrain.trainer.runs import catalog, optuna_trial
 from hydra_plugins.decltrain import search_space
 from tests.helpers.commands import run_train, train_command
 
@@ -54,6 +56,10 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     assert (pruned["state"], pruned["pruned_at_epoch"]) == ("pruned", 1)
     assert "pruned after epoch 1" in (pruned_dir / "train.log").read_text()
     assert json.loads((pruned_dir / "metrics.json").read_text())["last"]["epoch"] == 1  # stopped: 1 of 2 epochs
+    listed = {Path(run.folder).name: run for run in map(catalog.entry, catalog.run_folders(sweep_dir))}
+    assert [(name, listed[name].status) for name in sorted(listed)] == [
+        ("0_mnist_cnn", "done"), ("1_mnist_cnn", "done"), ("2_mnist_cnn", "pruned")]  # as `runs ls` lists them
+    assert listed["2_mnist_cnn"].best == trials[2].intermediate_values[1]
     summary = json.loads((sweep_dir / "summary.json").read_text())  # the continued search's trial, as in any sweep
     assert [(job["number"], job["status"], job["folder"]) for job in summary] == [(2, "pruned", str(pruned_dir))]
     assert "pruned" in (sweep_dir / "summary.txt").read_text()
@@ -83,7 +89,6 @@ def test_a_stopped_search_gives_its_trial_back_to_run_again(tmp_path):
 def test_only_a_trial_whose_worker_stopped_beating_is_failed_and_run_again(tmp_path):
     """Two workers on one study: the live worker's trial stays running; the dead one's is retried."""
     from hydra_plugins.decltrain.optuna_sweeper import _beating, _retried_when_stale, _trials_done
-    from decltrain.trainer.runs import optuna_trial
 
     storage = optuna_trial.storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=2,
                                    **_retried_when_stale())

@@ -39,6 +39,16 @@ def test_a_fresh_run_into_a_folder_with_checkpoints_is_refused_naming_both_fixes
     fresh_folder.check_command_line(["config=mnist_cnn", f"hydra.run.dir={run}", "resume=auto"])  # continues it
 
 
+@pytest.mark.slow
+def test_train_refuses_a_fresh_run_into_a_folder_with_checkpoints_before_writing(tmp_path):
+    (tmp_path / "runs/a/checkpoints").mkdir(parents=True)
+    (tmp_path / "runs/a/checkpoints/last.ckpt").write_bytes(b"earlier run")
+    result = run_train("config=mnist_cnn", "hydra.run.dir=runs/a", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "resume=auto" in result.stderr and "another hydra.run.dir" in result.stderr
+    assert sorted(path.name for path in (tmp_path / "runs/a").iterdir()) == ["checkpoints"]  # nothing written
+
+
 def test_a_run_folder_under_a_regular_file_is_refused(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(UserError, match=r"afile is a file, not a folder"):
