@@ -312,7 +312,8 @@ def test_early_stopping_then_extended_patience(tmp_path, data_dir, mnist_referen
     train_in(tmp_path, data_dir, *MNIST, "callbacks.early_stopping.patience=1")
     run_dir = run_folder(tmp_path)
     assert json.loads((run_dir / "metrics.json").read_text())["last"]["epoch"] == 2  # stopped early, and tested
-    result = train_in(tmp_path, data_dir, *MNIST, f"resume={run_dir}")
+    # The run folder's own overrides come with resume=<folder> (patience=1): the new value is given.
+    result = train_in(tmp_path, data_dir, *MNIST, "callbacks.early_stopping.patience=5", f"resume={run_dir}")
     assert "changed settings: callbacks.early_stopping.patience (1 -> 5)" in result.stdout + result.stderr
     assert_same_mnist_run(run_dir, mnist_reference)
 
@@ -322,7 +323,7 @@ def test_max_steps_mid_epoch_then_extended(tmp_path, data_dir, mnist_reference):
     run_dir = run_folder(tmp_path)
     assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"] == {
         "epoch": 1, "batch_idx": 5, "global_step": 15}
-    result = train_in(tmp_path, data_dir, *MNIST, f"resume={run_dir}")
+    result = train_in(tmp_path, data_dir, *MNIST, "trainer.max_steps=-1", f"resume={run_dir}")
     assert "trainer.max_steps (15 -> -1)" in result.stdout + result.stderr
     assert_same_mnist_run(run_dir, mnist_reference)
 

@@ -5,6 +5,7 @@ Each builder turns a failure into a UserError that names the config key, so a ty
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 import inspect
 from typing import Any, NamedTuple, cast
@@ -19,6 +20,7 @@ from torch.utils.data import default_collate
 from decltrain.trainer.commands import inference_record
 from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, SizedDataset
+from decltrain.datasets.folds import cross_validation
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError, first_line
@@ -44,11 +46,17 @@ def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def data(cfg: DictConfig) -> DataSplits:
-    splits = instantiate_node(cfg.dataset, "dataset")
+    """The dataset's splits; with `dataset.folds`, fold `dataset.fold` of a cross-validation (datasets/folds.py)."""
+    node = copy.deepcopy(cfg.dataset)
+    with open_dict(node):  # the cross-validation keys are not the builder's
+        folds, fold = node.pop("folds", None), node.pop("fold", 0)
+    splits = instantiate_node(node, "dataset")
     if not isinstance(splits, DataSplits):
         raise UserError(f"config `dataset`: {cfg.dataset._target_} returned {type(splits).__name__}, "
                         "not a datasets.DataSplits")
-    return splits
+    # The folds are the dataset's, like its validation split: runs of other seeds validate on the same samples.
+    seed = int(cfg.dataset.get("val_split_seed", 0))
+    return cross_validation(splits, int(folds), int(fold), seed) if folds else splits
 
 
 def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:

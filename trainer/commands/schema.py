@@ -55,6 +55,7 @@ TrainerSchema = trainer_schema()
 class TrainSchema:
     seed: int = TrainerSettings.seed  # declared with the trainer settings, which use it
     resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
+    rerun: Optional[str] = None  # a run folder whose experiment and overrides this new run repeats
     print_config: str = "compact"  # compact | full: the whole config tree at the start too
     model: Any = None
     dataset: Any = None

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.runs import layout
+from decltrain.trainer.runs import layout, run_lock
 
 
 @contextmanager
@@ -41,7 +41,7 @@ def remove_unstarted_sweep(sweep_dir: Path) -> None:
 def _remove_start_records(run_dir: Path) -> None:
     """Removes `run_dir`, and the parents it leaves empty below the working directory."""
     _remove_if_only(run_dir.resolve(), {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log",
-                                        layout.REPRODUCIBILITY, layout.INFERENCE})
+                                        layout.REPRODUCIBILITY, layout.INFERENCE, layout.STATUS, run_lock.LOCK})
 
 
 def _remove_if_only(folder: Path, start_records: set[str]) -> None:
