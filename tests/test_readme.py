@@ -46,7 +46,7 @@ SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same lau
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,hf,shards]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
