@@ -110,6 +110,16 @@ def split_indices(count: int, fractions: Sequence[float], seed: int) -> list[lis
     return [order[start:end] for start, end in zip([0, *ends], ends)]
 
 
+def carve_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDataset | None, val_fraction: float,
+                 test_fraction: float, seed: int) -> tuple[TransformedSubset, TransformedSubset, TransformedSubset]:
+    """Train, val and test parts without transforms; a missing val or test is carved from `train` by its fraction."""
+    missing = [fraction for split, fraction in ((val, val_fraction), (test, test_fraction)) if split is None]
+    rest, *carved = split_indices(len(train), missing, seed) if missing else [list(range(len(train)))]
+    val_part, test_part = (TransformedSubset(train, carved.pop(0), None) if split is None
+                           else TransformedSubset(split, range(len(split)), None) for split in (val, test))
+    return TransformedSubset(train, rest, None), val_part, test_part
+
+
 # Samples per split (train, val, test) that `dataset.fake=true` generates: enough for a few steps.
 FAKE_SIZES = (128, 32, 32)
 

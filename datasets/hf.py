@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from decltrain.datasets.base import DataSplits, SizedDataset, TransformedSubset, loader_settings, split_indices
+from decltrain.datasets.base import DataSplits, SizedDataset, TransformedSubset, carve_splits, loader_settings
 from decltrain.datasets.hf_rows import INPUT_ROLES, HFRows, check_columns, label_kind, load_splits
 from decltrain.datasets.image_cache import cached_images, default_cache_dir
 from decltrain.datasets.images import image_pipeline, image_splits
@@ -49,9 +49,10 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
     check_columns(loaded["train"], roles, path)
     (role,) = [role for role in INPUT_ROLES if role in roles]
     task, class_names = label_kind(loaded["train"], roles["label"])
-    train, val, test = (None if table is None else HFRows(table, roles, image_mode) for table in loaded.values())
-    assert train is not None  # load_splits insists on a train split
     label = f"hf:{path}" + (f"/{name}" if name else "")
+    train, val, test = (None if table is None else HFRows(table, roles, image_mode, f"{label} {split}")
+                        for split, table in loaded.items())
+    assert train is not None  # load_splits insists on a train split
     if role == "image":
         size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
         decode = partial(cached_images, size=size, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
@@ -66,7 +67,7 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
                                decode=decode, test_fraction=test_fraction)
         splits_.task = task
         return splits_
-    train_part, val_part, test_part = _carve(train, val, test, val_fraction, test_fraction, val_split_seed)
+    train_part, val_part, test_part = carve_splits(train, val, test, val_fraction, test_fraction, val_split_seed)
     encode: Callable[[Any], Any] | None = None
     vocab_size = None
     if role == "text":
@@ -80,18 +81,6 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names) or 1,
                       input_shape=(max_length,) if role == "text" else tuple(sample.shape), loader=settings,
                       class_names=class_names, task=task, name=label, eval_transform=encode, vocab_size=vocab_size)
-
-
-def _carve(train: HFRows, val: HFRows | None, test: HFRows | None, val_fraction: float, test_fraction: float,
-           seed: int) -> tuple[TransformedSubset, TransformedSubset, TransformedSubset]:
-    """Train, val and test parts; the missing ones carved from `train` (see `split_indices`)."""
-    missing = [fraction for split, fraction in ((val, val_fraction), (test, test_fraction)) if split is None]
-    rest, *carved = split_indices(len(train), missing, seed) if missing else [list(range(len(train)))]
-    parts = [TransformedSubset(train, rest, None)]
-    for split in (val, test):
-        parts.append(TransformedSubset(train, carved.pop(0), None) if split is None
-                     else TransformedSubset(split, range(len(split)), None))
-    return parts[0], parts[1], parts[2]
 
 
 def _indices(part: SizedDataset) -> list[int]:

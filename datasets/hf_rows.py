@@ -98,7 +98,8 @@ class HFRows(Dataset):
     Only the named columns are read; an image is decoded here, in the loader worker that asks.
     """
 
-    def __init__(self, table: Any, roles: Mapping[str, Any], image_mode: str | None = None) -> None:
+    def __init__(self, table: Any, roles: Mapping[str, Any], image_mode: str | None = None, where: str = "") -> None:
+        self.where = where  # the dataset, as the user named it
         (self.role,) = [role for role in INPUT_ROLES if role in roles]
         self.inputs = _columns({self.role: roles[self.role]})
         self.label = str(roles[TARGET_ROLE])

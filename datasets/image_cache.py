@@ -101,9 +101,11 @@ class CachedImages(InMemory):
 
 class ImageSource(Protocol):
     """What the cache decodes: images by row with their labels, a stable `name` and a `key` that
-    changes whenever an image would (the cache file is `<name>-<size>-<key>.npy`)."""
+    changes whenever an image would (the cache file is `<name>-<size>-<key>.npy`); `where` names
+    the images for the user."""
 
     name: str
+    where: str
     key: str
     targets: Sequence[int]
 
@@ -119,6 +121,7 @@ class FolderImages:
         self.files = [Path(path) for path, _ in folder.samples]
         root = Path(folder.root).resolve()
         self.name = f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+        self.where = str(root)
         self.key = _content_key(Path(folder.root), self.files)
         self.targets = folder.targets
 
@@ -158,10 +161,10 @@ def cached_images(source: ImageSource, size: int, cache_dir: Path, workers: int)
     if unreadable:
         named = "; ".join(f"{path} ({error})" for path, error in list(unreadable.items())[:NAMED])
         more = f" and {len(unreadable) - NAMED} more" if len(unreadable) > NAMED else ""
-        log.warning("skipping %d unreadable image(s) of %s: %s%s", len(unreadable), source.name, named, more)
+        log.warning("skipping %d unreadable image(s) of %s: %s%s", len(unreadable), source.where, named, more)
     keep = [row for row in range(len(source)) if source.describe(row) not in unreadable]
     if not keep:
-        raise UserError(f"images of {source.name}: none of its {len(source)} images could be read")
+        raise UserError(f"images of {source.where}: none of its {len(source)} images could be read")
     targets = torch.as_tensor([source.targets[row] for row in keep], dtype=torch.long)
     return CachedImages(array_path, torch.as_tensor(keep), targets)
 

@@ -44,7 +44,7 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
         train, val, test = fake_images((3, image_size, image_size), fake_num_classes)
         class_names = [f"class_{i}" for i in range(fake_num_classes)]
     else:
-        train, val, test, class_names = _read_folders(Path(root))
+        train, val, test, class_names = read_folders(Path(root))
     size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
     if size < 1:
         raise UserError(f"dataset.cache_size={cache_size} must be at least 1 (or null for image_size x 1.15)")
@@ -60,7 +60,7 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
                         loader=loader_settings(**loader), decode=decode)
 
 
-def _read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
+def read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
     """The splits of `root` (val/ and test/ may be missing) and the class names they share."""
     train = _read(root / "train")
     val, test = (_read(root / split) if (root / split).is_dir() else None for split in ("val", "test"))
