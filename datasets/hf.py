@@ -21,9 +21,8 @@ from typing import Any
 from decltrain.datasets.base import DataSplits, SizedDataset, TransformedSubset, carve_splits, loader_settings
 from decltrain.datasets.hf_rows import INPUT_ROLES, HFRows, check_columns, label_kind, load_splits
 from decltrain.datasets.image_cache import cached_images, default_cache_dir
-from decltrain.datasets.images import image_pipeline, image_splits
+from decltrain.datasets.images import image_splits, required_pipelines
 from decltrain.datasets.text_csv import TextEncoder, build_vocabulary, pad_collate
-from decltrain.trainer.errors import UserError
 
 DEFAULT_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 
@@ -57,16 +56,11 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
         size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
         decode = partial(cached_images, size=size, cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
                          workers=loader.get("num_workers", 0)) if cache else None
-        if mean is None or std is None:
-            raise UserError("dataset=hf with an image column needs dataset.mean and dataset.std (one value per "
-                            "channel), e.g. dataset.mean=[0.5] dataset.std=[0.5]")
-        splits_ = image_splits(train, val, test, class_names=class_names,
-                               train_transform=image_pipeline(train_transforms, mean, std),
-                               eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
-                               val_split_seed=val_split_seed, name=label, loader=loader_settings(**loader),
-                               decode=decode, test_fraction=test_fraction)
-        splits_.task = task
-        return splits_
+        train_pipeline, eval_pipeline = required_pipelines(train_transforms, eval_transforms, mean, std, "dataset=hf")
+        return image_splits(train, val, test, class_names=class_names, train_transform=train_pipeline,
+                            eval_transform=eval_pipeline, val_fraction=val_fraction, val_split_seed=val_split_seed,
+                            name=label, loader=loader_settings(**loader), decode=decode, test_fraction=test_fraction,
+                            task=task)
     train_part, val_part, test_part = carve_splits(train, val, test, val_fraction, test_fraction, val_split_seed)
     encode: Callable[[Any], Any] | None = None
     vocab_size = None

@@ -12,6 +12,7 @@ from torchvision.transforms import v2
 
 from decltrain.datasets.base import FAKE_SIZES, DataSplits, LoaderSettings, SizedDataset, TransformedSubset, split_indices
 from decltrain.datasets.in_memory import BatchTransform, InMemory
+from decltrain.trainer.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,16 @@ def image_pipeline(steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[
     return ImagePipeline(tuple(steps or ()), tuple(mean), tuple(std))
 
 
+def required_pipelines(train_steps: Sequence[Callable[[Any], Any]] | None,
+                       eval_steps: Sequence[Callable[[Any], Any]] | None, mean: Sequence[float] | None,
+                       std: Sequence[float] | None, what: str) -> tuple[ImagePipeline, ImagePipeline]:
+    """The train and eval pipelines of a builder whose data decides the normalization (no default mean, std)."""
+    if mean is None or std is None:
+        raise UserError(f"{what} of images needs dataset.mean and dataset.std (one value per channel), "
+                        "e.g. dataset.mean=[0.5,0.5,0.5] dataset.std=[0.5,0.5,0.5]")
+    return image_pipeline(train_steps, mean, std), image_pipeline(eval_steps, mean, std)
+
+
 def fake_images(image_shape: Sequence[int], num_classes: int) -> tuple[SizedDataset, SizedDataset, SizedDataset]:
     """Train, val and test sets of random PIL images of `image_shape` (C, H, W) with random labels."""
     train, val, test = (FakeData(size, tuple(image_shape), num_classes, random_offset=offset)
@@ -51,7 +62,7 @@ def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDatas
                  train_transform: ImagePipeline, eval_transform: ImagePipeline, val_fraction: float,
                  val_split_seed: int, name: str, loader: LoaderSettings,
                  decode: Callable[[SizedDataset], InMemory] | None = None,
-                 test_fraction: float | None = None) -> DataSplits:
+                 test_fraction: float | None = None, task: str = "multiclass") -> DataSplits:
     """Splits from untransformed image datasets; without `val`, it is carved from `train`.
 
     A carved validation set shares the loaded training images but gets the evaluation
@@ -69,7 +80,7 @@ def image_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDatas
         train_part, val_part, test_part = _parts(decode(train), val_images, test_images, _in_memory_part, *transforms)
     image, _ = test_part[0]
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names),
-                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task="multiclass",
+                      input_shape=tuple(image.shape), loader=loader, class_names=class_names, task=task,
                       name=name, eval_transform=eval_transform.per_sample())
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from decltrain.datasets.base import DataSplits, carve_splits, loader_settings
-from decltrain.datasets.images import image_pipeline, image_splits
+from decltrain.datasets.images import image_splits, required_pipelines
 from decltrain.trainer.errors import UserError
 
 SPLITS = ("train", "val", "test")
@@ -48,16 +48,11 @@ def build(path: str, cache_dir: str | None = None, max_cache_size: str = "50GB",
     class_names = [str(name) for name in info["class_names"]]
     task = info["task"]
     if info["input"] == "image":
-        if mean is None or std is None:
-            raise UserError("dataset=shards of images needs dataset.mean and dataset.std (one value per channel), "
-                            "e.g. dataset.mean=[0.5,0.5,0.5] dataset.std=[0.5,0.5,0.5]")
-        splits = image_splits(train, val, test, class_names=class_names,
-                              train_transform=image_pipeline(train_transforms, mean, std),
-                              eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
-                              val_split_seed=val_split_seed, name=name, loader=loader_settings(**loader),
-                              test_fraction=test_fraction)
-        splits.task = task
-        return splits
+        train_pipeline, eval_pipeline = required_pipelines(train_transforms, eval_transforms, mean, std,
+                                                           "dataset=shards")
+        return image_splits(train, val, test, class_names=class_names, train_transform=train_pipeline,
+                            eval_transform=eval_pipeline, val_fraction=val_fraction, val_split_seed=val_split_seed,
+                            name=name, loader=loader_settings(**loader), test_fraction=test_fraction, task=task)
     parts = carve_splits(train, val, test, val_fraction, test_fraction, val_split_seed)
     sample, _ = parts[2][0]
     return DataSplits(train=parts[0], val=parts[1], test=parts[2], num_classes=len(class_names) or 1,
