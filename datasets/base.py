@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from hydra.utils import get_method
@@ -53,6 +54,21 @@ class SizedDataset(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> Any: ...
+
+
+@runtime_checkable
+class EpochStream(Protocol):
+    """A training split read as a stream, too large to index (a streamed Hugging Face split).
+
+    The Trainer's loader (trainer/engine/data.py `StreamLoader`) draws `keys` in the training
+    process, this rank's share of an epoch after its first `skip` samples (a resumed epoch), and
+    loader workers turn each key into a sample (`__getitem__`: decoding, transforms). Every rank
+    gets `epoch_samples(num_replicas)` keys, so DDP ranks run the same number of batches.
+    """
+
+    def epoch_samples(self, num_replicas: int) -> int: ...
+    def keys(self, epoch: int, skip: int, seed: int, num_replicas: int, rank: int) -> Iterator[Any]: ...
+    def __getitem__(self, key: Any) -> Any: ...
 
 
 class TransformedSubset(Dataset):

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from decltrain.datasets.base import DataSplits, SizedDataset, TransformedSubset, carve_splits, loader_settings
+from decltrain.datasets.hf_stream import streamed_splits
 from decltrain.datasets.hf_rows import INPUT_ROLES, HFRows, check_columns, label_kind, load_splits
 from decltrain.datasets.image_cache import cached_images, default_cache_dir
 from decltrain.datasets.images import image_splits, required_pipelines
@@ -34,21 +35,28 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
           train_transforms: list[Callable[[Any], Any]] | None = None,
           eval_transforms: list[Callable[[Any], Any]] | None = None, image_mode: str | None = None,
           image_size: int = 224, cache: bool = False, cache_dir: str | None = None, cache_size: int | None = None,
-          max_length: int = 256, min_freq: int = 1, max_vocab_size: int = 20000, **loader: Any) -> DataSplits:
+          max_length: int = 256, min_freq: int = 1, max_vocab_size: int = 20000, streaming: bool = False,
+          samples_per_epoch: int | None = None, shuffle_buffer: int = 1000, eval_samples: int = 1000,
+          **loader: Any) -> DataSplits:
     """Loads `path` (a Hub name, or a builder: parquet, arrow, csv, json, imagefolder, text) and its splits.
 
     `splits` maps the toolkit's train/val/test to the dataset's split names; a val or test split
     the data lacks (or mapped to null) is carved from train by `val_fraction` / `test_fraction`
     (fixed by `val_split_seed`). `columns` holds one input role (`image`, `features`: a list of
-    numeric columns, or `text`) and `label`.
+    numeric columns, or `text`) and `label`. `streaming` reads the training split as a stream
+    (datasets/hf_stream.py: `samples_per_epoch`, `shuffle_buffer`, `eval_samples`).
     """
     roles = dict(columns or {"image": "image", "label": "label"})
     loaded = load_splits(path, name=name, data_files=data_files, data_dir=data_dir, revision=revision,
-                         cache_dir=hf_cache_dir, splits={**DEFAULT_SPLITS, **(splits or {})})
+                         cache_dir=hf_cache_dir, splits={**DEFAULT_SPLITS, **(splits or {})}, streaming=streaming)
     check_columns(loaded["train"], roles, path)
     (role,) = [role for role in INPUT_ROLES if role in roles]
-    task, class_names = label_kind(loaded["train"], roles["label"])
     label = f"hf:{path}" + (f"/{name}" if name else "")
+    if streaming:
+        return streamed_splits(loaded, roles, label=label, image_mode=image_mode, samples_per_epoch=samples_per_epoch,
+                               shuffle_buffer=shuffle_buffer, eval_samples=eval_samples, mean=mean, std=std,
+                               train_transforms=train_transforms, eval_transforms=eval_transforms, loader=loader)
+    task, class_names = label_kind(loaded["train"], roles["label"])
     train, val, test = (None if table is None else HFRows(table, roles, image_mode, f"{label} {split}")
                         for split, table in loaded.items())
     assert train is not None  # load_splits insists on a train split

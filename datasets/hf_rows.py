@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -28,13 +29,13 @@ def hf_datasets() -> Any:
 
 
 def load_splits(path: str, *, name: str | None, data_files: Any, data_dir: str | None, revision: str | None,
-                cache_dir: str | None, splits: Mapping[str, str | None]) -> dict[str, Any]:
-    """The dataset's tables for train, val and test (None for a val/test split the data lacks)."""
+                cache_dir: str | None, splits: Mapping[str, str | None], streaming: bool = False) -> dict[str, Any]:
+    """The dataset's tables (or streams) for train, val and test (None for a val/test split the data lacks)."""
     library = hf_datasets()
     files = f" (data_files={data_files})" if data_files else ""
     try:
         loaded = library.load_dataset(path, name, data_files=_plain(data_files), data_dir=data_dir,
-                                      revision=revision, cache_dir=cache_dir)
+                                      revision=revision, cache_dir=cache_dir, streaming=streaming)
     except Exception as err:  # the library raises FileNotFoundError, ConnectionError, ValueError, ... variants
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"Hugging Face dataset {path!r}{files} could not be loaded: {reason}; check "
@@ -62,6 +63,8 @@ def check_columns(table: Any, roles: Mapping[str, Any], path: str) -> None:
     if len(inputs) != 1 or TARGET_ROLE not in roles or unknown:
         raise UserError(f"dataset.columns={dict(roles)} must name one input ({', '.join(INPUT_ROLES)}) and the "
                         f"target ({TARGET_ROLE}), e.g. dataset.columns={{image: img, label: label}}")
+    if table.column_names is None:  # a stream whose columns its files do not declare: rows tell later
+        return
     missing = [column for column in _columns(roles) if column not in table.column_names]
     if missing:
         raise UserError(f"Hugging Face dataset {path!r} has no column {', '.join(map(repr, missing))} (its "
@@ -92,30 +95,47 @@ def label_kind(table: Any, column: str) -> tuple[str, list[str]]:
     raise UserError(f"label column {column!r} holds {feature}; a label is a ClassLabel, an integer or a float column")
 
 
-class HFRows(Dataset):
-    """Row `i` of a table as (input, target): a PIL image, a float tensor of features, or a string.
+class RowSample:
+    """A row (a dict by column) as (input, target): a PIL image, a float tensor of features, or a string.
 
-    Only the named columns are read; an image is decoded here, in the loader worker that asks.
+    An image may come decoded (a map-style table) or as the stored {"bytes", "path"} (a stream
+    read with decoding off, so rows another rank or worker takes are never decoded here).
+    """
+
+    def __init__(self, roles: Mapping[str, Any], image_mode: str | None = None) -> None:
+        (self.role,) = [role for role in INPUT_ROLES if role in roles]
+        self.inputs = _columns({self.role: roles[self.role]})
+        self.label = str(roles[TARGET_ROLE])
+        self.image_mode = image_mode
+
+    def __call__(self, row: Mapping[str, Any]) -> tuple[Any, Any]:
+        if self.role == "features":
+            return torch.tensor([float(row[column]) for column in self.inputs]), row[self.label]
+        value = row[self.inputs[0]]
+        return (self.image(value) if self.role == "image" else value), row[self.label]
+
+    def image(self, value: Any) -> Image.Image:
+        if isinstance(value, Mapping):
+            value = Image.open(io.BytesIO(value["bytes"]) if value.get("bytes") else value["path"])
+        return value.convert(self.image_mode) if self.image_mode and value.mode != self.image_mode else value
+
+
+class HFRows(Dataset):
+    """Row `i` of a table as (input, target) (see `RowSample`); only the named columns are read.
+
+    An image is decoded here, in the loader worker that asks.
     """
 
     def __init__(self, table: Any, roles: Mapping[str, Any], image_mode: str | None = None, where: str = "") -> None:
         self.where = where  # the dataset, as the user named it
-        (self.role,) = [role for role in INPUT_ROLES if role in roles]
-        self.inputs = _columns({self.role: roles[self.role]})
-        self.label = str(roles[TARGET_ROLE])
-        self.table = table.select_columns([*self.inputs, self.label])
-        self.image_mode = image_mode
+        self.sample = RowSample(roles, image_mode)
+        self.table = table.select_columns([*self.sample.inputs, self.sample.label])
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
-        row = self.table[int(index)]
-        if self.role == "features":
-            inputs: Any = torch.tensor([float(row[column]) for column in self.inputs])
-        else:
-            inputs = self._converted(row[self.inputs[0]]) if self.role == "image" else row[self.inputs[0]]
-        return inputs, row[self.label]
+        return self.sample(self.table[int(index)])
 
     # What the image cache (datasets/image_cache.py `ImageSource`) reads.
     @property
@@ -125,7 +145,7 @@ class HFRows(Dataset):
     @property
     def key(self) -> str:
         """The Arrow files behind the table (their names hold the library's fingerprint), sizes and times."""
-        digest = hashlib.sha256(f"{self.inputs} {self.image_mode} {len(self)}".encode())
+        digest = hashlib.sha256(f"{self.sample.inputs} {self.sample.image_mode} {len(self)}".encode())
         for entry in self.table.cache_files:
             stat = os.stat(entry["filename"])
             digest.update(f"{entry['filename']}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -133,13 +153,10 @@ class HFRows(Dataset):
 
     @property
     def targets(self) -> list[int]:
-        return [int(label) for label in self.table[self.label]]
+        return [int(label) for label in self.table[self.sample.label]]
 
     def image(self, row: int) -> Image.Image:
-        return self._converted(self.table[int(row)][self.inputs[0]])
+        return self.sample.image(self.table[int(row)][self.sample.inputs[0]])
 
     def describe(self, row: int) -> str:
         return f"row {row}"
-
-    def _converted(self, image: Image.Image) -> Image.Image:
-        return image.convert(self.image_mode) if self.image_mode and image.mode != self.image_mode else image

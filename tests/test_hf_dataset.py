@@ -13,22 +13,9 @@ from decltrain.datasets.hf import build
 from decltrain.datasets.image_cache import CachedImages
 from decltrain.trainer.errors import UserError
 from tests.helpers.commands import run_train
+from tests.helpers.hf import write_image_parquet
 
 datasets = pytest.importorskip("datasets")  # Hugging Face's, installed with the `hf` extra
-
-IMAGE_FEATURES = {"img": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog", "eel"])}
-
-
-def write_image_parquet(path: Path, count: int = 60) -> Path:
-    """`count` random 8x8 RGB images in 3 classes, through `datasets`' own parquet writer."""
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(count)]
-    table = datasets.Dataset.from_dict({"img": images, "label": [i % 3 for i in range(count)]},
-                                       features=datasets.Features(IMAGE_FEATURES))
-    table.to_parquet(str(path))
-    return path
-
 
 def build_images(path: Path, **settings) -> object:
     return build("parquet", data_files=str(path), columns={"image": "img", "label": "label"}, mean=[0.5] * 3,
