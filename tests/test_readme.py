@@ -68,6 +68,14 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
     "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    'train config=mnist_cnn dataset=hf dataset.path=parquet "dataset.data_files={train: mnist/train.parquet, '
+    'test: mnist/test.parquet}" "dataset.mean=[0.1307]" "dataset.std=[0.3081]"':
+        Excluded("needs the MNIST subset as parquet; tests/test_hf_dataset.py writes it and runs this command"),
+    "make-shards my_images shards/": Excluded("needs an image folder; tests/test_shards.py makes one and runs it"),
+    "train dataset=shards dataset.path=shards/ model=torchvision":
+        Excluded("needs shards; tests/test_shards.py trains on shards from make-shards"),
+    "python scripts/shards_benchmark.py --images 600 --rounds 3":
+        Excluded("a benchmark of several minutes; its figures are in docs/large-data.md"),
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
