@@ -6,9 +6,9 @@
   of configs/dataset/image_folder.yaml and the same loader workers: `dataset=image_folder
   dataset.cache=false` (PIL decodes each file) against `dataset=shards` (PIL decodes the same
   bytes read from the shards), alternated epoch by epoch, medians.
-* scale: the shards path on `--small` and `--large` generated 32x32 PNGs, each count in its own
-  process: its peak resident memory (this process, and the largest loader worker) and the time per
-  image of a pass.
+* scale: the shards path on `--small` and `--large` generated 32x32 PNGs: the peak resident
+  memory of a pass, each count in its own process (that process, and its largest loader worker),
+  and the time per image of passes over the two alternated in one process (`--rounds`), medians.
 
     python scripts/shards_benchmark.py [--images 2000] [--workers 2] [--rounds 3] [--small 10000 --large 40000]
 """
@@ -79,16 +79,15 @@ def write_pngs(root: Path, count: int) -> None:
 
 
 def scale_child(path: Path, workers: int) -> None:
-    """One pass over the shards at `path`; prints peak memory and seconds per image as JSON."""
+    """A pass over the shards at `path`; prints the peak memory as JSON."""
     loader = image_folder_benchmark.loader_of(shard_splits(path, workers, 32, transforms_from="cifar10"))
-    image_folder_benchmark.epoch(loader, 0)  # warm: workers started, chunk files in the page cache
-    elapsed, count = image_folder_benchmark.epoch(loader, 1)
-    print(json.dumps({"seconds_per_image": elapsed / count, "images": count,
+    _, count = image_folder_benchmark.epoch(loader, 0)
+    print(json.dumps({"images": count,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
-def scale(work: Path, counts: list[int], workers: int) -> dict[int, dict[str, float]]:
+def scale(work: Path, counts: list[int], workers: int, rounds: int) -> dict[int, dict[str, float]]:
     results = {}
     for count in counts:
         write_pngs(work / f"pngs{count}", count)
@@ -96,6 +95,16 @@ def scale(work: Path, counts: list[int], workers: int) -> dict[int, dict[str, fl
         child = subprocess.run([sys.executable, __file__, "--child", str(work / f"shards{count}"),
                                 "--workers", str(workers)], check=True, capture_output=True, text=True)
         results[count] = json.loads(child.stdout.strip().splitlines()[-1])
+    loaders = {count: image_folder_benchmark.loader_of(shard_splits(work / f"shards{count}", workers, 32,
+                                                                    transforms_from="cifar10")) for count in counts}
+    times: dict[int, list[float]] = {count: [] for count in counts}
+    for number in range(rounds + 1):  # pass 0 starts the workers: left out
+        for count, loader in loaders.items():
+            elapsed, images = image_folder_benchmark.epoch(loader, number)
+            if number:
+                times[count].append(elapsed / images)
+    for count in counts:
+        results[count]["seconds_per_image"] = statistics.median(times[count])
     return results
 
 
@@ -107,6 +116,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=40_000)
+    parser.add_argument("--skip-throughput", action="store_true", help="only the scale measurements")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -114,15 +124,16 @@ def main() -> None:
         return
     console = Console()
     with tempfile.TemporaryDirectory() as tmp:
-        rates = throughput(Path(tmp), args.images, args.workers, args.rounds, args.image_size)
-        table = Table(title=f"{args.images} JPEGs 256x256, train transforms, {args.workers} workers")
-        for column in ("path", "images/s", "of files"):
-            table.add_column(column)
-        for name, rate in rates.items():
-            table.add_row(name, f"{rate:.0f}", f"{rate / rates['files']:.0%}")
-        console.print(table)
-        results = scale(Path(tmp), [args.small, args.large], args.workers)
-    table = Table(title=f"shards of 32x32 PNGs, {args.workers} workers: one pass")
+        if not args.skip_throughput:
+            rates = throughput(Path(tmp), args.images, args.workers, args.rounds, args.image_size)
+            table = Table(title=f"{args.images} JPEGs 256x256, train transforms, {args.workers} workers")
+            for column in ("path", "images/s", "of files"):
+                table.add_column(column)
+            for name, rate in rates.items():
+                table.add_row(name, f"{rate:.0f}", f"{rate / rates['files']:.0%}")
+            console.print(table)
+        results = scale(Path(tmp), [args.small, args.large], args.workers, args.rounds)
+    table = Table(title=f"shards of 32x32 PNGs, {args.workers} workers")
     for column in ("images", "peak RSS MB", "largest worker MB", "ms per image"):
         table.add_column(column)
     for count, row in results.items():
