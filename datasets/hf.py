@@ -18,7 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from decltrain.datasets.base import DataSplits, SizedDataset, TransformedSubset, carve_splits, loader_settings
+from decltrain.datasets.base import DataSplits, TransformedSubset, carve_splits, loader_settings
 from decltrain.datasets.hf_stream import streamed_splits
 from decltrain.datasets.hf_rows import INPUT_ROLES, HFRows, check_columns, label_kind, load_splits
 from decltrain.datasets.image_cache import cached_images, default_cache_dir
@@ -73,7 +73,7 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
     encode: Callable[[Any], Any] | None = None
     vocab_size = None
     if role == "text":
-        texts = [str(train.table[i][roles["text"]]) for i in _indices(train_part)]
+        texts = [str(text) for text in train.table.select(train_part.indices)[roles["text"]]]
         vocabulary = build_vocabulary(texts, min_freq, max_vocab_size)
         encode, vocab_size = TextEncoder(vocabulary, max_length), len(vocabulary)
         train_part, val_part, test_part = (TransformedSubset(part.base, part.indices, encode)
@@ -83,9 +83,4 @@ def build(path: str, name: str | None = None, data_files: Any = None, data_dir: 
     return DataSplits(train=train_part, val=val_part, test=test_part, num_classes=len(class_names) or 1,
                       input_shape=(max_length,) if role == "text" else tuple(sample.shape), loader=settings,
                       class_names=class_names, task=task, name=label, eval_transform=encode, vocab_size=vocab_size)
-
-
-def _indices(part: SizedDataset) -> list[int]:
-    assert isinstance(part, TransformedSubset)
-    return part.indices
 

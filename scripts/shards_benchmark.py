@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=10_000)
     parser.add_argument("--large", type=int, default=40_000)
     parser.add_argument("--skip-throughput", action="store_true", help="only the scale measurements")
+    parser.add_argument("--skip-scale", action="store_true", help="only the throughput measurements")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -132,6 +133,8 @@ def main() -> None:
             for name, rate in rates.items():
                 table.add_row(name, f"{rate:.0f}", f"{rate / rates['files']:.0%}")
             console.print(table)
+        if args.skip_scale:
+            return
         results = scale(Path(tmp), [args.small, args.large], args.workers, args.rounds)
     table = Table(title=f"shards of 32x32 PNGs, {args.workers} workers")
     for column in ("images", "peak RSS MB", "largest worker MB", "ms per image"):
