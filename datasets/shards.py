@@ -45,7 +45,7 @@ def build(path: str, cache_dir: str | None = None, max_cache_size: str = "50GB",
                         else None for split in SPLITS)
     assert train is not None
     name = f"shards:{path.rstrip('/').rsplit('/', 1)[-1]}"
-    class_names = [str(name) for name in info["class_names"]]
+    class_names = [str(class_name) for class_name in info["class_names"]]
     task = info["task"]
     if info["input"] == "image":
         train_pipeline, eval_pipeline = required_pipelines(train_transforms, eval_transforms, mean, std,
