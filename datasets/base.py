@@ -31,7 +31,8 @@ class LoaderSettings:
 class DataSplits:
     """Train, validation and test sets with the metadata a model is built from.
 
-    `task` is `multiclass`, `binary` or `regression`; it chooses the metrics.
+    `task` is the kind of targets: `multiclass`, `binary`, `multilabel` ((N, labels) floats of 0/1) or
+    `regression`; the config's task (configs/task/) checks it fits.
     `eval_transform` turns one raw input (a PIL image for image datasets, a string for text, a
     row dict or list for tables) into a model input the way the test split does; `predict` uses
     it on new files. `vocab_size` (text datasets) reaches the model like `num_classes`.

@@ -165,7 +165,8 @@ def cached_images(source: ImageSource, size: int, cache_dir: Path, workers: int)
     keep = [row for row in range(len(source)) if source.describe(row) not in unreadable]
     if not keep:
         raise UserError(f"images of {source.where}: none of its {len(source)} images could be read")
-    targets = torch.as_tensor([source.targets[row] for row in keep], dtype=torch.long)
+    # class indices (int64), or one 0/1 float per label for multi-label images (datasets/labelled_images.py)
+    targets = torch.as_tensor([source.targets[row] for row in keep])
     return CachedImages(array_path, torch.as_tensor(keep), targets)
 
 

@@ -102,7 +102,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     from decltrain.trainer.engine import data
     from decltrain.trainer.engine.loop import Trainer
     from decltrain.trainer.engine.settings import TrainerSettings
-    from decltrain.trainer.engine.task import Task
+    from decltrain.trainer.tasks.classification import Classification
 
     seed = 42
     splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)
@@ -134,8 +134,9 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
                 losses.append(trainer.last_loss)
 
         settings = TrainerSettings(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
+                                   validate_on_start=False,  # the hand-written loop validates nothing either
                                    check_val_every_n_epoch=epochs + 1, seed=seed)
-        trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
+        trainer = Trainer(settings, model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
                           callbacks={"loss": RecordLoss()})
         trainer.train_loader = loader  # the very same DataLoader object the plain loop iterates
         start = time.perf_counter()

@@ -24,7 +24,7 @@ from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 
 
 def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **kwargs) -> dict:
@@ -36,7 +36,7 @@ def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **
     model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = Trainer(TrainerSettings(accelerator="cpu", max_epochs=epochs, accumulate_grad_batches=accumulate, **kwargs),
-                      model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer,
+                      model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer,
                       callbacks={"model_checkpoint": ModelCheckpoint(monitor="val/acc")}, run_dir=run_dir)
     trainer.fit()
     return {"weights": {k: v.clone() for k, v in checkpoint.unwrap(trainer.model).state_dict().items()},

@@ -46,7 +46,7 @@ SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same lau
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,hf,shards]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm,hf,shards]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
@@ -88,6 +88,8 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train --config-dir configs config=my_exp model.hidden=128 callbacks.print_accuracy=null":
         Run(append="trainer.max_epochs=1"),
     "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
+    "train --config-dir configs config=autoencoder": SHORT,
+    "predict run=outputs/autoencoder/<timestamp> inputs=digits": AS_IS,
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,

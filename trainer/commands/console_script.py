@@ -12,6 +12,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 USER_ERROR_EXIT_CODE = 2
+# Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`, `--cfg job`).
+FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                              "-sc", "--shell-completion", "--info", "--experimental-rerun",
+                              "-c", "--cfg", "-p", "--package"})
 
 
 def importable_working_directory() -> None:

@@ -59,6 +59,7 @@ class TrainSchema:
     model: Any = None
     dataset: Any = None
     loss: Any = None
+    task: Any = None  # what is learned (configs/task/, or your own `task._target_`)
     optimizer: Any = None
     scheduler: Any = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)  # type: ignore[valid-type]  # made at import

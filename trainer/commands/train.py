@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
+from decltrain.trainer.commands.unknown_keys import explained_composition_errors
 from decltrain.trainer.runs import requeue
 
 log = logging.getLogger("decltrain")
@@ -90,7 +91,8 @@ def train() -> None:
     console_script.register_train_config()
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        _main()
+        with explained_composition_errors("train", "train"):
+            _main()
     finally:
         clean_up()
 

@@ -19,7 +19,6 @@ from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
-from decltrain.trainer.engine.task import Task
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.runs import config_drift, failed_start, layout, resume
 from decltrain.trainer.tracking import hparams, provenance
@@ -81,7 +80,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     splits = build.data(cfg)
     if talks:
         inference_record.write(splits, run_dir)
-    model = build.model(cfg, splits)
+    model, task = build.model_and_task(cfg, splits)
     callbacks = build.callbacks(cfg)
     if talks:
         if full_config:
@@ -89,7 +88,6 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
         hydra = HydraConfig.get()
         print_start(start_summary.start_summary(cfg, run_dir, dict(hydra.runtime.choices), list(hydra.overrides.task),
                                                 model, list(callbacks)))
-    task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}

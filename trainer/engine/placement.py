@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, cast
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_map
 
 from decltrain.trainer.engine import distributed
 from decltrain.trainer.engine.precision import Precision
@@ -74,12 +75,13 @@ class Placement:
             evaluated = trained if ddp is None else cast(nn.Module, torch.compile(model, mode=self.compile_mode))
         return Placed(trained, evaluated, ddp)
 
-    def inputs(self, batch: Any) -> tuple[Any, Any]:
-        """(inputs, targets) on the device; image batches in the model's memory layout."""
-        inputs, targets = to_device(batch, self.device)
-        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets
+    def batch(self, batch: Any) -> Any:
+        """The batch on the device, whatever its nesting; image batches (4-D floating-point
+        tensors) in the model's memory layout."""
+        batch = to_device(batch, self.device)
+        if self.channels_last:
+            batch = tree_map(_channels_last, batch)
+        return batch
 
 
 def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
@@ -92,11 +94,12 @@ def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Moves tensors (also inside tuples, lists and dicts) to `device` without blocking the host."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    return batch
+    """Moves every tensor of a batch (at any depth of tuples, lists and dicts) to `device`
+    without blocking the host; other leaves stay as they are."""
+    return tree_map(lambda leaf: leaf.to(device, non_blocking=True) if isinstance(leaf, torch.Tensor) else leaf, batch)
+
+
+def _channels_last(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor) and leaf.ndim == 4 and leaf.is_floating_point():
+        return leaf.contiguous(memory_format=torch.channels_last)
+    return leaf

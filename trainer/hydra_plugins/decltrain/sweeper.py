@@ -15,8 +15,9 @@ from pathlib import Path
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 
-from decltrain.trainer.runs import sweep_summary
+from decltrain.trainer.runs import failed_start, sweep_summary
 
 FAILED_SWEEP_EXIT_CODE = 1
 
@@ -37,6 +38,10 @@ class Sweeper(BasicSweeper):
         self.launcher.launch = launch_and_keep  # type: ignore[method-assign, assignment]  # bound: no `self`
         try:
             super().sweep(arguments)
+        except HydraException:
+            if not returns:  # the overrides did not compose: no job ran, so no sweep folder stays
+                failed_start.remove_unstarted_sweep(Path(str(self.config.hydra.sweep.dir)))
+            raise
         finally:
             self.launcher.launch = launch  # type: ignore[method-assign]
         records = [sweep_summary.JobRecord.of(job) for batch in returns for job in batch]
