@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from hydra.utils import get_method
@@ -58,6 +59,21 @@ class SizedDataset(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> Any: ...
+
+
+@runtime_checkable
+class EpochStream(Protocol):
+    """A training split read as a stream, too large to index (a streamed Hugging Face split).
+
+    The Trainer's loader (trainer/engine/data.py `StreamLoader`) draws `keys` in the training
+    process, this rank's share of an epoch after its first `skip` samples (a resumed epoch), and
+    loader workers turn each key into a sample (`__getitem__`: decoding, transforms). Every rank
+    gets `epoch_samples(num_replicas)` keys, so DDP ranks run the same number of batches.
+    """
+
+    def epoch_samples(self, num_replicas: int) -> int: ...
+    def keys(self, epoch: int, skip: int, seed: int, num_replicas: int, rank: int) -> Iterator[Any]: ...
+    def __getitem__(self, key: Any) -> Any: ...
 
 
 class TransformedSubset(Dataset):
@@ -125,6 +141,16 @@ def split_indices(count: int, fractions: Sequence[float], seed: int) -> list[lis
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
     ends = list(itertools.accumulate([count - sum(sizes), *sizes]))
     return [order[start:end] for start, end in zip([0, *ends], ends)]
+
+
+def carve_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDataset | None, val_fraction: float,
+                 test_fraction: float, seed: int) -> tuple[TransformedSubset, TransformedSubset, TransformedSubset]:
+    """Train, val and test parts without transforms; a missing val or test is carved from `train` by its fraction."""
+    missing = [fraction for split, fraction in ((val, val_fraction), (test, test_fraction)) if split is None]
+    rest, *carved = split_indices(len(train), missing, seed) if missing else [list(range(len(train)))]
+    val_part, test_part = (TransformedSubset(train, carved.pop(0), None) if split is None
+                           else TransformedSubset(split, range(len(split)), None) for split in (val, test))
+    return TransformedSubset(train, rest, None), val_part, test_part
 
 
 # Samples per split (train, val, test) that `dataset.fake=true` generates: enough for a few steps.

@@ -51,7 +51,7 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
         train, val, test = LabelledImages(Path(root), Path(root) / labels), None, None
         class_names = train.classes
     else:
-        train, val, test, class_names = _read_folders(Path(root))
+        train, val, test, class_names = read_folders(Path(root))
     size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
     if size < 1:
         raise UserError(f"dataset.cache_size={cache_size} must be at least 1 (or null for image_size x 1.15)")
@@ -68,7 +68,7 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
                         task="multilabel" if labels is not None and not fake else "multiclass")
 
 
-def _read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
+def read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
     """The splits of `root` (val/ and test/ may be missing) and the class names they share."""
     train = _read(root / "train")
     val, test = (_read(root / split) if (root / split).is_dir() else None for split in ("val", "test"))

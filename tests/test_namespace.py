@@ -146,3 +146,13 @@ def test_every_python_package_of_the_project_is_installed():
              for root in roots for init in (REPO / root).rglob("__init__.py")
              if "hydra_plugins" not in init.parts}
     assert found <= listed, sorted(found - listed)
+
+
+def test_hugging_face_datasets_stays_theirs_beside_the_hf_extra(tmp_path):
+    """With the `hf` extra installed, `import datasets` is Hugging Face's and ours is `decltrain.datasets`."""
+    pytest.importorskip("datasets")
+    check = ("import datasets, decltrain.datasets.hf\n"
+             "assert callable(datasets.load_dataset) and 'site-packages' in datasets.__file__, datasets.__file__\n"
+             "assert decltrain.datasets.hf.build\n")
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

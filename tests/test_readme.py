@@ -46,7 +46,7 @@ SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same lau
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm,detection,text]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm,detection,text,hf,shards]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
@@ -79,6 +79,14 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=coco_detection dataset.fake=true trainer.max_epochs=1":
         Excluded("tests/test_detection.py runs it from a user's folder, on smaller images (a detector is slow on a CPU)"),
     "train config=segmentation_folder dataset.fake=true": SHORT,
+    'train config=mnist_cnn dataset=hf dataset.path=parquet "dataset.data_files={train: mnist/train.parquet, '
+    'test: mnist/test.parquet}" "dataset.mean=[0.1307]" "dataset.std=[0.3081]"':
+        Excluded("needs the MNIST subset as parquet; tests/test_hf_dataset.py writes it and runs this command"),
+    "make-shards my_images shards/": Excluded("needs an image folder; tests/test_shards.py makes one and runs it"),
+    "train dataset=shards dataset.path=shards/ model=torchvision":
+        Excluded("needs shards; tests/test_shards.py trains on shards from make-shards"),
+    "python scripts/shards_benchmark.py --images 600 --rounds 3":
+        Excluded("a benchmark of several minutes; its figures are in docs/large-data.md"),
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
