@@ -90,7 +90,7 @@ Split = TypeVar("Split", bound=SizedDataset)
 def split_parts(train: Split, val: Split | None, test: Split | None,
            part: Callable[[Split, Sequence[int], ImagePipeline], Dataset], train_transform: ImagePipeline,
            eval_transform: ImagePipeline, val_fraction: float, val_split_seed: int,
-           test_fraction: float | None) -> tuple[Dataset, Dataset, Dataset]:
+           test_fraction: float | None = None) -> tuple[Dataset, Dataset, Dataset]:
     """Train, validation and test parts of loaded (or decoded) splits; see `image_splits`."""
     carve_test = test is None and test_fraction is not None
     fractions = [fraction for fraction, missing in ((val_fraction, val is None), (test_fraction, carve_test))
