@@ -1,4 +1,5 @@
 """Plain `nn.Module`s. Builders take `num_classes` and `input_shape` from the dataset's metadata."""
+from decltrain.models.autoencoder import DenoisingAutoencoder
 from decltrain.models.cifar_cnn import CifarCNN
 from decltrain.models.gpt import GPT
 from decltrain.models.mlp import MLP
@@ -10,5 +11,5 @@ from decltrain.models.torchvision_detector import TorchvisionDetector
 from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
 from decltrain.models.unet import UNet
 
-__all__ = ["GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
+__all__ = ["DenoisingAutoencoder", "GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
            "TorchvisionDetector", "TorchvisionSegmenter", "UNet"]

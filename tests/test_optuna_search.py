@@ -86,6 +86,10 @@ def test_a_stopped_search_gives_its_trial_back_to_run_again(tmp_path):
     assert study.ask(space).params == interrupted.params
 
 
+# Optuna calls heartbeats experimental and meant for Study.optimize; the sweeper, which beats for
+# itself, silences these warnings the same way.
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
+                            "ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_only_a_trial_whose_worker_stopped_beating_is_failed_and_run_again(tmp_path):
     """Two workers on one study: the live worker's trial stays running; the dead one's is retried."""
     from hydra_plugins.decltrain.optuna_sweeper import _beating, _retried_when_stale, _trials_done

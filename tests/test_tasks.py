@@ -158,3 +158,20 @@ def test_images_with_a_labels_csv_are_multilabel(tmp_path, cache):
     (tmp_path / "labels.csv").write_text("image,cat\n0.png,yes\n")
     with pytest.raises(UserError, match="line 2: label column 'cat' holds 'yes'"):
         image_folder.build(str(tmp_path), mean=[0.5] * 3, std=[0.5] * 3, image_size=8, labels="labels.csv")
+
+
+@pytest.mark.slow
+def test_a_model_that_computes_its_own_loss_learns_to_reconstruct_digits(tmp_path, data_dir):
+    """`config=mnist_autoencoder` (task=model_loss): the test reconstruction error beats the mean image's."""
+    import torchvision
+
+    def normalized(train: bool) -> torch.Tensor:
+        return (torchvision.datasets.MNIST(str(data_dir), train=train).data.float() / 255 - 0.1307) / 0.3081
+
+    mean_image_error = float(((normalized(False) - normalized(True).mean(0)) ** 2).mean())
+    result = run_train("config=mnist_autoencoder", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",
+                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert report["monitor"] == "val/loss"
+    assert report["test"]["test/loss"] < 0.6 * mean_image_error, (report["test"], mean_image_error)
