@@ -61,7 +61,7 @@ def test_the_detector_learns_the_shapes(tmp_path):
     with (tmp_path / "run" / "metrics.csv").open() as handle:
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
     first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
-    assert len(losses) == 40 and last < 0.6 * first, losses
+    assert len(losses) == 40 and last < 0.75 * first, losses
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["best"]["val/map"] > 0.0
 
 
