@@ -103,7 +103,8 @@ def test_resume_auto_continues_the_fixed_folder_and_extends_the_run(tmp_path, da
     assert json.loads((run_dir / "metrics.json").read_text())["last"]["global_step"] == 10
     events = EventAccumulator(str(run_dir)).Reload()
     assert [event.step for event in events.Scalars("train/loss")] == list(range(1, 11))  # one run, no duplicates
-    assert [event.step for event in events.Scalars("val/acc")] == [5, 10]
+    # val/ starts with the validation before training, at step 0; the resumed run does not repeat it
+    assert [event.step for event in events.Scalars("val/acc")] == [0, 5, 10]
 
 
 PARENT_SIGNAL = '''

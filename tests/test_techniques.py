@@ -329,7 +329,7 @@ def test_ema_with_step_validation_from_the_train_command(tmp_path, data_dir):
     (run_dir,) = (tmp_path / "outputs" / "mnist_cnn").iterdir()
     events = EventAccumulator(str(run_dir))
     events.Reload()
-    assert [point.step for point in events.Scalars("val/acc")] == [20, 40, 45]
+    assert [point.step for point in events.Scalars("val/acc")] == [0, 20, 40, 45]  # 0: the validation before training
     best = checkpoint.load(run_dir / "checkpoints" / "best.ckpt")
     assert set(best["model"]) == set(best["training_weights"])
     assert not torch.equal(best["model"]["classifier.0.weight"], best["training_weights"]["classifier.0.weight"])

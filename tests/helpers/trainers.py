@@ -44,7 +44,7 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
     optimizer_ = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)))(model.parameters())
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
-    task = task or Classification(nn.CrossEntropyLoss(), "multiclass", 3)
+    task = task or Classification(nn.CrossEntropyLoss(), "multiclass", splits.num_classes)
     return Trainer(TrainerSettings(**trainer_kwargs), model, splits, task, optimizer=optimizer_,
                    lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers,
                    run_dir=tmp_path, placement=placement)
