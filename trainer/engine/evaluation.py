@@ -31,6 +31,7 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
     metrics = task.metrics(placement.device, confusion_matrix=split == "test")
     loss_meter = MeanMetric().to(placement.device)
     count = data.num_batches(loader, limit)
+    extra_forwards = placement.forwards_to_match(count)  # a collective under FSDP: before any forward
     for index, batch in enumerate(loader):
         if index >= count:
             break
@@ -40,6 +41,8 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
         with placement.precision.autocast():
             outputs = model(inputs)
         task.update(metrics, loss_meter, outputs.float(), targets)
+    for _ in range(extra_forwards):
+        model(inputs)
     scalars, images = task.summarize(metrics.compute(), class_names)
     results = {f"{split}/{name}": value for name, value in scalars.items()}
     results[f"{split}/loss"] = float(loss_meter.compute())

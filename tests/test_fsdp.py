@@ -1,0 +1,192 @@
+"""trainer.strategy=fsdp (FSDP2) on CPU with gloo: two real processes against one process on the same samples,
+and checkpoints that resume exactly on two ranks and in one process."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from decltrain.callbacks import EMA, GradientClipping, ModelCheckpoint
+from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.engine.callback import Callback
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.engine.task import Task
+from decltrain.trainer.errors import UserError
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.resume import assert_bit_identical
+from tests.helpers.trainers import TinyNet, make_trainer
+
+
+def build(run_dir: Path, batch_size: int, clip: float | None = None, **settings: Any) -> Trainer:
+    """A dropout-free net on blobs (260 samples: the last batch is short; 65 val/test samples: shards
+    of unequal length), SGD with momentum; `clip`: gradient clipping by global norm."""
+    torch.manual_seed(0)
+    splits = synthetic_splits(n=260, batch_size=batch_size)
+    model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    callbacks: dict[str, Callback] = {"model_checkpoint": ModelCheckpoint(monitor="val/acc")}
+    if clip is not None:
+        callbacks["gradient_clipping"] = GradientClipping(value=clip)
+    settings.setdefault("max_epochs", 2)
+    return Trainer(TrainerSettings(accelerator="cpu", **settings), model, splits,
+                   Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, callbacks=callbacks,
+                   run_dir=run_dir)
+
+
+def whole(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as whole tensors on every rank (a collective for sharded ones)."""
+    return {key: (value.full_tensor() if isinstance(value, DTensor) else value).detach().clone()
+            for key, value in state.items()}
+
+
+def fit(run_dir: Path, ckpt: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    trainer = build(run_dir, **kwargs)
+    trainer.fit(ckpt)
+    return {"weights": whole(checkpoint.unwrap(trainer.model).state_dict()), "val": trainer.callback_metrics,
+            "test": trainer.test(), "global_step": trainer.global_step}
+
+
+def reload(run_dir: Path, ckpt: Path, **kwargs: Any) -> dict[str, Any]:
+    """The state a Trainer holds after loading `ckpt`, consolidated as a checkpoint holds it."""
+    trainer = build(run_dir, **kwargs)
+    trainer.load_state_dict(checkpoint.load(ckpt), str(ckpt))
+    state = trainer.state_dict()
+    return {"model": state["model"], "optimizer": state["optimizer"]}
+
+
+def _worker(rank: int, world: int, port: int, run_dir: Path, job: Callable[..., Any], kwargs: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    distributed.init("cpu", world)
+    try:
+        torch.save(job(run_dir, devices=world, strategy="fsdp", **kwargs), run_dir / f"result{rank}.pt")
+    finally:
+        distributed.destroy()
+
+
+def on_two_ranks(job: Callable[..., Any], run_dir: Path, **kwargs: Any) -> list[Any]:
+    """`job(run_dir, **kwargs)` on two sharded ranks; each rank's result."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_worker, args=(2, free_port(), run_dir, job, kwargs), nprocs=2, join=True)
+    return [torch.load(run_dir / f"result{rank}.pt", weights_only=False) for rank in range(2)]
+
+
+def assert_same_weights(results: list[dict], expected: dict[str, torch.Tensor]) -> None:
+    for result in results:
+        for name, value in expected.items():
+            torch.testing.assert_close(result["weights"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def assert_same_state(a: Any, b: Any) -> None:
+    """Nested dicts and lists of tensors, equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    return fit(tmp_path_factory.mktemp("one"), batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def sharded_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("fsdp")
+
+
+@pytest.fixture(scope="module")
+def two_sharded(sharded_dir) -> list[dict]:
+    return on_two_ranks(fit, sharded_dir, batch_size=32)
+
+
+@pytest.mark.slow
+def test_two_sharded_ranks_of_32_train_like_one_process_of_64(one_process, two_sharded):
+    assert [result["global_step"] for result in two_sharded] == [10, 10]
+    assert_same_weights(two_sharded, one_process["weights"])
+    # 65 evaluation samples: shards of 33 and 32 run 2 and 1 batches; the metrics are those of one process.
+    for result in two_sharded:
+        for split in ("val", "test"):
+            assert result[split] == pytest.approx(one_process[split], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_accumulation_and_global_norm_clipping_match_one_process(tmp_path):
+    """2 ranks x 2 micro-batches of 16, clipped by the norm over both shards == one clipped batch of 64."""
+    expected = fit(tmp_path / "one", batch_size=64, clip=0.5)
+    assert_same_weights(on_two_ranks(fit, tmp_path / "fsdp", batch_size=16, accumulate_grad_batches=2, clip=0.5),
+                        expected["weights"])
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_is_one_ordinary_file(sharded_dir, two_sharded):
+    state = torch.load(sharded_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_bit_identical(state["model"], two_sharded[0]["weights"])
+    assert sorted(state["optimizer"]["state"]) == list(range(4))  # keyed by position, as in one process
+    assert state["optimizer"]["state"][0]["momentum_buffer"].shape == state["model"]["net.0.weight"].shape
+
+
+@pytest.mark.slow
+def test_stopped_and_resumed_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
+    on_two_ranks(fit, tmp_path, batch_size=32, max_steps=7)  # stops inside the second epoch
+    resumed = on_two_ranks(fit, tmp_path, ckpt=tmp_path / "checkpoints" / "last.ckpt", batch_size=32)
+    for result in resumed:
+        assert result["global_step"] == 10
+        assert_bit_identical(result["weights"], two_sharded[0]["weights"])
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_reloads_on_one_rank_and_on_two(tmp_path, sharded_dir, two_sharded):
+    """Weights and optimizer state, resharded onto one process or onto two ranks, are those written."""
+    last = sharded_dir / "checkpoints" / "last.ckpt"
+    written = checkpoint.load(last)
+    assert_same_state(reload(tmp_path, last, batch_size=64), {key: written[key] for key in ("model", "optimizer")})
+    rank0, _ = on_two_ranks(reload, tmp_path, ckpt=last, batch_size=32)
+    assert_same_state(rank0, {key: written[key] for key in ("model", "optimizer")})
+
+
+def test_fsdp_in_one_process_trains_the_plain_model(tmp_path):
+    trainer = make_trainer(tmp_path, strategy="fsdp", max_epochs=1)
+    assert not trainer.placement.shards
+    trainer.fit()
+
+
+def test_unknown_fsdp_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="trainer.fsdp.bogus is not a setting"):
+        TrainerSettings(strategy="fsdp", fsdp={"bogus": 1})
+
+
+def _refusals(run_dir: Path, **settings: Any) -> list[str]:
+    """The errors of building a sharded run with torch.compile, and one with EMA."""
+    messages = []
+    for attempt in (lambda: build(run_dir, batch_size=32, compile=True, **settings),
+                    lambda: make_trainer(run_dir, callbacks={"ema": EMA()}, **settings)):
+        with pytest.raises(UserError) as refused:
+            attempt()
+        messages.append(str(refused.value))
+    return messages
+
+
+@pytest.mark.slow
+def test_what_cannot_run_sharded_is_refused_at_start(tmp_path):
+    compiled, ema = on_two_ranks(_refusals, tmp_path)[0]
+    assert compiled == "trainer.compile with trainer.strategy=fsdp is not supported yet; set trainer.compile=false"
+    assert ema.startswith("callbacks.ema needs the whole model on every rank and does not work with "
+                          "trainer.strategy=fsdp; remove it (callbacks.ema=null)")
