@@ -127,3 +127,30 @@ def test_summary_reads_any_launchers_job_returns(tmp_path):
     assert "2 done, 1 failed" in text and "every job: config=mnist_cnn" in text
     assert "0.8750" in text and "ValueError: first line" in text and "second line" not in text
     assert [record["number"] for record in json.loads((tmp_path / "sweep" / "summary.json").read_text())] == [0, 1, 2]
+
+
+def job_spans(sweep: Path) -> list[tuple[float, float]]:
+    """(start, end) of each job in number order: its .hydra folder appears first, its metrics.json last."""
+    jobs = sorted((path for path in sweep.iterdir() if (path / ".hydra").is_dir()), key=lambda path: path.name)
+    return [((job / ".hydra").stat().st_mtime, (job / "metrics.json").stat().st_mtime) for job in jobs]
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_two_jobs_at_a_time_with_the_summary_of_a_sequential_sweep(tmp_path, data_dir):
+    tiny = ["config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "logger=none", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    summaries = []
+    for name, launcher in (("sequential", []), ("parallel", ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"])):
+        sweep = tmp_path / name
+        result = run_train("-m", *tiny, *launcher, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                           env={"DATA_DIR": str(data_dir)})
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        summaries.append([{**record, "folder": Path(record["folder"]).name}
+                          for record in json.loads((sweep / "summary.json").read_text())])
+    sequential, parallel = summaries
+    assert [{**r, "value": None} for r in parallel] == [{**r, "value": None} for r in sequential]
+    assert [r["value"] for r in parallel] == pytest.approx([r["value"] for r in sequential], abs=0.02)
+    spans = job_spans(tmp_path / "parallel")
+    assert spans[1][0] < spans[0][1] and spans[0][0] < spans[1][1]  # jobs 0 and 1 ran together
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 1  # job 2 waited for a free slot (1 s: mtime resolution)
