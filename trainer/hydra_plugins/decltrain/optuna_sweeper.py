@@ -94,21 +94,25 @@ class OptunaSweeper(Sweeper):
         assert isinstance(pruner_config, dict)  # a `_target_` node
         log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
                  _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
+        at_once = getattr(self.launcher, "n_jobs", 1)  # hydra/launcher=parallel: that many trials run together
         while _trials_done(study) < self.n_trials:
-            trial = study.ask(space)
-            chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
-            env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
-            overrides = [*fixed, *chosen,
-                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
-            self.validate_batch_is_legal([overrides])
+            trials = [study.ask(space) for _ in range(min(at_once, self.n_trials - _trials_done(study)))]
+            chosen = [[search_space.as_override(key, value) for key, value in trial.params.items()] for trial in trials]
+            batch = []
+            for trial, trial_overrides in zip(trials, chosen):
+                env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
+                batch.append([*fixed, *trial_overrides,
+                              *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())])
+            self.validate_batch_is_legal(batch)
             # A failed job fails its trial (train raises in a sweep: Hydra records it); a stop
-            # signal (exit 128 + signal) ends the search here, its trial left running to run again.
-            result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
-            record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
-            trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
-            state, value = _tell(study, trial, result)
-            self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
-            log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
+            # signal (exit 128 + signal) ends the search here, its trials left running to run again.
+            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
+            for trial, trial_overrides, result in zip(trials, chosen, results):
+                record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=trial_overrides)
+                trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
+                state, value = _tell(study, trial, result)
+                self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
+                log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
         self._report(study, sweep_dir)
         sweep_summary.report(self.records, sweep_dir)
         return self.records
