@@ -20,8 +20,10 @@ from decltrain.trainer.engine.settings import ACCELERATORS, STRATEGIES, TrainerS
 TOP_LEVEL = ("seed",)  # settings that are top-level keys of the config, not `trainer.*`
 # Settings with a few fixed choices: a wrong one fails at composition, listing them. Module-level
 # names, so that composed configs pickle (the parallel launcher sends them to its worker processes).
-Accelerator = Enum("Accelerator", {choice: choice for choice in ACCELERATORS}, type=str, module=__name__)
-Strategy = Enum("Strategy", {choice: choice for choice in STRATEGIES}, type=str, module=__name__)
+Accelerator = Enum("Accelerator", {choice: choice for choice in ACCELERATORS}, type=str,  # type: ignore[misc]  # members from settings
+                   module=__name__)
+Strategy = Enum("Strategy", {choice: choice for choice in STRATEGIES}, type=str,  # type: ignore[misc]
+                module=__name__)
 CHOICES: dict[str, type[Enum]] = {"accelerator": Accelerator, "strategy": Strategy}
 
 
@@ -70,6 +72,7 @@ class TrainSchema:
     callbacks: Optional[dict[str, Any]] = None
     logger: Optional[dict[str, Any]] = None
     lr_find: Any = None  # find-lr's settings (configs/find_lr.yaml)
+    batch_size_find: Any = None  # find-batch-size's settings (configs/find_batch_size.yaml)
 
 
 def register() -> None:

@@ -163,4 +163,4 @@ class _first_ctrl_c_left_to_the_jobs:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self.previous)  # type: ignore[arg-type]  # what getsignal returned
+        signal.signal(signal.SIGINT, self.previous)
