@@ -19,16 +19,19 @@ from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
-from decltrain.trainer.errors import UserError
+from decltrain.trainer.errors import Preempted, UserError
+from tests.helpers.callbacks import SignalAtStep
 from tests.helpers.data import synthetic_splits
 from tests.helpers.distributed import free_port
 from tests.helpers.resume import assert_bit_identical
 from tests.helpers.trainers import TinyNet, make_trainer
 
 
-def build(run_dir: Path, batch_size: int, clip: float | None = None, **settings: Any) -> Trainer:
+def build(run_dir: Path, batch_size: int, clip: float | None = None, sigterm_at: int | None = None,
+          **settings: Any) -> Trainer:
     """A dropout-free net on blobs (260 samples: the last batch is short; 65 val/test samples: shards
-    of unequal length), SGD with momentum; `clip`: gradient clipping by global norm."""
+    of unequal length), SGD with momentum; `clip`: gradient clipping by global norm; `sigterm_at`:
+    each rank sends itself SIGTERM after that optimizer step."""
     torch.manual_seed(0)
     splits = synthetic_splits(n=260, batch_size=batch_size)
     model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
@@ -36,6 +39,8 @@ def build(run_dir: Path, batch_size: int, clip: float | None = None, **settings:
     callbacks: dict[str, Callback] = {"model_checkpoint": ModelCheckpoint(monitor="val/acc")}
     if clip is not None:
         callbacks["gradient_clipping"] = GradientClipping(value=clip)
+    if sigterm_at is not None:
+        callbacks["signal"] = SignalAtStep(sigterm_at)
     settings.setdefault("max_epochs", 2)
     return Trainer(TrainerSettings(accelerator="cpu", **settings), model, splits,
                    Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, callbacks=callbacks,
@@ -50,7 +55,10 @@ def whole(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def fit(run_dir: Path, ckpt: Path | None = None, **kwargs: Any) -> dict[str, Any]:
     trainer = build(run_dir, **kwargs)
-    trainer.fit(ckpt)
+    try:
+        trainer.fit(ckpt)
+    except Preempted:
+        return {"stopped_at": trainer.global_step}
     return {"weights": whole(checkpoint.unwrap(trainer.model).state_dict()), "val": trainer.callback_metrics,
             "test": trainer.test(), "global_step": trainer.global_step}
 
@@ -144,8 +152,11 @@ def test_sharded_checkpoint_is_one_ordinary_file(sharded_dir, two_sharded):
 
 
 @pytest.mark.slow
-def test_stopped_and_resumed_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
-    on_two_ranks(fit, tmp_path, batch_size=32, max_steps=7)  # stops inside the second epoch
+def test_sigterm_then_resume_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
+    # Ranks agree on a stop at logging steps: every step here. Step 7 is inside the second epoch.
+    stopped = on_two_ranks(fit, tmp_path, batch_size=32, sigterm_at=7, log_every_n_steps=1)
+    assert stopped == [{"stopped_at": 7}] * 2
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")["progress"]["global_step"] == 7
     resumed = on_two_ranks(fit, tmp_path, ckpt=tmp_path / "checkpoints" / "last.ckpt", batch_size=32)
     for result in resumed:
         assert result["global_step"] == 10
