@@ -15,6 +15,8 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -30,7 +32,7 @@ def model(width: int, depth: int) -> nn.Sequential:
     return nn.Sequential(*(nn.Linear(width, width) for _ in range(depth)))
 
 
-def local_bytes(tensors: list[torch.Tensor]) -> int:
+def local_bytes(tensors: Sequence[torch.Tensor]) -> int:
     return sum((t.to_local() if isinstance(t, DTensor) else t).nbytes for t in tensors)
 
 
@@ -72,7 +74,7 @@ def worker(rank: int, port: int, args: argparse.Namespace, out: str) -> None:
                 step(net, optimizer, inputs)
             dist.barrier()
             times[name].append((time.perf_counter() - started) / args.steps)
-    report = {name: {**held(net, optimizer), "step_s_median": sorted(times[name])[len(times[name]) // 2]}
+    report: dict[str, Any] = {name: {**held(net, optimizer), "step_s_median": sorted(times[name])[len(times[name]) // 2]}
               for name, (net, optimizer) in runs.items()}
     report["parameters"] = sum(p.numel() for p in ddp_net.parameters())
     report["peak_rss_mb_both_models"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

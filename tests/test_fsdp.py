@@ -116,17 +116,15 @@ def one_process(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sharded_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("fsdp")
-
-
-@pytest.fixture(scope="module")
-def two_sharded(sharded_dir) -> list[dict]:
-    return on_two_ranks(fit, sharded_dir, batch_size=32)
+def two_sharded(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The run folder and each rank's result of two sharded ranks of 32."""
+    run_dir = tmp_path_factory.mktemp("fsdp")
+    return run_dir, on_two_ranks(fit, run_dir, batch_size=32)
 
 
 @pytest.mark.slow
 def test_two_sharded_ranks_of_32_train_like_one_process_of_64(one_process, two_sharded):
+    _, two_sharded = two_sharded
     assert [result["global_step"] for result in two_sharded] == [10, 10]
     assert_same_weights(two_sharded, one_process["weights"])
     # 65 evaluation samples: shards of 33 and 32 run 2 and 1 batches; the metrics are those of one process.
@@ -144,7 +142,8 @@ def test_accumulation_and_global_norm_clipping_match_one_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_sharded_checkpoint_is_one_ordinary_file(sharded_dir, two_sharded):
+def test_sharded_checkpoint_is_one_ordinary_file(two_sharded):
+    sharded_dir, two_sharded = two_sharded
     state = torch.load(sharded_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert_bit_identical(state["model"], two_sharded[0]["weights"])
     assert sorted(state["optimizer"]["state"]) == list(range(4))  # keyed by position, as in one process
@@ -153,6 +152,7 @@ def test_sharded_checkpoint_is_one_ordinary_file(sharded_dir, two_sharded):
 
 @pytest.mark.slow
 def test_sigterm_then_resume_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
+    _, two_sharded = two_sharded
     # Ranks agree on a stop at logging steps: every step here. Step 7 is inside the second epoch.
     stopped = on_two_ranks(fit, tmp_path, batch_size=32, sigterm_at=7, log_every_n_steps=1)
     assert stopped == [{"stopped_at": 7}] * 2
@@ -164,8 +164,9 @@ def test_sigterm_then_resume_on_two_ranks_is_bit_identical(tmp_path, two_sharded
 
 
 @pytest.mark.slow
-def test_a_sharded_checkpoint_reloads_on_one_rank_and_on_two(tmp_path, sharded_dir, two_sharded):
+def test_a_sharded_checkpoint_reloads_on_one_rank_and_on_two(tmp_path, two_sharded):
     """Weights and optimizer state, resharded onto one process or onto two ranks, are those written."""
+    sharded_dir, _ = two_sharded
     last = sharded_dir / "checkpoints" / "last.ckpt"
     written = checkpoint.load(last)
     assert_same_state(reload(tmp_path, last, batch_size=64), {key: written[key] for key in ("model", "optimizer")})

@@ -8,18 +8,13 @@ It prints each try (on a CPU with the process's peak memory), the batch size fou
 """
 from __future__ import annotations
 
-import logging
 import shlex
-import sys
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from decltrain.trainer.commands import console_script
 from decltrain.trainer.errors import UserError
-
-log = logging.getLogger("decltrain")
 
 
 def run(cfg: DictConfig) -> int:
@@ -66,18 +61,6 @@ def run(cfg: DictConfig) -> int:
     return result.batch_size
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="find_batch_size")
-def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(console_script.USER_ERROR_EXIT_CODE)
-
-
 def main() -> None:
-    """The console script: set up as `train` is, since it composes the same config."""
-    console_script.sleeping_openmp_threads()
-    console_script.importable_working_directory()
-    console_script.register_train_config()
-    _main()
+    """The console script."""
+    console_script.run_tool(run, "find_batch_size")

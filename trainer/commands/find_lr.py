@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -65,18 +63,6 @@ def run(cfg: DictConfig) -> float:
     return result.suggestion
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="find_lr")
-def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(console_script.USER_ERROR_EXIT_CODE)
-
-
 def main() -> None:
-    """The console script: set up as `train` is, since it composes the same config."""
-    console_script.sleeping_openmp_threads()
-    console_script.importable_working_directory()
-    console_script.register_train_config()
-    _main()
+    """The console script."""
+    console_script.run_tool(run, "find_lr")
