@@ -19,7 +19,7 @@ def sweep_seconds(n_jobs: int, batches: int, folder: Path) -> float:
     command = ["train", "-m", "config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", "trainer.max_epochs=1",
                f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                "logger=none", "callbacks.progress_bar=null", "hydra/launcher=parallel",
-               f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={folder / f'n_jobs={n_jobs}'}"]
+               f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={folder / f'n_jobs_{n_jobs}'}"]
     started = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, text=True)
     return time.perf_counter() - started

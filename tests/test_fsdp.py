@@ -2,6 +2,7 @@
 and checkpoints that resume exactly on two ranks and in one process."""
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
 from decltrain.trainer.errors import Preempted, UserError
 from tests.helpers.callbacks import SignalAtStep
+from tests.helpers.commands import run_command, run_train
 from tests.helpers.data import synthetic_splits
 from tests.helpers.distributed import free_port
 from tests.helpers.resume import assert_bit_identical
@@ -202,3 +204,20 @@ def test_what_cannot_run_sharded_is_refused_at_start(tmp_path):
     assert compiled == "trainer.compile with trainer.strategy=fsdp is not supported yet; set trainer.compile=false"
     assert ema.startswith("callbacks.ema needs the whole model on every rank and does not work with "
                           "trainer.strategy=fsdp; remove it (callbacks.ema=null)")
+
+
+@pytest.mark.slow
+def test_train_with_fsdp_on_two_devices_then_evaluate_in_one_process(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    result = run_train("config=mnist_cnn", "trainer.strategy=fsdp", "trainer.devices=2", "trainer.max_epochs=1",
+                       "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    assert weights["features.0.weight"].shape == (32, 1, 3, 3)  # whole tensors, plain names
+    result = run_command("evaluate", f"run={run_dir}", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = json.loads((run_dir / "metrics.json").read_text())["test"]
+    evaluated = json.loads((run_dir / "eval_test.json").read_text())
+    for name in ("test/acc", "test/loss"):
+        assert evaluated[name] == pytest.approx(tested[name], abs=1e-4), name
