@@ -221,3 +221,15 @@ def test_train_with_fsdp_on_two_devices_then_evaluate_in_one_process(tmp_path, d
     evaluated = json.loads((run_dir / "eval_test.json").read_text())
     for name in ("test/acc", "test/loss"):
         assert evaluated[name] == pytest.approx(tested[name], abs=1e-4), name
+
+
+def test_shard_units_are_named_by_class_innermost_first():
+    from decltrain.trainer.engine.sharding import shard_units
+
+    inner = nn.Sequential(nn.Linear(2, 2))
+    model = nn.Sequential(nn.Sequential(inner, nn.Linear(2, 2)), nn.ReLU(), nn.Linear(2, 1))
+    assert shard_units(model, ["Sequential"]) == [inner, model[0]]
+    assert shard_units(model, None) == [model[0], model[2]]  # the default: children that hold parameters
+    with pytest.raises(UserError, match="names Block, which model Sequential does not contain; it contains Linear, "
+                                        "ReLU, Sequential"):
+        shard_units(model, ["Block"])

@@ -58,6 +58,9 @@ class Placement:
             raise UserError("trainer.sync_batchnorm=true needs CUDA devices (torch's SyncBatchNorm has no CPU "
                             "kernel); set trainer.sync_batchnorm=false on CPU")
         self.sync_batchnorm = settings.sync_batchnorm
+        if self.fsdp is not None and self.fsdp.cpu_offload and self.device.type != "cuda":
+            raise UserError("trainer.fsdp.cpu_offload=true needs CUDA devices (the shards wait on the CPU between "
+                            "uses on the GPU); on CPU they are there already: set trainer.fsdp.cpu_offload=false")
         self.precision = Precision(settings.precision, self.device)
         self.channels_last = False
 

@@ -48,7 +48,8 @@ def shard(model: nn.Module, settings: FsdpSettings, param_dtype: torch.dtype | N
 
 
 def shard_units(model: nn.Module, class_names: list[str] | None) -> list[nn.Module]:
-    """The modules of `model` named by class in `class_names`; None: its direct children with parameters."""
+    """The modules of `model` named by class in `class_names`, innermost first; None: its direct
+    children with parameters."""
     if class_names is None:
         return [child for child in model.children() if any(True for _ in child.parameters())]
     present = {type(module).__name__ for module in model.modules()}
@@ -56,7 +57,9 @@ def shard_units(model: nn.Module, class_names: list[str] | None) -> list[nn.Modu
     if unknown:
         raise UserError(f"trainer.fsdp.shard_modules names {', '.join(unknown)}, which model "
                         f"{type(model).__name__} does not contain; it contains {', '.join(sorted(present))}")
-    return [module for module in model.modules() if module is not model and type(module).__name__ in class_names]
+    # Inner units first: an outer unit then holds only what its inner units do not (FSDP's nesting order).
+    return [module for module in reversed(list(model.modules()))
+            if module is not model and type(module).__name__ in class_names]
 
 
 def recompute_in_backward(module: nn.Module) -> None:
