@@ -112,20 +112,25 @@ def assert_same_state(a: Any, b: Any) -> None:
         assert a == b
 
 
+# Two ranks x two micro-batches of 16 (one reduce-scatter per group), clipped by the norm over both
+# shards, train like one process with one clipped batch of 64.
+SHARDED = {"batch_size": 16, "accumulate_grad_batches": 2, "clip": 0.5}
+
+
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory) -> dict:
-    return fit(tmp_path_factory.mktemp("one"), batch_size=64)
+    return fit(tmp_path_factory.mktemp("one"), batch_size=64, clip=0.5)
 
 
 @pytest.fixture(scope="module")
 def two_sharded(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """The run folder and each rank's result of two sharded ranks of 32."""
+    """The run folder and each rank's result of the SHARDED run."""
     run_dir = tmp_path_factory.mktemp("fsdp")
-    return run_dir, on_two_ranks(fit, run_dir, batch_size=32)
+    return run_dir, on_two_ranks(fit, run_dir, **SHARDED)
 
 
 @pytest.mark.slow
-def test_two_sharded_ranks_of_32_train_like_one_process_of_64(one_process, two_sharded):
+def test_two_sharded_ranks_accumulating_and_clipping_train_like_one_process(one_process, two_sharded):
     _, two_sharded = two_sharded
     assert [result["global_step"] for result in two_sharded] == [10, 10]
     assert_same_weights(two_sharded, one_process["weights"])
@@ -133,14 +138,6 @@ def test_two_sharded_ranks_of_32_train_like_one_process_of_64(one_process, two_s
     for result in two_sharded:
         for split in ("val", "test"):
             assert result[split] == pytest.approx(one_process[split], abs=1e-5)
-
-
-@pytest.mark.slow
-def test_accumulation_and_global_norm_clipping_match_one_process(tmp_path):
-    """2 ranks x 2 micro-batches of 16, clipped by the norm over both shards == one clipped batch of 64."""
-    expected = fit(tmp_path / "one", batch_size=64, clip=0.5)
-    assert_same_weights(on_two_ranks(fit, tmp_path / "fsdp", batch_size=16, accumulate_grad_batches=2, clip=0.5),
-                        expected["weights"])
 
 
 @pytest.mark.slow
@@ -156,10 +153,10 @@ def test_sharded_checkpoint_is_one_ordinary_file(two_sharded):
 def test_sigterm_then_resume_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
     _, two_sharded = two_sharded
     # Ranks agree on a stop at logging steps: every step here. Step 7 is inside the second epoch.
-    stopped = on_two_ranks(fit, tmp_path, batch_size=32, sigterm_at=7, log_every_n_steps=1)
+    stopped = on_two_ranks(fit, tmp_path, sigterm_at=7, log_every_n_steps=1, **SHARDED)
     assert stopped == [{"stopped_at": 7}] * 2
     assert checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")["progress"]["global_step"] == 7
-    resumed = on_two_ranks(fit, tmp_path, ckpt=tmp_path / "checkpoints" / "last.ckpt", batch_size=32)
+    resumed = on_two_ranks(fit, tmp_path, ckpt=tmp_path / "checkpoints" / "last.ckpt", **SHARDED)
     for result in resumed:
         assert result["global_step"] == 10
         assert_bit_identical(result["weights"], two_sharded[0]["weights"])
