@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from decltrain.trainer.runs import sweep_summary
-from tests.helpers.commands import run_train
+from tests.helpers.commands import run_train, train_command
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]
@@ -154,3 +158,24 @@ def test_parallel_launcher_runs_two_jobs_at_a_time_with_the_summary_of_a_sequent
     spans = job_spans(tmp_path / "parallel")
     assert spans[1][0] < spans[0][1] and spans[0][0] < spans[1][1]  # jobs 0 and 1 ran together
     assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 1  # job 2 waited for a free slot (1 s: mtime resolution)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_parallel_jobs_with_checkpoints_and_starts_no_other(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [train_command(), "-m", "config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3", "trainer.max_epochs=3",
+         "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none", "callbacks.progress_bar=null",
+         "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.log_every_n_steps=1", "hydra/launcher=parallel",
+         "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "the jobs wrote no checkpoints"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, output
+    assert output.count("stopped by SIGINT") == 2
+    assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == ["0_mnist_cnn", "1_mnist_cnn"]

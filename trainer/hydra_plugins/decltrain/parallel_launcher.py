@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -127,25 +127,35 @@ class ParallelLauncher(Launcher):
         state = Singleton.get_state()
         with _first_ctrl_c_left_to_the_jobs(), ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_take_slot, initargs=(free,)) as pool:
-            futures = [pool.submit(_run, cloudpickle.dumps((state, self.hydra_context, self.task_function, config)))
-                       for config in configs]
-            returns = _in_order(futures)
+            jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, config)) for config in configs]
+            returns = _run_all(pool, jobs, workers)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
 
 
-def _in_order(futures: list["Future[bytes]"]) -> list[JobReturn]:
-    """The jobs' returns; a job that ended the process (a stop signal: SystemExit) ends the sweep,
-    after the running jobs finished, as in a sequential sweep."""
-    returns = []
-    for index, future in enumerate(futures):
-        try:
-            returns.append(cloudpickle.loads(future.result()))
-        except SystemExit:
-            for pending in futures[index + 1:]:
-                pending.cancel()
-            raise
-    return returns
+def _run_all(pool: ProcessPoolExecutor, jobs: list[bytes], workers: int) -> list[JobReturn]:
+    """The jobs' returns, in order. A job is handed to the pool only when a worker is free (the pool
+    would otherwise queue some ahead), so a job that ended its process (a stop signal: SystemExit)
+    ends the sweep once the running jobs finished, with no job started after it, as in a sequential sweep."""
+    running: dict["Future[bytes]", int] = {}
+    results: dict[int, JobReturn] = {}
+    stop: BaseException | None = None
+    upcoming = iter(range(len(jobs)))
+    while True:
+        while stop is None and len(running) < workers and (index := next(upcoming, None)) is not None:
+            running[pool.submit(_run, jobs[index])] = index
+        if not running:
+            break
+        finished, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in finished:
+            index = running.pop(future)
+            try:
+                results[index] = cloudpickle.loads(future.result())
+            except SystemExit as exit_request:
+                stop = stop or exit_request
+    if stop is not None:
+        raise stop
+    return [results[index] for index in range(len(jobs))]
 
 
 class _first_ctrl_c_left_to_the_jobs:
