@@ -1,7 +1,8 @@
 """The model table printed when fit starts: modules to `max_depth`, their output shapes and parameters.
 
-Output shapes come from one forward pass over two validation samples, with hooks on every
-module (eval mode, no gradient, the RNG left as it was). Depth 1 lists the top-level children;
+Output shapes come from one forward pass over two validation samples (the model's inputs in
+them, as the task picks them), with hooks on every module (eval mode, no gradient, the RNG left
+as it was). Depth 1 lists the top-level children;
 deeper levels are indented under their parents; `max_depth: -1` shows every module.
 """
 from __future__ import annotations
@@ -15,6 +16,8 @@ from torch.utils.data import default_collate
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine.checkpoint import unwrap
+from decltrain.trainer.engine.placement import to_device
+from decltrain.trainer.engine.task import Task
 
 
 class ModelSummary(Callback):
@@ -23,7 +26,7 @@ class ModelSummary(Callback):
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         # On every rank: a sharded model's forward gathers its parameters with all ranks.
-        table = summary_table(unwrap(trainer.model), self.max_depth, trainer.splits, trainer.device)
+        table = summary_table(unwrap(trainer.model), self.max_depth, trainer.task, trainer.splits, trainer.device)
         if trainer.is_global_zero:
             from decltrain.trainer.console import console
 
@@ -38,7 +41,7 @@ def _shape(output: Any) -> str:
     return "?"
 
 
-def output_shapes(model: nn.Module, splits: Any, device: torch.device) -> dict[str, str]:
+def output_shapes(model: nn.Module, task: Task, splits: Any, device: torch.device) -> dict[str, str]:
     """Each module's output shape on a batch of two validation samples (first call only)."""
     shapes: dict[str, str] = {}
 
@@ -49,12 +52,12 @@ def output_shapes(model: nn.Module, splits: Any, device: torch.device) -> dict[s
 
     hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()]
     collate = splits.loader.collate_fn or default_collate
-    inputs, _ = collate([splits.val[i] for i in range(min(2, len(splits.val)))])
+    inputs = to_device(task.model_inputs(collate([splits.val[i] for i in range(min(2, len(splits.val)))])), device)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            model(inputs.to(device) if isinstance(inputs, torch.Tensor) else inputs)
+            model(inputs)
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -62,8 +65,8 @@ def output_shapes(model: nn.Module, splits: Any, device: torch.device) -> dict[s
     return shapes
 
 
-def summary_table(model: nn.Module, max_depth: int, splits: Any, device: torch.device) -> Table:
-    shapes = output_shapes(model, splits, device)
+def summary_table(model: nn.Module, max_depth: int, task: Task, splits: Any, device: torch.device) -> Table:
+    shapes = output_shapes(model, task, splits, device)
     table = Table(title=f"model: {type(model).__name__}")
     for column in ("module", "type", "output shape", "parameters", "trainable"):
         table.add_column(column, justify="right" if column in ("parameters", "trainable") else "left")

@@ -1,4 +1,8 @@
-"""A Rich progress bar with loss and ETA; plain periodic log lines when stdout is not a terminal."""
+"""A Rich progress bar with loss and ETA; plain periodic log lines when stdout is not a terminal.
+
+The plain lines come at logging steps, at most one per PLAIN_LINE_INTERVAL_S seconds (the first
+at once): a log file gets a steady pulse, whatever the logging interval or the epoch's length.
+"""
 from __future__ import annotations
 
 import logging
@@ -13,12 +17,14 @@ from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.console import console
 
 log = logging.getLogger("decltrain")
+PLAIN_LINE_INTERVAL_S = 10.0
 
 
 class RichProgressBar(Callback):
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self._swapped: list[tuple[logging.Handler, logging.Handler]] = []
+        self._last_line = -float("inf")
 
     def on_fit_start(self, trainer: TrainerView) -> None:
         # A live bar only makes sense on a terminal; CI logs, SLURM and pipes get plain lines.
@@ -41,7 +47,9 @@ class RichProgressBar(Callback):
         if self.progress is not None:
             loss = f"loss {trainer.last_loss:.4f}" if trainer.global_step >= trainer.log_every_n_steps else ""
             self.progress.update(self.task, completed=trainer.batch_idx, loss=loss)
-        elif trainer.should_log and trainer.is_global_zero:
+        elif trainer.should_log and trainer.is_global_zero \
+                and time.monotonic() - self._last_line >= PLAIN_LINE_INTERVAL_S:
+            self._last_line = time.monotonic()
             done = trainer.batch_idx - self.start_batch
             left = trainer.num_train_batches - trainer.batch_idx
             eta = timedelta(seconds=round((time.monotonic() - self.epoch_start) / max(done, 1) * left))

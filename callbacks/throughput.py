@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
+from decltrain.trainer.engine.data import StreamKeys
 
 
 class ThroughputMonitor(Callback):
@@ -49,8 +50,8 @@ class ThroughputMonitor(Callback):
 def _samples(trainer: TrainerView, from_batch: int, to_batch: int) -> int:
     """Samples all ranks trained on between two batch positions of one epoch (the last batch may be short)."""
     loader = trainer.train_loader
-    # The training loaders (engine/data.py) batch a DistributedSampler's shard of the split.
-    assert isinstance(loader.sampler, DistributedSampler) and loader.batch_size is not None
+    # The training loaders (engine/data.py) batch a DistributedSampler's shard of the split, or a stream's share.
+    assert isinstance(loader.sampler, (DistributedSampler, StreamKeys)) and loader.batch_size is not None
     per_rank, batch_size = loader.sampler.num_samples, loader.batch_size
 
     def done(batches: int) -> int:

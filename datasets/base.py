@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import csv
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import torch
 from hydra.utils import get_method
@@ -30,10 +31,14 @@ class LoaderSettings:
 class DataSplits:
     """Train, validation and test sets with the metadata a model is built from.
 
-    `task` is `multiclass`, `binary` or `regression`; it chooses the metrics.
+    `task` is the kind of targets: `multiclass`, `binary`, `multilabel` ((N, labels) floats of 0/1),
+    `regression`, or `detection` (a dict of boxes and labels per image); the config's task
+    (configs/task/) checks it fits.
     `eval_transform` turns one raw input (a PIL image for image datasets, a string for text, a
     row dict or list for tables) into a model input the way the test split does; `predict` uses
     it on new files. `vocab_size` (text datasets) reaches the model like `num_classes`.
+    `any_image_size`: the model takes images of any size (detectors resize inside), so `predict`
+    keeps each image's own size and its outputs (boxes) are in that image's pixels.
     """
     train: Dataset
     val: Dataset
@@ -46,6 +51,7 @@ class DataSplits:
     name: str = ""
     eval_transform: Callable[[Any], Any] | None = None
     vocab_size: int | None = None
+    any_image_size: bool = False
 
 
 class SizedDataset(Protocol):
@@ -53,6 +59,21 @@ class SizedDataset(Protocol):
 
     def __len__(self) -> int: ...
     def __getitem__(self, index: int) -> Any: ...
+
+
+@runtime_checkable
+class EpochStream(Protocol):
+    """A training split read as a stream, too large to index (a streamed Hugging Face split).
+
+    The Trainer's loader (trainer/engine/data.py `StreamLoader`) draws `keys` in the training
+    process, this rank's share of an epoch after its first `skip` samples (a resumed epoch), and
+    loader workers turn each key into a sample (`__getitem__`: decoding, transforms). Every rank
+    gets `epoch_samples(num_replicas)` keys, so DDP ranks run the same number of batches.
+    """
+
+    def epoch_samples(self, num_replicas: int) -> int: ...
+    def keys(self, epoch: int, skip: int, seed: int, num_replicas: int, rank: int) -> Iterator[Any]: ...
+    def __getitem__(self, key: Any) -> Any: ...
 
 
 class TransformedSubset(Dataset):
@@ -72,6 +93,18 @@ class TransformedSubset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         inputs, target = self.base[self.indices[index]]
         return (self.transform(inputs) if self.transform else inputs), target
+
+
+class JointlyTransformedSubset(TransformedSubset):
+    """A `TransformedSubset` whose `transform` sees each (input, target) pair together.
+
+    transforms.v2 then moves a target's `tv_tensors` (boxes, masks) with its image: a flip or
+    crop of the image flips or crops them the same way.
+    """
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        sample = self.base[self.indices[index]]
+        return self.transform(sample) if self.transform else sample
 
 
 def loader_settings(batch_size: int = 64, eval_batch_size: int | None = None, num_workers: int = 0,
@@ -108,6 +141,16 @@ def split_indices(count: int, fractions: Sequence[float], seed: int) -> list[lis
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
     ends = list(itertools.accumulate([count - sum(sizes), *sizes]))
     return [order[start:end] for start, end in zip([0, *ends], ends)]
+
+
+def carve_splits(train: SizedDataset, val: SizedDataset | None, test: SizedDataset | None, val_fraction: float,
+                 test_fraction: float, seed: int) -> tuple[TransformedSubset, TransformedSubset, TransformedSubset]:
+    """Train, val and test parts without transforms; a missing val or test is carved from `train` by its fraction."""
+    missing = [fraction for split, fraction in ((val, val_fraction), (test, test_fraction)) if split is None]
+    rest, *carved = split_indices(len(train), missing, seed) if missing else [list(range(len(train)))]
+    val_part, test_part = (TransformedSubset(train, carved.pop(0), None) if split is None
+                           else TransformedSubset(split, range(len(split)), None) for split in (val, test))
+    return TransformedSubset(train, rest, None), val_part, test_part
 
 
 # Samples per split (train, val, test) that `dataset.fake=true` generates: enough for a few steps.

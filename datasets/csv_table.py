@@ -1,4 +1,5 @@
-"""A CSV table: numeric feature columns and one target column, for classification or regression.
+"""A CSV table: numeric feature columns and one target column, for classification or regression,
+or several 0/1 target columns, one per label, for multi-label classification.
 
 Train, validation and test rows are split off with a fixed seed. Features are standardized with
 the training rows' mean and standard deviation (the same numbers apply to new rows in predict).
@@ -16,7 +17,7 @@ from decltrain.datasets.base import FAKE_SIZES, DataSplits, loader_settings, rea
 from decltrain.datasets.in_memory import InMemory
 from decltrain.trainer.errors import UserError
 
-TABLE_TASKS = ("multiclass", "binary", "regression", "classification")
+TABLE_TASKS = ("multiclass", "binary", "regression", "classification", "multilabel")
 
 
 class RowEncoder:
@@ -35,7 +36,7 @@ class RowEncoder:
         return (torch.tensor([float(v) for v in values]) - self.mean) / self.std
 
 
-def build(path: str, target: str, features: list[str] | None = None, task: str = "regression",
+def build(path: str, target: str | list[str], features: list[str] | None = None, task: str = "regression",
           val_fraction: float = 0.15, test_fraction: float = 0.15, val_split_seed: int = 0,
           standardize: bool = True, fake: bool = False, fake_num_features: int = 8, fake_num_classes: int = 3,
           in_memory: bool = True, **loader: Any) -> DataSplits:
@@ -44,16 +45,22 @@ def build(path: str, target: str, features: list[str] | None = None, task: str =
     `features: null` takes every column but the target. For `multiclass` and `binary`, the
     target's distinct values (sorted) are the classes; `binary` needs exactly two;
     `classification` becomes `binary` (one logit) with two classes and `multiclass` otherwise.
+    `multilabel` takes a list of target columns holding 0 or 1, one per label (the labels'
+    names are the columns'), and gives (N, labels) float targets.
     `in_memory` batches the rows by index on the training device (the fast path); false feeds
     them through a DataLoader.
     """
     if task not in TABLE_TASKS:
         raise UserError(f"dataset.task={task!r} is unknown; use one of {', '.join(TABLE_TASKS)}")
+    targets_named = [target] if isinstance(target, str) else list(target)
+    if (task == "multilabel") != (len(targets_named) > 1 or not isinstance(target, str)):
+        raise UserError(f"dataset.target={target}: several target columns go with dataset.task=multilabel "
+                        "(one 0/1 column per label), one column with the other tasks")
     if fake:
         names = list(features) if features else [f"x{i}" for i in range(fake_num_features)]
         inputs, targets, class_names = _fake_table(len(names), task, fake_num_classes)
     else:
-        names, inputs, targets, class_names = _read_table(path, target, features, task)
+        names, inputs, targets, class_names = _read_table(path, targets_named, features, task)
     if task == "classification":
         if len(class_names) < 2:
             raise UserError(f"{path}: target column {target!r} holds one value; classification needs two or more")
@@ -69,16 +76,16 @@ def build(path: str, target: str, features: list[str] | None = None, task: str =
                         for indices in (train_indices, val_indices, test_indices))
     return DataSplits(
         train=train, val=val, test=test,
-        num_classes=len(class_names) if task == "multiclass" else 1, input_shape=(len(names),),
+        num_classes=len(class_names) if task in ("multiclass", "multilabel") else 1, input_shape=(len(names),),
         loader=loader_settings(**loader), class_names=class_names, task=task,
         name=f"csv:{Path(path).name}", eval_transform=RowEncoder(names, mean, std),
     )
 
 
-def _read_table(path: str, target: str, features: list[str] | None,
+def _read_table(path: str, targets: list[str], features: list[str] | None,
                 task: str) -> tuple[list[str], torch.Tensor, torch.Tensor, list[str]]:
-    rows = read_csv_rows(path, [target, *(features or [])], "dataset")
-    names = list(features) if features else [column for column in rows[0] if column != target]
+    rows = read_csv_rows(path, [*targets, *(features or [])], "dataset")
+    names = list(features) if features else [column for column in rows[0] if column not in targets]
     values = []
     for line, row in enumerate(rows, start=2):  # line 1 is the header
         try:
@@ -87,6 +94,9 @@ def _read_table(path: str, target: str, features: list[str] | None,
             bad = next(name for name in names if not _is_number(row[name]))
             raise UserError(f"{path} line {line}: column {bad!r} holds {row[bad]!r}, not a number; "
                             "fix the value or leave the column out of dataset.features") from None
+    if task == "multilabel":
+        return names, torch.tensor(values), _label_columns(path, rows, targets), targets
+    target = targets[0]
     labels = [row[target] for row in rows]
     if task == "regression":
         try:
@@ -99,6 +109,16 @@ def _read_table(path: str, target: str, features: list[str] | None,
         raise UserError(f"{path}: dataset.task=binary needs 2 distinct target values, found {len(class_names)}")
     index = {name: i for i, name in enumerate(class_names)}
     return names, torch.tensor(values), torch.tensor([index[v] for v in labels]), class_names
+
+
+def _label_columns(path: str, rows: list[dict[str, str]], targets: list[str]) -> torch.Tensor:
+    """(rows, labels) floats from 0/1 columns; any other value is named with its line."""
+    for line, row in enumerate(rows, start=2):
+        bad = next((name for name in targets if row[name].strip() not in ("0", "1")), None)
+        if bad is not None:
+            raise UserError(f"{path} line {line}: label column {bad!r} holds {row[bad]!r}; multilabel target "
+                            "columns hold 0 or 1")
+    return torch.tensor([[float(row[name]) for name in targets] for row in rows])
 
 
 def _is_number(value: str | None) -> bool:
@@ -116,6 +136,9 @@ def _fake_table(num_features: int, task: str, num_classes: int) -> tuple[torch.T
     score = inputs @ torch.randn(num_features, generator=generator)
     if task == "regression":
         return inputs, score, []
+    if task == "multilabel":  # one label per random direction of the features
+        scores = inputs @ torch.randn(num_features, num_classes, generator=generator)
+        return inputs, (scores > 0).float(), [f"label_{i}" for i in range(num_classes)]
     classes = 2 if task == "binary" else num_classes
     edges = score.quantile(torch.linspace(0, 1, classes + 1)[1:-1])
     return inputs, torch.bucketize(score, edges), [f"class_{i}" for i in range(classes)]

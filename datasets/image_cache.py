@@ -31,6 +31,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -98,18 +99,58 @@ class CachedImages(InMemory):
         return CachedImages(self.path, self.inputs, self.targets, self.transform, device)
 
 
+class ImageSource(Protocol):
+    """What the cache decodes: images by row with their labels, a stable `name` and a `key` that
+    changes whenever an image would (the cache file is `<name>-<size>-<key>.npy`); `where` names
+    the images for the user."""
+
+    name: str
+    where: str
+    key: str
+    targets: Sequence[int]
+
+    def __len__(self) -> int: ...
+    def image(self, row: int) -> Image.Image: ...
+    def describe(self, row: int) -> str: ...
+
+
+class FolderImages:
+    """An `ImageFolder` as an `ImageSource`: its files, read as RGB as `ImageFolder` reads them."""
+
+    def __init__(self, folder: ImageFolder) -> None:
+        self.files = [Path(path) for path, _ in folder.samples]
+        root = Path(folder.root).resolve()
+        self.name = f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}"
+        self.where = str(root)
+        self.key = _content_key(Path(folder.root), self.files)
+        self.targets = folder.targets
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image(self, row: int) -> Image.Image:
+        with Image.open(self.files[row]) as image:
+            return image.convert("RGB")
+
+    def describe(self, row: int) -> str:
+        return str(self.files[row])
+
+
 def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int) -> CachedImages:
     """The images of `folder` from its cache in `cache_dir`, built first when missing or stale."""
-    files = [Path(path) for path, _ in folder.samples]
-    root = Path(folder.root).resolve()
-    stem = f"{root.name}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}-{size}"
-    array_path = cache_dir / f"{stem}-{_content_key(Path(folder.root), files, size)}.npy"
+    return cached_images(FolderImages(folder), size, cache_dir, workers)
+
+
+def cached_images(source: ImageSource, size: int, cache_dir: Path, workers: int) -> CachedImages:
+    """The images of `source` from its cache in `cache_dir`, built first when missing or stale."""
+    stem = f"{source.name}-{size}"
+    array_path = cache_dir / f"{stem}-{hashlib.sha256(f'{FORMAT_VERSION} {size} {source.key}'.encode()).hexdigest()[:16]}.npy"
     index_path = array_path.with_suffix(".json")
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         with _locked(cache_dir / f"{stem}.lock"):  # concurrent runs and DDP ranks build it once
             if not index_path.is_file():
-                _build(files, size, array_path, index_path, workers)
+                _build(source, size, array_path, index_path, workers)
                 for stale in cache_dir.glob(f"{stem}-*"):
                     if stale not in (array_path, index_path):
                         stale.unlink(missing_ok=True)
@@ -120,17 +161,18 @@ def cached_folder(folder: ImageFolder, size: int, cache_dir: Path, workers: int)
     if unreadable:
         named = "; ".join(f"{path} ({error})" for path, error in list(unreadable.items())[:NAMED])
         more = f" and {len(unreadable) - NAMED} more" if len(unreadable) > NAMED else ""
-        log.warning("skipping %d unreadable image(s) of %s: %s%s", len(unreadable), root, named, more)
-    keep = [row for row, file in enumerate(files) if str(file) not in unreadable]
+        log.warning("skipping %d unreadable image(s) of %s: %s%s", len(unreadable), source.where, named, more)
+    keep = [row for row in range(len(source)) if source.describe(row) not in unreadable]
     if not keep:
-        raise UserError(f"image folder {root}: none of its {len(files)} images could be read")
-    targets = torch.as_tensor([folder.targets[row] for row in keep], dtype=torch.long)
+        raise UserError(f"images of {source.where}: none of its {len(source)} images could be read")
+    # class indices (int64), or one 0/1 float per label for multi-label images (datasets/labelled_images.py)
+    targets = torch.as_tensor([source.targets[row] for row in keep])
     return CachedImages(array_path, torch.as_tensor(keep), targets)
 
 
-def _content_key(root: Path, files: list[Path], size: int) -> str:
+def _content_key(root: Path, files: list[Path]) -> str:
     """Names, byte sizes and mtimes of `files` (paths under `root`, as ImageFolder lists them)."""
-    digest = hashlib.sha256(f"{FORMAT_VERSION} {size}\n".encode())
+    digest = hashlib.sha256()
     for file in files:
         stat = file.stat()
         digest.update(f"{file.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
@@ -148,40 +190,39 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 class _Decode(Dataset):
-    """Image `i` of `files` as the stored uint8 (size, size, 3) tensor, and "" or why it is unreadable."""
+    """Image `i` of `source` as the stored uint8 (size, size, 3) tensor, and "" or why it is unreadable."""
 
-    def __init__(self, files: list[Path], size: int) -> None:
-        self.files = files
+    def __init__(self, source: ImageSource, size: int) -> None:
+        self.source = source
         self.size = size
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
         try:
-            with Image.open(self.files[index]) as image:
-                rgb = image.convert("RGB")  # what ImageFolder's loader does
+            image = self.source.image(index)
         except (OSError, ValueError, Image.DecompressionBombError) as err:
             return torch.zeros(self.size, self.size, 3, dtype=torch.uint8), f"{type(err).__name__}: {err}"
-        image = TF.center_crop(TF.resize(TF.to_image(rgb), [self.size], antialias=True), [self.size])
+        image = TF.center_crop(TF.resize(TF.to_image(image), [self.size], antialias=True), [self.size])
         return image.as_subclass(torch.Tensor).permute(1, 2, 0), ""
 
 
-def _build(files: list[Path], size: int, array_path: Path, index_path: Path, workers: int) -> None:
-    """Decodes `files` into a temporary array, then renames it and writes the index (last: the marker)."""
+def _build(source: ImageSource, size: int, array_path: Path, index_path: Path, workers: int) -> None:
+    """Decodes `source` into a temporary array, then renames it and writes the index (last: the marker)."""
     started = time.perf_counter()
     partial = array_path.with_name(f"{array_path.name}.{os.getpid()}.partial")
-    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(files), size, size, 3))
+    array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=(len(source), size, size, 3))
     unreadable: dict[str, str] = {}
-    loader = DataLoader(_Decode(files, size), batch_size=CHUNK, num_workers=workers)
+    loader = DataLoader(_Decode(source, size), batch_size=CHUNK, num_workers=workers)
     columns = (TextColumn("caching images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, transient=True) as progress:
-            task = progress.add_task("decode", total=len(files))
+            task = progress.add_task("decode", total=len(source))
             start = 0
             for images, errors in loader:
                 array[start:start + len(images)] = images.numpy()
-                unreadable.update({str(files[start + i]): error for i, error in enumerate(errors) if error})
+                unreadable.update({source.describe(start + i): error for i, error in enumerate(errors) if error})
                 start += len(images)
                 progress.advance(task, len(images))
         array.flush()
@@ -190,7 +231,7 @@ def _build(files: list[Path], size: int, array_path: Path, index_path: Path, wor
     finally:
         partial.unlink(missing_ok=True)
     index = index_path.with_name(f"{index_path.name}.{os.getpid()}.partial")
-    index.write_text(json.dumps({"files": len(files), "size": size, "unreadable": unreadable}))
+    index.write_text(json.dumps({"files": len(source), "size": size, "unreadable": unreadable}))
     os.replace(index, index_path)
-    log.info("cached %d images (%d x %d) in %.1f s: %s", len(files), size, size, time.perf_counter() - started,
+    log.info("cached %d images (%d x %d) in %.1f s: %s", len(source), size, size, time.perf_counter() - started,
              array_path)

@@ -1,4 +1,6 @@
-"""Your own images: `root/train/<class>/*.png`, with optional `root/val/` and `root/test/` alike.
+"""Your own images: `root/train/<class>/*.png`, with optional `root/val/` and `root/test/` alike;
+or, with several labels per image, images anywhere under `root` and a labels CSV
+(datasets/labelled_images.py), whose validation set is carved out and also tested.
 
 Without `val/`, a validation set is carved from `train/` (fixed seed); without `test/`, the
 validation set is also the test set. Class names are the folder names, sorted. With `cache`
@@ -20,6 +22,7 @@ from decltrain.datasets.base import DataSplits, SizedDataset, loader_settings
 from decltrain.datasets.image_cache import cached_folder, default_cache_dir
 from decltrain.datasets.images import fake_images, image_pipeline, image_splits
 from decltrain.datasets.in_memory import decode_images
+from decltrain.datasets.labelled_images import LabelledImages
 from decltrain.trainer.errors import UserError
 
 LAYOUT = "root/train/<class name>/<image files>, optional root/val/... and root/test/... alike"
@@ -28,14 +31,15 @@ LAYOUT = "root/train/<class name>/<image files>, optional root/val/... and root/
 def build(root: str, mean: list[float], std: list[float], train_transforms: list[Callable[[Any], Any]] | None = None,
           eval_transforms: list[Callable[[Any], Any]] | None = None, val_fraction: float = 0.2,
           val_split_seed: int = 0, image_size: int = 224, fake: bool = False, fake_num_classes: int = 2,
-          cache: bool = True, cache_dir: str | None = None, cache_size: int | None = None,
+          cache: bool = True, cache_dir: str | None = None, cache_size: int | None = None, labels: str | None = None,
           **loader: Any) -> DataSplits:
     """Reads the folder (as RGB images), or with `fake` generates random RGB images.
 
     `image_size` is the side the configured transforms produce; fake images are generated at
     that size, in `fake_num_classes` classes. `cache` stores each image once with its shorter
     side resized to `cache_size` (default: `image_size` x 1.15, room for random crops) and the
-    centre square cropped, in `cache_dir` (default `~/.cache/decltrain/images`).
+    centre square cropped, in `cache_dir` (default `~/.cache/decltrain/images`). `labels` (a CSV,
+    relative to `root` or absolute) makes the images multi-label.
     """
     train: SizedDataset
     val: SizedDataset | None
@@ -43,8 +47,11 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
     if fake:
         train, val, test = fake_images((3, image_size, image_size), fake_num_classes)
         class_names = [f"class_{i}" for i in range(fake_num_classes)]
+    elif labels is not None:
+        train, val, test = LabelledImages(Path(root), Path(root) / labels), None, None
+        class_names = train.classes
     else:
-        train, val, test, class_names = _read_folders(Path(root))
+        train, val, test, class_names = read_folders(Path(root))
     size = math.ceil(image_size * 1.15) if cache_size is None else cache_size
     if size < 1:
         raise UserError(f"dataset.cache_size={cache_size} must be at least 1 (or null for image_size x 1.15)")
@@ -57,10 +64,11 @@ def build(root: str, mean: list[float], std: list[float], train_transforms: list
                         train_transform=image_pipeline(train_transforms, mean, std),
                         eval_transform=image_pipeline(eval_transforms, mean, std), val_fraction=val_fraction,
                         val_split_seed=val_split_seed, name=f"imagefolder:{Path(root).name}",
-                        loader=loader_settings(**loader), decode=decode)
+                        loader=loader_settings(**loader), decode=decode,
+                        task="multilabel" if labels is not None and not fake else "multiclass")
 
 
-def _read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
+def read_folders(root: Path) -> tuple[ImageFolder, ImageFolder | None, ImageFolder | None, list[str]]:
     """The splits of `root` (val/ and test/ may be missing) and the class names they share."""
     train = _read(root / "train")
     val, test = (_read(root / split) if (root / split).is_dir() else None for split in ("val", "test"))

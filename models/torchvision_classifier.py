@@ -9,7 +9,6 @@ and `callbacks.BackboneUnfreeze` can unfreeze the backbone later.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 
 import torch
@@ -17,27 +16,22 @@ import torchvision
 from torch import nn
 
 from decltrain.models.blocks import checkpointed
+from decltrain.models.weights_file import is_weights_file, load_weights_file
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger(__name__)
 
-WEIGHT_FILE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
+class BackboneWithHead(nn.Module):
+    """A network (`net`) whose last linear layer (`head_name`) is the classification head: its
+    parameters form the `head` group, all others the `backbone` group (frozen on request)."""
 
-class TorchvisionClassifier(nn.Module):
-    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
-                 freeze_backbone: bool = False, activation_checkpointing: bool = False) -> None:
+    def __init__(self, net: nn.Module, head_name: str, freeze_backbone: bool, pretrained: bool) -> None:
         super().__init__()
-        self.net = _pretrained(name, weights)
-        self.head_name = _last_linear(self.net, name)
-        old_head = self.net.get_submodule(self.head_name)
-        assert isinstance(old_head, nn.Linear)  # what _last_linear looks for
-        parent_name, _, attribute = self.head_name.rpartition(".")
-        setattr(self.net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
-        if activation_checkpointing:
-            _checkpoint_blocks(self.net, self.head_name, name)
+        self.net = net
+        self.head_name = head_name
         if freeze_backbone:
-            if weights is None:
+            if not pretrained:
                 log.warning("model.freeze_backbone=true with model.weights=null: the frozen backbone is random; "
                             "set model.weights to a weights file (or IMAGENET1K_V1 when online) to transfer")
             self.set_backbone_trainable(False)
@@ -58,16 +52,30 @@ class TorchvisionClassifier(nn.Module):
         return self.net(x)
 
 
+class TorchvisionClassifier(BackboneWithHead):
+    def __init__(self, name: str, num_classes: int, input_shape: tuple[int, ...], weights: str | None = None,
+                 freeze_backbone: bool = False, activation_checkpointing: bool = False) -> None:
+        net = _pretrained(name, weights)
+        head_name = last_linear(net, name)
+        old_head = net.get_submodule(head_name)
+        assert isinstance(old_head, nn.Linear)  # what last_linear looks for
+        parent_name, _, attribute = head_name.rpartition(".")
+        setattr(net.get_submodule(parent_name), attribute, nn.Linear(old_head.in_features, num_classes))
+        if activation_checkpointing:
+            _checkpoint_blocks(net, head_name, name)
+        super().__init__(net, head_name, freeze_backbone, pretrained=weights is not None)
+
+
 def _pretrained(name: str, weights: str | None) -> nn.Module:
     """torchvision's `name` with its original head, loaded with `weights` (a file or a torchvision name)."""
     available = torchvision.models.list_models(module=torchvision.models)
     if name not in available:
         raise UserError(f"model.name={name!r} is not a torchvision classification model; "
                         f"pick one of e.g. resnet18, resnet50, mobilenet_v3_small, efficientnet_b0, vit_b_16")
-    if weights is None or _is_file(weights):
+    if weights is None or is_weights_file(weights):
         net = torchvision.models.get_model(name, weights=None)
         if weights is not None:
-            _load_file(net, Path(weights))
+            load_weights_file(net, Path(weights), heads=[last_linear(net, name)])
         return net
     try:
         return torchvision.models.get_model(name, weights=weights)
@@ -80,35 +88,7 @@ def _pretrained(name: str, weights: str | None) -> nn.Module:
                         f"offline, download them elsewhere and set model.weights=/path/to/file.pth") from None
 
 
-def _is_file(weights: str) -> bool:
-    return Path(weights).suffix in WEIGHT_FILE_SUFFIXES or "/" in weights or Path(weights).exists()
-
-
-def _load_file(net: nn.Module, path: Path) -> None:
-    """Loads a state_dict (or this project's checkpoint) into `net`; a head of another size is skipped."""
-    if not path.is_file():
-        raise UserError(f"model.weights file {path} does not exist; give the path of a saved state_dict "
-                        "(torch.save(model.state_dict(), path)) or null for random weights")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"model.weights file {path} is not a readable weights file ({type(err).__name__}); "
-                        "save it with torch.save(model.state_dict(), path)") from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # one of our checkpoints
-        state = {key.removeprefix("net."): value for key, value in state["model"].items()}
-    own = net.state_dict()
-    head = _last_linear(net, "")
-    fitting = {key: value for key, value in state.items()
-               if not (key.startswith(head + ".") and key in own and own[key].shape != value.shape)}
-    missing, unexpected = net.load_state_dict(fitting, strict=False)
-    missing = [key for key in missing if not key.startswith(head + ".")]
-    if missing or unexpected:
-        example = (missing or unexpected)[0]
-        raise UserError(f"model.weights file {path} does not fit {type(net).__name__}: {len(missing)} weights "
-                        f"missing, {len(unexpected)} unexpected (e.g. {example}); was it saved from this model?")
-
-
-def _last_linear(net: nn.Module, name: str) -> str:
+def last_linear(net: nn.Module, name: str) -> str:
     """The qualified name of the last `nn.Linear`: the classification head of torchvision models."""
     linears = [module_name for module_name, module in net.named_modules() if isinstance(module, nn.Linear)]
     if not linears:

@@ -69,17 +69,17 @@ def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
     return [later - earlier for earlier, later in zip(times, times[1:])]
 
 
-def toolkit(*overrides: str) -> Contender:
-    """`train config=mnist_cnn` with `overrides` (e.g. trainer.accelerator=cuda)."""
+def toolkit(*overrides: str, config: str = "mnist_cnn", metric: str = "test/acc") -> Contender:
+    """`train config=<config>` with `overrides` (e.g. trainer.accelerator=cuda); its test `metric` is reported as `test_acc`."""
     def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
         run_dir = Path(tempfile.mkdtemp(prefix=f"toolkit_{index}_", dir=work)) / "run"
-        command = [shutil.which("train") or "train", "config=mnist_cnn", f"trainer.max_epochs={args.epochs}",
+        command = [shutil.which("train") or "train", f"config={config}", f"trainer.max_epochs={args.epochs}",
                    *overrides, f"hydra.run.dir={run_dir}"]
         if args.limit_batches:
             command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]
         sample, _ = run_child(command, env, REPO)
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        sample.report = {"test_acc": metrics["test"]["test/acc"], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
+        sample.report = {"test_acc": metrics["test"][metric], "steady_epoch_seconds": toolkit_epoch_seconds(run_dir),
                          "run_dir": run_dir, "peak_memory_mb": metrics["last"].get("perf/peak_memory_mb")}
         return sample
     return run

@@ -18,6 +18,10 @@ Two modes (both by default):
   `Trainer.fit` trains on it; both read the loss every step. Losses must agree; the step-time
   and peak-memory ratios are what the Trainer costs (compare Lightning's parity benchmarks).
 
+* `segmentation` (only when asked): the same alternation for a U-Net on generated 3x128x128 images,
+  batch 16: `train config=segmentation_folder dataset.fake=true` against
+  scripts/handwritten_segmentation.py (the same model, optimizer and data; both validate each epoch).
+
 Where CUDA is visible (`--device auto`, the default, or `--device cuda`) the device tables of
 scripts/device_benchmark.py run instead: the same MNIST contenders on the GPU with samples/s and
 peak GPU memory, the compute-only limit, compile modes, and a compute-bound ResNet-18 job in fp32
@@ -26,6 +30,7 @@ and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke t
     DATA_DIR=../shared/data python scripts/benchmark.py              # the table of docs/speed.md
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
     python scripts/benchmark.py --mode images --images 2500,10000      # the image-folder table
+    python scripts/benchmark.py --mode segmentation --rounds 3 --epochs 4   # the U-Net job
     DATA_DIR=../shared/data python scripts/benchmark.py --mode startup
 """
 from __future__ import annotations
@@ -43,7 +48,7 @@ import time
 from pathlib import Path
 
 import image_folder_benchmark
-from bench_common import REPO, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch, toolkit
+from bench_common import REPO, Contender, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch, toolkit
 from rich.console import Console
 from rich.table import Table
 
@@ -61,16 +66,41 @@ def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, cons
     lightning = importlib.util.find_spec("lightning") is not None
     if lightning:
         contenders["PyTorch Lightning"] = script("lightning_mnist.py")
+    table = race(contenders, args, env, work, console)
+    if not lightning:
+        table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
+    console.print(table)
+    console.print(f"train --help: {time_help(env, args.rounds):.2f} s (median of {args.rounds})")
+
+
+def segmentation_mode(args: argparse.Namespace, env: dict[str, str], work: Path, console: Console) -> None:
+    """The U-Net job: `train config=segmentation_folder` on generated 3x128x128 images, batch 16, against
+    scripts/handwritten_segmentation.py (the same model, optimizer and data, no augmentation on either side)."""
+    same_job = ("dataset.fake=true", "dataset.image_size=128", "dataset.batch_size=16", "dataset.train_transforms=[]",
+                "dataset.eval_transforms=[]", f"model.width={args.unet_width}", "callbacks.early_stopping=null")
+    contenders = {"toolkit (train config=segmentation_folder)": toolkit(*same_job, config="segmentation_folder",
+                                                                        metric="test/pixel_acc"),
+                  "hand-written loop": script("handwritten_segmentation.py", "--width", str(args.unet_width)),
+                  # The same loop with the toolkit's thread setting, as in the MNIST table.
+                  "hand-written, OMP_WAIT_POLICY=PASSIVE": script("handwritten_segmentation.py", "--width",
+                                                                  str(args.unet_width), OMP_WAIT_POLICY="PASSIVE")}
+    table = race(contenders, args, env, work, console, score="pixel acc")
+    console.print(table)
+
+
+def race(contenders: dict[str, Contender], args: argparse.Namespace, env: dict[str, str], work: Path,
+         console: Console, score: str = "test acc") -> Table:
+    """Runs the contenders alternately for `args.rounds`; a table of medians and ratios to the hand-written loop."""
     results: dict[str, list[Sample]] = {name: [] for name in contenders}
     for index in range(args.rounds):  # alternate, so a busy moment hits every contender alike
         for name, run in contenders.items():
             sample = run(args, env, work, index)
             results[name].append(sample)
             console.print(f"round {index + 1}/{args.rounds} {name}: {sample.wall:.1f} s, "
-                          f"test acc {sample.report['test_acc']:.4f}")
+                          f"{score} {sample.report['test_acc']:.4f}")
     baseline = results["hand-written loop"]
     table = Table(title=f"Whole process, {args.epochs} epochs, median of {args.rounds} alternating rounds")
-    for column in ("", "wall s", "ratio", "epoch s", "ratio", "peak RSS MiB", "ratio", "test acc"):
+    for column in ("", "wall s", "ratio", "epoch s", "ratio", "peak RSS MiB", "ratio", score):
         table.add_column(column, justify="left" if not column else "right")
     base_wall = statistics.median(s.wall for s in baseline)
     base_epoch = median_or_none([steady_epoch(s) for s in baseline])
@@ -82,10 +112,7 @@ def process_mode(args: argparse.Namespace, env: dict[str, str], work: Path, cons
         table.add_row(name, f"{wall:.1f}", f"{wall / base_wall:.2f}", fmt(epoch),
                       fmt(epoch / base_epoch if epoch and base_epoch else None), f"{rss:.0f}",
                       f"{rss / base_rss:.2f}", f"{statistics.median(s.report['test_acc'] for s in samples):.4f}")
-    if not lightning:
-        table.add_row("PyTorch Lightning", "not installed", "", "", "", "", "", "")
-    console.print(table)
-    console.print(f"train --help: {time_help(env, args.rounds):.2f} s (median of {args.rounds})")
+    return table
 
 
 # ----------------------------------------------------------------------------- overhead mode
@@ -102,7 +129,7 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
     from decltrain.trainer.engine import data
     from decltrain.trainer.engine.loop import Trainer
     from decltrain.trainer.engine.settings import TrainerSettings
-    from decltrain.trainer.engine.task import Task
+    from decltrain.trainer.tasks.classification import Classification
 
     seed = 42
     splits = build("MNIST", data_dir, [0.1307], [0.3081], download=False, in_memory=False, batch_size=64)
@@ -134,8 +161,9 @@ def overhead_child(kind: str, data_dir: str, epochs: int, limit: int | None) -> 
                 losses.append(trainer.last_loss)
 
         settings = TrainerSettings(accelerator="cpu", max_epochs=epochs, log_every_n_steps=1, limit_train_batches=steps,
+                                   validate_on_start=False,  # the hand-written loop validates nothing either
                                    check_val_every_n_epoch=epochs + 1, seed=seed)
-        trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
+        trainer = Trainer(settings, model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
                           callbacks={"loss": RecordLoss()})
         trainer.train_loader = loader  # the very same DataLoader object the plain loop iterates
         start = time.perf_counter()
@@ -185,8 +213,9 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Toolkit vs hand-written loop on MNIST (see the module docstring).")
-    parser.add_argument("--mode", choices=("all", "process", "overhead", "images", "startup", "device"), default="all",
-                        help="all: process, overhead, images and startup on the CPU, or the device tables on CUDA")
+    parser.add_argument("--mode", choices=("all", "process", "overhead", "images", "startup", "device", "segmentation"),
+                        default="all", help="all: process, overhead, images and startup on the CPU, or the device "
+                        "tables on CUDA; segmentation: the U-Net job (only when asked)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the device tables train (scripts/device_benchmark.py); auto: CUDA when visible")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
@@ -194,6 +223,7 @@ def main() -> None:
     parser.add_argument("--overhead-epochs", type=int, default=2, help="epochs of the overhead runs")
     parser.add_argument("--limit-batches", type=int, default=None, help="training batches per epoch (smoke runs)")
     parser.add_argument("--data-dir", default=os.environ.get("DATA_DIR", "data"))
+    parser.add_argument("--unet-width", type=int, default=16, help="first-level channels of the segmentation job's U-Net")
     parser.add_argument("--quick", action="store_true", help="1 round, 2 epochs of 3 batches: checks that it runs")
     parser.add_argument("--overhead-child", choices=("plain", "trainer"), help=argparse.SUPPRESS)
     image_folder_benchmark.add_arguments(parser)
@@ -218,7 +248,9 @@ def main() -> None:
     env = {**os.environ, "DATA_DIR": args.data_dir, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     with tempfile.TemporaryDirectory(prefix="benchmark-") as work:
-        if args.mode == "device" or (args.mode == "all" and args.device == "cuda"):
+        if args.mode == "segmentation":
+            segmentation_mode(args, env, Path(work), console)
+        elif args.mode == "device" or (args.mode == "all" and args.device == "cuda"):
             from device_benchmark import device_mode  # scripts/ is on the path of this script
 
             device_mode(args, env, Path(work), console)

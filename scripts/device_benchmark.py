@@ -128,7 +128,7 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     from decltrain.datasets.in_memory import BatchTransform, InMemory
     from decltrain.trainer.engine.loop import Trainer
     from decltrain.trainer.engine.settings import TrainerSettings
-    from decltrain.trainer.engine.task import Task
+    from decltrain.trainer.tasks.classification import Classification
 
     device = torch.device(device_name)
     generator = torch.Generator().manual_seed(0)
@@ -152,7 +152,7 @@ def toolkit_child(job: Job, device_name: str, precision: str) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     settings = TrainerSettings(accelerator=device.type, precision=precision, max_epochs=job.epochs,
                                check_val_every_n_epoch=job.epochs + 1)
-    trainer = Trainer(settings, model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
+    trainer = Trainer(settings, model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer,
                       callbacks={"timer": EpochTimer()})
     trainer.fit()
     samples = trainer.num_train_batches * job.batch_size

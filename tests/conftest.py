@@ -6,6 +6,7 @@ in tests/helpers/.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,23 @@ import torch
 
 from tests.helpers.commands import run_train
 from tests.helpers.paths import REPO, SHARED_DATA
+
+
+def _import_hugging_face_datasets() -> None:
+    """Under pytest the repository root is on sys.path (tests/ is a package), so its `datasets/`
+    folder (installed as `decltrain.datasets`) would shadow Hugging Face's `datasets` package:
+    import theirs first, where the `hf` extra is installed, as a user's process would find it."""
+    kept = list(sys.path)
+    sys.path[:] = [entry for entry in kept if Path(entry or ".").resolve() != REPO]
+    try:
+        import datasets  # noqa: F401  # Hugging Face's, now in sys.modules
+    except ImportError:
+        pass
+    finally:
+        sys.path[:] = kept
+
+
+_import_hugging_face_datasets()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -25,6 +25,7 @@ LAYERS = {
     "errors": "decltrain.trainer.errors",      # the one user-facing exception type: imports nothing of ours
     "console": "decltrain.trainer.console",    # the terminal (Rich): imports nothing of ours
     "engine": "decltrain.trainer.engine",
+    "tasks": "decltrain.trainer.tasks",        # the built-in tasks: code against the engine's task contract
     "tracking": "decltrain.trainer.tracking",
     "runs": "decltrain.trainer.runs",
     "commands": "decltrain.trainer.commands",
@@ -41,6 +42,7 @@ ALLOWED = {
     "models": {"errors"},
     "datasets": {"errors", "console"},
     "engine": {"errors", "console", "datasets", "tracking"},
+    "tasks": {"errors", "engine"},
     "tracking": {"errors", "runs"},
     "runs": {"errors", "engine", "tracking"},
     "callbacks": {"errors", "console", "engine", "runs", "models", "datasets"},

@@ -60,7 +60,8 @@ def test_checkpoint_keeps_best_and_last(tmp_path):
     scores = iter([0.5, 0.8, 0.6, 0.9, 0.7])
     ckpt = ModelCheckpoint(monitor="val/acc", mode="max", save_top_k=2)
 
-    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": ckpt}, max_epochs=5, limit_train_batches=1)
+    trainer = make_trainer(tmp_path, callbacks={"model_checkpoint": ckpt}, max_epochs=5, limit_train_batches=1,
+                           validate_on_start=False)
     trainer.evaluate = lambda loader, split: {"val/acc": next(scores), "val/loss": 0.0}
     trainer.fit()
     files = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
@@ -156,3 +157,23 @@ def test_clipping_rejects_bad_settings():
         GradientClipping(value=1.0, algorithm="l3")
     with pytest.raises(UserError, match="positive"):
         GradientClipping(value=-1.0)
+
+
+def test_plain_progress_lines_come_at_most_every_few_seconds(tmp_path, caplog, monkeypatch):
+    """Without a terminal, a short run logging every step prints its first line and then one per interval."""
+    from decltrain.callbacks import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    bar = progress.RichProgressBar()
+    trainer = make_trainer(tmp_path, callbacks={"progress_bar": bar}, max_epochs=1, limit_train_batches=16,
+                           log_every_n_steps=1)
+    bar.on_train_epoch_start(trainer)
+    with caplog.at_level("INFO", logger="decltrain"):
+        for batch in range(1, 17):  # a second per step
+            now[0] = float(batch - 1)
+            trainer.progress.batch = trainer.progress.step = batch
+            trainer.should_log = True
+            bar.on_train_batch_end(trainer)
+    lines = [record.getMessage() for record in caplog.records if "batch" in record.getMessage()]
+    assert [line.split()[3] for line in lines] == ["1/16", "11/16"]  # at 0 s, then 10 s later

@@ -34,7 +34,7 @@ from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings, compile_mode
 from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.callbacks import OverflowAt
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.paths import REPO
@@ -305,7 +305,7 @@ def cuda_trainer(tmp_path: Path, splits: DataSplits, **kwargs) -> Trainer:
     model = MnistCNN(splits.num_classes, splits.input_shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return Trainer(TrainerSettings(accelerator="cuda", **{"max_epochs": 2, **kwargs}), model, splits,
-                   Task(nn.CrossEntropyLoss(), "multiclass", splits.num_classes), optimizer=optimizer, run_dir=tmp_path)
+                   Classification(nn.CrossEntropyLoss(), "multiclass", splits.num_classes), optimizer=optimizer, run_dir=tmp_path)
 
 
 def record_inputs(trainer: Trainer) -> list[torch.Tensor]:

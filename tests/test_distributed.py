@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from hydra import compose, initialize_config_module
 from torch import nn
 
@@ -16,15 +14,15 @@ from decltrain.callbacks import ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
-from tests.helpers.distributed import free_port
+from tests.helpers.distributed import on_ranks
 from tests.helpers.paths import REPO
 from tests.helpers.trainers import TinyNet, make_trainer
 from decltrain.trainer.commands import launch, schema
-from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 
 
 def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **kwargs) -> dict:
@@ -36,28 +34,11 @@ def fit(run_dir: Path, batch_size: int, accumulate: int = 1, epochs: int = 2, **
     model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     trainer = Trainer(TrainerSettings(accelerator="cpu", max_epochs=epochs, accumulate_grad_batches=accumulate, **kwargs),
-                      model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer,
+                      model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer,
                       callbacks={"model_checkpoint": ModelCheckpoint(monitor="val/acc")}, run_dir=run_dir)
     trainer.fit()
     return {"weights": {k: v.clone() for k, v in checkpoint.unwrap(trainer.model).state_dict().items()},
             "val": trainer.callback_metrics, "test": trainer.test(), "global_step": trainer.global_step}
-
-
-def _worker(rank: int, world: int, port: int, run_dir: Path, kwargs: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    distributed.init("cpu", world)
-    try:
-        result = fit(run_dir, devices=world, **kwargs)
-        torch.save(result, run_dir / f"result{rank}.pt")
-    finally:
-        distributed.destroy()
-
-
-def fit_ddp(run_dir: Path, world: int = 2, **kwargs) -> list[dict]:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(world, free_port(), run_dir, kwargs), nprocs=world, join=True)
-    return [torch.load(run_dir / f"result{rank}.pt", weights_only=False) for rank in range(world)]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +53,7 @@ def ddp_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def two_processes(ddp_dir) -> list[dict]:
-    return fit_ddp(ddp_dir, batch_size=32)
+    return on_ranks(fit, ddp_dir, batch_size=32)
 
 
 @pytest.mark.slow
@@ -86,7 +67,7 @@ def test_two_ranks_of_32_match_one_process_of_64(one_process, two_processes):
 @pytest.mark.slow
 def test_accumulation_under_ddp_matches_one_big_batch(tmp_path, one_process):
     """2 ranks x 2 micro-batches of 16 (gradients all-reduced once per group) == one batch of 64."""
-    for rank_result in fit_ddp(tmp_path, batch_size=16, accumulate=2):
+    for rank_result in on_ranks(fit, tmp_path, batch_size=16, accumulate=2):
         for name, value in one_process["weights"].items():
             torch.testing.assert_close(rank_result["weights"][name], value, rtol=1e-4, atol=1e-5)
 

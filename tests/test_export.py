@@ -33,7 +33,7 @@ CHECK = "import numpy as np\ndata = np.load(sys.argv[2])\n{runner}print(float(np
 
 def _expected(run: Path, data_dir: Path, path: Path) -> Path:
     """Seven test digits (a batch size the export never saw) and the eager model's outputs for them."""
-    splits, model, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
+    splits, model, _, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
     inputs = torch.stack([splits.test[index][0] for index in range(7)])
     with torch.no_grad():
         np.savez(path, inputs=inputs.numpy(), expected=model(inputs).numpy())

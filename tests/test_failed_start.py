@@ -25,6 +25,9 @@ def test_a_chosen_folder_holding_other_files_is_kept(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_other_composition_errors_keep_their_own_message(tmp_path):
+def test_a_value_of_the_wrong_type_is_one_line_naming_the_override(tmp_path):
     result = run_train("trainer.max_epochs=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
-    assert result.returncode == 1 and "could not be converted to Integer" in result.stderr, result.stderr
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert result.stderr.splitlines() == ["train: Error merging override trainer.max_epochs=abc: Value 'abc' of type "
+                                          "'str' could not be converted to Integer"]
+    assert not (tmp_path / "run").exists()

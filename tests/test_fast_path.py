@@ -21,7 +21,7 @@ from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import uses_channels_last
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.callbacks import SignalAtStep
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
@@ -116,7 +116,7 @@ def _mnist_trainer(splits: DataSplits, run_dir: Path) -> Trainer:
     model = MnistCNN(10, splits.input_shape)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     return Trainer(TrainerSettings(accelerator="cpu", max_epochs=1, limit_train_batches=15, limit_val_batches=2),
-                   model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer, run_dir=run_dir)
+                   model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 10), optimizer=optimizer, run_dir=run_dir)
 
 
 @pytest.mark.slow
@@ -146,7 +146,7 @@ def _augmented_trainer(run_dir: Path, extra: dict[str, Callback] | None = None) 
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     return Trainer(TrainerSettings(accelerator="cpu", max_epochs=3, seed=5), model, splits,
-                   Task(nn.CrossEntropyLoss(), "multiclass", 2), optimizer=optimizer, run_dir=run_dir,
+                   Classification(nn.CrossEntropyLoss(), "multiclass", 2), optimizer=optimizer, run_dir=run_dir,
                    callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
 
 

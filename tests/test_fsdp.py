@@ -19,7 +19,7 @@ from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from decltrain.trainer.errors import Preempted, UserError
 from tests.helpers.callbacks import SignalAtStep
 from tests.helpers.commands import run_command, run_train
@@ -45,7 +45,7 @@ def build(run_dir: Path, batch_size: int, clip: float | None = None, sigterm_at:
         callbacks["signal"] = SignalAtStep(sigterm_at)
     settings.setdefault("max_epochs", 2)
     return Trainer(TrainerSettings(accelerator="cpu", **settings), model, splits,
-                   Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, callbacks=callbacks,
+                   Classification(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, callbacks=callbacks,
                    run_dir=run_dir)
 
 

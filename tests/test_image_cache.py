@@ -23,7 +23,7 @@ from decltrain.trainer.engine.data import DeviceTensorLoader, WorkerBatchLoader
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.callbacks import SignalAtStep
 from tests.helpers.commands import run_train
 
@@ -122,7 +122,7 @@ def cached_trainer(root: Path, cache_dir: Path, run_dir: Path, extra: dict[str, 
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 3))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     return Trainer(TrainerSettings(accelerator="cpu", max_epochs=3, seed=5), model, splits,
-                   Task(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, run_dir=run_dir,
+                   Classification(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, run_dir=run_dir,
                    callbacks={"ckpt": ModelCheckpoint(monitor="val/loss", mode="min"), **(extra or {})})
 
 

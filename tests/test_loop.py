@@ -13,7 +13,7 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 
 
 class EventRecorder(Callback):
@@ -152,7 +152,40 @@ def test_invalid_settings_name_the_key(tmp_path):
 
 def test_a_trainer_without_an_optimizer_evaluates_and_refuses_to_train(tmp_path):
     trainer = Trainer(TrainerSettings(accelerator="cpu"), TinyNet(), synthetic_splits(),
-                      Task(nn.CrossEntropyLoss(), "multiclass", 3), run_dir=tmp_path)
+                      Classification(nn.CrossEntropyLoss(), "multiclass", 3), run_dir=tmp_path)
     assert {"val/loss", "val/acc"} <= set(trainer.evaluate(trainer.val_loader, "val"))
     with pytest.raises(UserError, match="built without an optimizer"):
         trainer.fit()
+
+
+class RecordingLogger:
+    """Keeps what the Trainer logs: (step, name) of every scalar."""
+
+    def __init__(self) -> None:
+        self.logged: list[tuple[int, str]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.logged.extend((step, name) for name in metrics)
+
+    def __getattr__(self, name: str):  # every other logger method does nothing here
+        return lambda *args, **kwargs: None
+
+
+def test_a_fresh_run_validates_before_its_first_step_without_an_event_or_a_changed_result(tmp_path):
+    recorder, logger = EventRecorder(), RecordingLogger()
+    trainer = make_trainer(tmp_path / "a", callbacks={"rec": recorder}, loggers={"rec": logger}, max_epochs=2)
+    trainer.fit()
+    val_steps = [step for step, name in logger.logged if name == "val/acc"]
+    assert val_steps == [0, 16, 32]  # the untrained model's point starts the curve
+    assert recorder.events.count("validation_end") == 2  # monitors and checkpoints never see it
+    without = make_trainer(tmp_path / "b", max_epochs=2, validate_on_start=False)
+    without.fit()
+    for mine, theirs in zip(trainer.model.state_dict().values(), without.model.state_dict().values()):
+        assert torch.equal(mine, theirs)
+
+
+@pytest.mark.parametrize(("batches", "accumulate", "interval"), [(171, 1, 8), (16, 1, 1), (5000, 1, 50), (171, 4, 2)])
+def test_the_default_logging_interval_gives_about_20_points_per_epoch(batches, accumulate, interval):
+    settings = TrainerSettings(accumulate_grad_batches=accumulate)
+    assert settings.logging_interval(batches) == interval
+    assert TrainerSettings(log_every_n_steps=7).logging_interval(batches) == 7

@@ -126,6 +126,25 @@ def test_unknown_model_and_weights_names_are_user_errors():
         TorchvisionClassifier("resnet18", 2, (3, 32, 32), weights="IMAGENET_WRONG")
 
 
+def test_a_timm_model_fits_the_classes_and_channels_and_loads_a_local_safetensors_file(tmp_path):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    from decltrain.models import TimmClassifier
+
+    pretrained = timm.create_model("resnet18", num_classes=1000)  # as downloaded: an ImageNet head
+    save_file(pretrained.state_dict(), str(tmp_path / "model.safetensors"))
+    model = TimmClassifier("resnet18", 5, (3, 32, 32), weights=str(tmp_path / "model.safetensors"),
+                           freeze_backbone=True)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 5)
+    assert torch.equal(model.net.conv1.weight, pretrained.conv1.weight)  # the backbone loaded, the head new
+    assert [p.requires_grad for p in model.param_groups()["head"]] == [True, True]
+    assert not any(p.requires_grad for p in model.param_groups()["backbone"])
+    assert TimmClassifier("resnet18", 3, (1, 28, 28))(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+    with pytest.raises(UserError, match="'resnet19' is not a timm model; e.g. resnet"):
+        TimmClassifier("resnet19", 2, (3, 32, 32))
+
+
 def optimizer_cfg(**param_groups):
     return OmegaConf.create({"optimizer": {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1,
                                            **({"param_groups": param_groups} if param_groups else {})}})

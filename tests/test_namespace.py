@@ -133,3 +133,26 @@ def test_nothing_is_installed_under_the_old_top_level_names():
     result = subprocess.run([sys.executable, "-c", "import decltrain.trainer, sys; print(sys.modules.get('trainer'))"],
                             cwd="/", env=env, capture_output=True, text=True)
     assert result.stdout.strip() == "None", result.stdout + result.stderr
+
+
+def test_every_python_package_of_the_project_is_installed():
+    """A folder of modules missing from pyproject's `packages` would be left out of a non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    roots = {"trainer": "decltrain.trainer", "models": "decltrain.models", "datasets": "decltrain.datasets",
+             "callbacks": "decltrain.callbacks"}
+    found = {".".join([roots[init.relative_to(REPO).parts[0]], *init.relative_to(REPO).parts[1:-1]])
+             for root in roots for init in (REPO / root).rglob("__init__.py")
+             if "hydra_plugins" not in init.parts}
+    assert found <= listed, sorted(found - listed)
+
+
+def test_hugging_face_datasets_stays_theirs_beside_the_hf_extra(tmp_path):
+    """With the `hf` extra installed, `import datasets` is Hugging Face's and ours is `decltrain.datasets`."""
+    pytest.importorskip("datasets")
+    check = ("import datasets, decltrain.datasets.hf\n"
+             "assert callable(datasets.load_dataset) and 'site-packages' in datasets.__file__, datasets.__file__\n"
+             "assert decltrain.datasets.hf.build\n")
+    result = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -10,8 +14,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from decltrain.trainer.runs import catalog, optuna_trial
 from hydra_plugins.decltrain import search_space
-from tests.helpers.commands import run_train
+from tests.helpers.commands import run_train, train_command
 
 
 def test_search_space_from_hydra_sweep_syntax():
@@ -51,6 +56,10 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     assert (pruned["state"], pruned["pruned_at_epoch"]) == ("pruned", 1)
     assert "pruned after epoch 1" in (pruned_dir / "train.log").read_text()
     assert json.loads((pruned_dir / "metrics.json").read_text())["last"]["epoch"] == 1  # stopped: 1 of 2 epochs
+    listed = {Path(run.folder).name: run for run in map(catalog.entry, catalog.run_folders(sweep_dir))}
+    assert [(name, listed[name].status) for name in sorted(listed)] == [
+        ("0_mnist_cnn", "done"), ("1_mnist_cnn", "done"), ("2_mnist_cnn", "pruned")]  # as `runs ls` lists them
+    assert listed["2_mnist_cnn"].best == trials[2].intermediate_values[1]
     summary = json.loads((sweep_dir / "summary.json").read_text())  # the continued search's trial, as in any sweep
     assert [(job["number"], job["status"], job["folder"]) for job in summary] == [(2, "pruned", str(pruned_dir))]
     assert "pruned" in (sweep_dir / "summary.txt").read_text()
@@ -63,17 +72,54 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     assert f"best trial {results['best']['number']}" in bad.stdout + bad.stderr
 
 
-def test_a_continued_search_runs_an_interrupted_trial_again(tmp_path):
-    from hydra_plugins.decltrain.optuna_sweeper import _requeue_interrupted, _trials_done
+def test_a_stopped_search_gives_its_trial_back_to_run_again(tmp_path):
+    from hydra_plugins.decltrain.optuna_sweeper import _given_back_if_stopped, _trials_done
 
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
+    study.tell(study.ask(space), 0.5)
+    interrupted = study.ask(space)
+    with pytest.raises(SystemExit), _given_back_if_stopped(study, interrupted):
+        raise SystemExit(143)  # the job stopped by SIGTERM
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
+    assert _trials_done(study) == 1  # the interrupted trial does not count
+    assert study.ask(space).params == interrupted.params
+
+
+# Optuna calls heartbeats experimental and meant for Study.optimize; the sweeper, which beats for
+# itself, silences these warnings the same way.
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning",
+                            "ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_only_a_trial_whose_worker_stopped_beating_is_failed_and_run_again(tmp_path):
+    """Two workers on one study: the live worker's trial stays running; the dead one's is retried."""
+    from hydra_plugins.decltrain.optuna_sweeper import _beating, _retried_when_stale, _trials_done
+
+    storage = optuna_trial.storage(f"sqlite:///{tmp_path / 'optuna.db'}", heartbeat_interval=1, grace_period=2,
+                                   **_retried_when_stale())
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    study.tell(study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)}), 0.5)
-    left_running = study.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})  # the search stopped here
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    dead, live = study.ask(space), study.ask(space)
+    storage.record_heartbeat(dead._trial_id)  # its worker was killed after this beat
+    with _beating(storage, live._trial_id, 1):
+        time.sleep(3.5)
+        optuna.storages.fail_stale_trials(study)
+        assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert _trials_done(study) == 0
+    assert study.ask(space).params == dead.params
 
-    continued = optuna.load_study(study_name="s", storage=storage)
-    _requeue_interrupted(continued)
-    assert [t.state for t in continued.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
-    assert _trials_done(continued) == 1  # the interrupted trial does not count
-    again = continued.ask({"lr": FloatDistribution(1e-4, 1e-1, log=True)})
-    assert again.params == left_running.params
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_study_finish_its_trials(tmp_path, data_dir):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none"]
+    env = {**os.environ, "DATA_DIR": str(data_dir)}
+    workers = [subprocess.Popen([train_command(), *args, f"hydra.sweep.dir=sweep{n}"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for n in range(2)]
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    study = optuna.load_study(study_name="mnist_cnn", storage=storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.FAIL not in states and TrialState.RUNNING not in states
+    assert 2 <= len(states) <= 3  # two workers asking at the same moment may run one trial more
+    assert all(any(f"trial {t.number} " in out for out in outputs) for t in study.trials)  # each ran it once

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
 import torch
 import torchvision
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from decltrain.datasets.base import DataSplits
@@ -15,6 +17,8 @@ from decltrain.trainer.commands import predict
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.commands import build
 from decltrain.trainer.runs.run_folder import RunFolder
+from decltrain.trainer.tasks.classification import Classification
+from decltrain.trainer.tasks.regression import Regression
 
 DIGITS = 5
 
@@ -35,7 +39,7 @@ def digit_files(tmp_path, data_dir) -> Path:
 
 def _eager_predictions(run: Path, data_dir: Path) -> list[int]:
     """What the run's model predicts for the first test digits, straight from the dataset."""
-    splits, model, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
+    splits, model, _, _ = build.trained_model(RunFolder.open(str(run), [f"dataset.root={data_dir}"]), "best")
     with torch.no_grad():
         inputs = torch.stack([splits.test[index][0] for index in range(DIGITS)])
         return model(inputs).argmax(dim=-1).tolist()
@@ -111,17 +115,32 @@ def test_text_lines_and_csv_rows_become_inputs(tmp_path):
     assert skipped == []
 
 
-def test_decoding_per_task():
+def test_each_task_writes_its_rows():
     outputs = torch.tensor([[2.0], [-1.0]])
-    binary = predict.decode(outputs, _table_splits("binary", 2))
+    binary = Classification(nn.BCEWithLogitsLoss(), "binary", 1, ["no", "yes"]).predict(nn.Identity(), outputs)
     assert [row["class_name"] for row in binary] == ["yes", "no"]
     assert binary[0]["probability"] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item(), abs=1e-6)
     assert binary[1]["probability"] == pytest.approx(1 - torch.sigmoid(torch.tensor(-1.0)).item(), abs=1e-6)
-    assert predict.decode(outputs, _table_splits("regression", 1)) == [{"value": 2.0}, {"value": -1.0}]
-    multiclass = predict.decode(torch.tensor([[0.0, 3.0]]), _table_splits("multiclass", 2))
+    assert Regression(nn.MSELoss()).predict(nn.Identity(), outputs) == [{"value": 2.0}, {"value": -1.0}]
+    multiclass = Classification(nn.CrossEntropyLoss(), "multiclass", 2, ["no", "yes"]).predict(
+        nn.Identity(), torch.tensor([[0.0, 3.0]]))
     assert multiclass == [{"class_index": 1, "class_name": "yes",
                            "probability": round(torch.tensor([0.0, 3.0]).softmax(0)[1].item(), 6)}]
     assert predict.describe({"input": "x.csv:2", **multiclass[0]}) == "x.csv:2  yes (class 1)  p=0.9526"
+    labels = Classification(nn.BCEWithLogitsLoss(), "multilabel", 2, ["cat", "dog"]).predict(
+        nn.Identity(), torch.tensor([[3.0, 1.0], [-2.0, 0.5]]))
+    assert [row["labels"] for row in labels] == ["cat;dog", "dog"]
+    assert labels[1]["p_cat"] == pytest.approx(torch.sigmoid(torch.tensor(-2.0)).item(), abs=1e-6)
+
+
+def test_rows_with_lists_are_written_as_json_and_images_as_pngs(tmp_path):
+    from PIL import Image
+
+    rows = [{"input": "a/x.png", "boxes": [[0, 0, 2, 2]], "mask": Image.new("L", (4, 4))}]
+    target = predict.write(rows, tmp_path / "predictions.csv")
+    assert target == tmp_path / "predictions.json"
+    (written,) = json.loads(target.read_text())
+    assert written["boxes"] == [[0, 0, 2, 2]] and Image.open(written["mask"]).size == (4, 4)
 
 
 @pytest.mark.slow
@@ -160,3 +179,50 @@ def test_a_run_folder_without_the_inference_record_rebuilds_the_data(tiny_run, d
     rows = {Path(row["input"]).name: row for row in _rows(older / "predictions.csv")}
     assert [int(rows[f"digit{index}.png"]["class_index"]) for index in range(DIGITS)] == \
         _eager_predictions(tiny_run, data_dir)
+
+
+@pytest.mark.slow
+def test_a_text_run_predicts_from_its_folder_with_the_training_text_gone(tmp_path):
+    """The vocabulary travels in the run folder: the same predictions with and without the CSV."""
+    import random
+
+    from tests.helpers.commands import run_train
+
+    rng = random.Random(0)
+    words = {"pos": ["great", "good", "lovely", "fine"], "neg": ["bad", "awful", "poor", "sad"]}
+    table = tmp_path / "reviews.csv"
+    with table.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        for _ in range(200):
+            label = rng.choice(["pos", "neg"])
+            writer.writerow([" ".join(rng.choices(words[label], k=3) + ["the", "movie"]), label])
+    (tmp_path / "mine.txt").write_text("a great and lovely movie\nthe movie was awful and sad\n")
+    run_dir = tmp_path / "run"
+    trained = run_train("config=text_lstm", f"dataset.path={table}", "trainer.max_epochs=3",
+                        f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+
+    def predicted(output: str) -> list[str]:
+        result = run_command("predict", f"run={run_dir}", f"inputs={tmp_path / 'mine.txt'}", f"output={output}",
+                             cwd=tmp_path, data_dir=tmp_path / "nowhere")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [row["class_name"] for row in _rows(tmp_path / output)]
+
+    with_data = predicted("with.csv")
+    table.rename(tmp_path / "moved.csv")
+    assert predicted("without.csv") == with_data == ["pos", "neg"]
+
+
+def test_images_keep_their_own_size_for_models_that_take_any_size():
+    """A detector's boxes must be in the pixels of the image given, not of a resized copy."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    splits = DataSplits(train=TensorDataset(torch.zeros(1)), val=TensorDataset(torch.zeros(1)),
+                        test=TensorDataset(torch.zeros(1)), num_classes=3, input_shape=(3, 64, 64),
+                        eval_transform=TF.to_image)
+    image = Image.new("RGB", (128, 96))
+    assert tuple(predict.prepare(image, splits).shape) == (3, 64, 64)  # a classifier takes its training size
+    splits.any_image_size = True
+    assert tuple(predict.prepare(image, splits).shape) == (3, 96, 128)

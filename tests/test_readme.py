@@ -46,7 +46,7 @@ SLURM = Excluded("needs a SLURM cluster; tests/test_requeue.py runs the same lau
 
 COMMANDS: dict[str, Run | Excluded] = {
     "python3 -m venv .venv && . .venv/bin/activate": Excluded("set-up: .ci/run runs it in a fresh environment"),
-    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench]"':
+    'pip install torch==2.14.1 torchvision==0.29.1 && pip install -e ".[dev,slurm,export,mlflow,wandb,optuna,bench,timm,detection,text,hf,shards]"':
         Excluded("set-up: .ci/run runs it in a fresh environment"),
     "train config=mnist_cnn": SHORT,
     "train config=mnist_cnn optimizer.lr=3e-4 trainer.max_epochs=20": SHORT,
@@ -57,6 +57,14 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn --cfg job": AS_IS,
     "train config=mnist_cnn print_config=full": SHORT,
     "train --help": AS_IS,
+    "runs": AS_IS,
+    "runs ls --experiment mnist_cnn --status done --since 2d optimizer.lr=1e-3 --sort val/acc": AS_IS,
+    "runs ls --json": AS_IS,
+    "runs show outputs/mnist_cnn/<timestamp>": AS_IS,
+    "runs diff outputs/mnist_cnn/<timestamp> outputs/mnist_cnn/<timestamp>": AS_IS,
+    "runs best mnist_cnn": AS_IS,
+    "train resume=outputs/mnist_cnn/2026-11-22_10-00-00": SHORT,
+    "train rerun=outputs/mnist_cnn/2026-11-22_10-00-00 seed=7": SHORT,
     'eval "$(train -sc install=bash)"': AS_IS,
     "DATA_DIR=../shared/data train config=mnist_cnn trainer.max_epochs=3": SHORT,
     "train -m config=mnist_cnn,mnist_mlp": SHORT,
@@ -68,11 +76,21 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train -m hparams_search=mnist_optuna optimizer.lr=1e-3": SEARCH,
     "train -m hparams_search=mnist_optuna hydra.sweep.dir=outputs/multirun/<timestamp>": SEARCH,
     "train config=imagefolder_resnet18 dataset.root=my_images model.weights=resnet18.pth": SHORT,
+    "train config=coco_detection dataset.fake=true trainer.max_epochs=1":
+        Excluded("tests/test_detection.py runs it from a user's folder, on smaller images (a detector is slow on a CPU)"),
+    "train config=segmentation_folder dataset.fake=true": SHORT,
+    'train config=mnist_cnn dataset=hf dataset.path=parquet "dataset.data_files={train: mnist/train.parquet, '
+    'test: mnist/test.parquet}" "dataset.mean=[0.1307]" "dataset.std=[0.3081]"':
+        Excluded("needs the MNIST subset as parquet; tests/test_hf_dataset.py writes it and runs this command"),
+    "make-shards my_images shards/": Excluded("needs an image folder; tests/test_shards.py makes one and runs it"),
+    "train dataset=shards dataset.path=shards/ model=torchvision":
+        Excluded("needs shards; tests/test_shards.py trains on shards from make-shards"),
+    "python scripts/shards_benchmark.py --images 600 --rounds 3":
+        Excluded("a benchmark of several minutes; its figures are in docs/large-data.md"),
     "evaluate run=outputs/mnist_cnn/<timestamp>": AS_IS,
     "predict run=outputs/mnist_cnn/<timestamp> inputs=digits/": AS_IS,
     "export-model run=outputs/mnist_cnn/<timestamp> format=torchscript": AS_IS,
     "train config=mnist_cnn resume=outputs/mnist_cnn/2026-11-22_10-00-00/checkpoints/last.ckpt": SHORT,
-    "train config=mnist_cnn resume=outputs/mnist_cnn/2026-11-22_10-00-00": SHORT,
     "train config=mnist_cnn resume=latest": SHORT,
     "train config=mnist_cnn hydra.run.dir=runs/a resume=auto": SHORT,
     "train --config-dir configs --help": AS_IS,
@@ -80,6 +98,11 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train --config-dir configs config=my_exp model.hidden=128 callbacks.print_accuracy=null":
         Run(append="trainer.max_epochs=1"),
     "evaluate run=outputs/my_exp/<timestamp>": AS_IS,
+    "train --config-dir configs config=autoencoder": SHORT,
+    "predict run=outputs/autoencoder/<timestamp> inputs=digits": AS_IS,
+    "train config=text_gpt dataset.path=input.txt": SHORT,
+    "train config=text_gpt dataset.path=texts/ dataset.tokenizer=bpe": SHORT,
+    'predict run=outputs/text_gpt/<timestamp> prompt="ROMEO:" max_new_tokens=200 temperature=0.8 top_k=40': AS_IS,
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,
@@ -177,6 +200,12 @@ def prepare(work: Path, data_dir: Path) -> None:
     (work / "digits").mkdir()
     for i in range(2):
         Image.new("L", (28, 28), 40 * i).save(work / "digits" / f"{i}.png")
+    from decltrain.datasets.text_file import generated_text
+
+    (work / "input.txt").write_text(generated_text(400))
+    (work / "texts").mkdir()
+    for part in range(2):
+        (work / "texts" / f"part{part}.txt").write_text(generated_text(200, seed=part))
     readme.write_example_files(work)
 
 

@@ -20,7 +20,7 @@ from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.data import synthetic_splits
 from tests.helpers.distributed import free_port
 from tests.helpers.trainers import TinyNet, make_trainer
@@ -73,8 +73,8 @@ def test_train_loss_under_accumulation_is_the_mean_of_the_group(tmp_path):
                            log_every_n_steps=1, callbacks={"record": Record()})
     loss = trainer.task.loss
 
-    def recorded(outputs, targets):
-        value = loss(outputs, targets)
+    def recorded(model, batch):
+        value = loss(model, batch)
         micro_losses.append(float(value.detach()))
         return value
 
@@ -143,7 +143,7 @@ def test_a_scheduler_monitor_the_task_does_not_produce_fails_before_training(tmp
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     schedule = LRSchedule(optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer), monitor="val/nope")
     with pytest.raises(UserError, match=r"scheduler.monitor='val/nope' is not a validation metric"):
-        Trainer(TrainerSettings(accelerator="cpu"), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
+        Trainer(TrainerSettings(accelerator="cpu"), model, splits, Classification(nn.CrossEntropyLoss(), "multiclass", 3),
                 optimizer=optimizer, lr_schedule=schedule, run_dir=tmp_path)
 
 
@@ -190,9 +190,9 @@ def _skip_on_one_rank(rank: int, port: int, results: str) -> None:
         trainer = make_trainer(Path(os.devnull), max_epochs=1, nonfinite_loss="skip", seed=3)
         loss, calls = trainer.task.loss, [0]
 
-        def poisoned(outputs, targets):
+        def poisoned(model, batch):
             calls[0] += 1
-            value = loss(outputs, targets)
+            value = loss(model, batch)
             return value * math.nan if rank == 1 and calls[0] == 3 else value
 
         trainer.task.loss = poisoned
@@ -218,7 +218,7 @@ def test_the_report_pairs_each_value_with_its_model(tmp_path):
 
     class Curve(Logger):
         def log_metrics(self, metrics, step):
-            if "val/loss" in metrics:
+            if "val/loss" in metrics and step > 0:  # step 0: the untrained model, which no monitor sees
                 seen[step] = metrics["val/loss"]
 
     checkpointer = ModelCheckpoint(monitor="val/loss", mode="max")

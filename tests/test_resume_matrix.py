@@ -22,15 +22,20 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from torchvision.transforms import v2
+
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
+from decltrain.datasets import coco_detection
 from decltrain.datasets.base import LoaderSettings, TransformedSubset
+from decltrain.models import TorchvisionDetector
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.tracking.loggers import TensorBoardLogger
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.tasks.detection import Detection
 from tests.helpers.callbacks import OverflowAt
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
@@ -193,6 +198,36 @@ def test_loop_state_resumes_exactly(tmp_path, references, setting, stop):
 
 
 
+# ------------------------------------------ a task with list batches and the model's own losses
+def detection_run(run_dir: Path, stop: Callback | None = None):
+    """Faster R-CNN on generated 64-pixel shapes, randomly flipped: 2 epochs of 2 steps of 2 images."""
+    splits = coco_detection.build("unused", fake=True, image_size=64, train_transforms=[v2.RandomHorizontalFlip()],
+                                  batch_size=2, num_workers=0)
+    torch.manual_seed(0)
+    model = TorchvisionDetector("fasterrcnn_mobilenet_v3_large_320_fpn", splits.num_classes, splits.input_shape,
+                                min_size=64, max_size=64, box_batch_size_per_image=32)
+    callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/map")}
+    if stop is not None:
+        callbacks["stop"] = stop
+    return make_trainer(run_dir, callbacks=callbacks, splits=splits, model=model, task=Detection(splits.class_names),
+                        max_epochs=2, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1,
+                        log_every_n_steps=1, loggers={"tensorboard": TensorBoardLogger(run_dir)},
+                        optimizer=lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9))
+
+
+def test_detection_sigterm_mid_epoch_resumes_exactly(tmp_path):
+    finish(detection_run(tmp_path / "reference"))
+    started = time.time()
+    with pytest.raises(Preempted):
+        finish(detection_run(tmp_path / "run", stop=SignalAt(3)))  # inside epoch 2
+    time.sleep(max(0.0, math.floor(started) + 1 - time.time()))  # event files are named by the second: keep order
+    resumed = detection_run(tmp_path / "run")
+    finish(resumed, tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert resumed.global_step == 4
+    assert_same_run(tmp_path / "run", tmp_path / "reference")
+    assert {"train/loss_classifier", "train/loss_objectness", "val/map"} <= scalars(tmp_path / "run").keys()
+
+
 # ------------------------------------------------------------- the user's path: `train` on MNIST
 STEPS_PER_EPOCH = 10
 MNIST = ["config=mnist_cnn", f"trainer.max_epochs={EPOCHS}", f"trainer.limit_train_batches={STEPS_PER_EPOCH}",
@@ -277,7 +312,8 @@ def test_early_stopping_then_extended_patience(tmp_path, data_dir, mnist_referen
     train_in(tmp_path, data_dir, *MNIST, "callbacks.early_stopping.patience=1")
     run_dir = run_folder(tmp_path)
     assert json.loads((run_dir / "metrics.json").read_text())["last"]["epoch"] == 2  # stopped early, and tested
-    result = train_in(tmp_path, data_dir, *MNIST, f"resume={run_dir}")
+    # The run folder's own overrides come with resume=<folder> (patience=1): the new value is given.
+    result = train_in(tmp_path, data_dir, *MNIST, "callbacks.early_stopping.patience=5", f"resume={run_dir}")
     assert "changed settings: callbacks.early_stopping.patience (1 -> 5)" in result.stdout + result.stderr
     assert_same_mnist_run(run_dir, mnist_reference)
 
@@ -287,7 +323,7 @@ def test_max_steps_mid_epoch_then_extended(tmp_path, data_dir, mnist_reference):
     run_dir = run_folder(tmp_path)
     assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"] == {
         "epoch": 1, "batch_idx": 5, "global_step": 15}
-    result = train_in(tmp_path, data_dir, *MNIST, f"resume={run_dir}")
+    result = train_in(tmp_path, data_dir, *MNIST, "trainer.max_steps=-1", f"resume={run_dir}")
     assert "trainer.max_steps (15 -> -1)" in result.stdout + result.stderr
     assert_same_mnist_run(run_dir, mnist_reference)
 
@@ -300,3 +336,22 @@ def test_ddp_two_ranks_sigterm_then_resume(tmp_path, data_dir):
     assert state["progress"]["global_step"] % 2 == 0 and len(state["rng_per_rank"]) == 2
     train_in(tmp_path / "run", data_dir, *ddp, f"resume={run_dir}")
     assert_same_mnist_run(run_dir, run_folder(tmp_path / "reference"))
+
+
+# ------------------------------------------------------- segmentation: masks moved by random crops and flips
+SEGMENTATION = ["config=segmentation_folder", "dataset.fake=true", "dataset.image_size=32", "model.width=4",
+                "model.depth=2", f"trainer.max_epochs={EPOCHS}", "trainer.log_every_n_steps=4",
+                "callbacks.model_checkpoint.every_n_train_steps=3", "callbacks.early_stopping=null",
+                "callbacks.progress_bar=null"]
+
+
+def test_segmentation_stopped_mid_epoch_then_extended(tmp_path):
+    """8 steps an epoch (128 generated images, batch 16); the augmentation draws from the RNG checkpoints restore."""
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    train_in(tmp_path, tmp_path, *SEGMENTATION, f"hydra.run.dir={reference}")
+    train_in(tmp_path, tmp_path, *SEGMENTATION, "trainer.max_steps=12", f"hydra.run.dir={run_dir}")
+    assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"] == {
+        "epoch": 1, "batch_idx": 4, "global_step": 12}
+    train_in(tmp_path, tmp_path, *SEGMENTATION, f"resume={run_dir}")
+    assert_same_run(run_dir, reference, timing=TIMING)
+    assert metrics(run_dir) == metrics(reference)

@@ -1,6 +1,7 @@
 """`train -m`: sweeps as the README writes them, from an empty folder, with no folder flags."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -131,6 +132,32 @@ def test_summary_reads_any_launchers_job_returns(tmp_path):
     assert "2 done, 1 failed" in text and "every job: config=mnist_cnn" in text
     assert "0.8750" in text and "ValueError: first line" in text and "second line" not in text
     assert [record["number"] for record in json.loads((tmp_path / "sweep" / "summary.json").read_text())] == [0, 1, 2]
+
+
+def test_a_sweep_of_seeds_or_folds_reports_each_metric_s_mean_and_std(tmp_path, capsys):
+    def job(number: int, overrides: list[str], acc: float) -> sweep_summary.JobRecord:
+        folder = tmp_path / f"{number}_mnist_cnn"
+        folder.mkdir()
+        (folder / "metrics.json").write_text(json.dumps({"monitor": "val/acc", "best": {"val/acc": acc},
+                                                         "test": {"model": "best", "test/acc": acc - 0.1}}))
+        return sweep_summary.JobRecord(number, overrides, "done", "val/acc", acc, None, str(folder))
+
+    folds = [job(n, ["dataset.folds=3", f"dataset.fold={n}"], acc) for n, acc in enumerate([0.8, 0.9, 1.0])]
+    sweep_summary.report(folds, tmp_path)
+    assert "best val/acc: mean 0.9000, std 0.1000 over 3 jobs" in capsys.readouterr().out
+    assert "test/acc: mean 0.8000, std 0.1000 over 3 jobs" in (tmp_path / "summary.txt").read_text()
+    assert json.loads((tmp_path / "mean_std.json").read_text())["best val/acc"]["std"] == pytest.approx(0.1)
+    learning_rates = [dataclasses.replace(record, overrides=[f"optimizer.lr={n}e-3"]) for n, record in enumerate(folds)]
+    assert sweep_summary.over_repeats(learning_rates) == {}  # a mean over learning rates means nothing
+
+
+def test_a_summary_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "summary.txt").mkdir()  # in the way of the file
+    record = sweep_summary.JobRecord(0, ["seed=1"], "done", "val/acc", 0.5, None, str(tmp_path / "0_mnist_cnn"))
+    with pytest.raises(SystemExit) as stop:
+        sweep_summary.report([record], tmp_path)
+    assert stop.value.code == 1
+    assert capsys.readouterr().err == f"error: cannot write {tmp_path / 'summary.txt'}: Is a directory; free disk space\n"
 
 
 def job_spans(sweep: Path) -> list[tuple[float, float]]:

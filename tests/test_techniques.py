@@ -21,7 +21,7 @@ from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.lr_finder import range_test, suggest
-from decltrain.trainer.engine.task import ClassificationLoss, Task
+from decltrain.trainer.tasks.classification import Classification, ClassificationLoss
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
 from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
@@ -50,8 +50,8 @@ def test_val_check_interval_validates_mid_epoch_and_checkpoints_each_validation(
     recorder = Recorder()
     trainer = step_validated(tmp_path, loggers={"recorder": recorder})
     trainer.fit()
-    # 16 steps an epoch: every 5 steps, and at each epoch's end (not twice at one step).
-    assert recorder.steps("val/acc") == [5, 10, 15, 16, 20, 25, 30, 32]
+    # 16 steps an epoch: every 5 steps, and at each epoch's end (not twice at one step); 0: before training.
+    assert recorder.steps("val/acc") == [0, 5, 10, 15, 16, 20, 25, 30, 32]
     names = sorted(path.name for path in (tmp_path / "checkpoints").glob("epoch=*.ckpt"))
     assert names == sorted(f"epoch={1 if s <= 16 else 2:03d}-step={s}.ckpt" for s in [5, 10, 15, 16, 20, 25, 30, 32])
     assert trainer.callbacks["early_stopping"].wait + 1 <= 8
@@ -73,10 +73,10 @@ def test_val_check_interval_resume_is_bit_identical_and_early_stopping_follows_i
 
 
 @pytest.mark.parametrize(("interval", "extra", "validated"), [
-    (0.5, {}, [8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch
-    (0.4, {}, [6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
-    (0.5, {"accumulate_grad_batches": 3}, [3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
-    (1.0, {}, [16, 32]),  # the whole epoch: only at its end
+    (0.5, {}, [0, 8, 16, 24, 32]),  # 16 steps an epoch: twice per epoch (0: the validation before training)
+    (0.4, {}, [0, 6, 12, 16, 22, 28, 32]),  # every int(0.4 * 16) = 6 steps, counted from each epoch's start
+    (0.5, {"accumulate_grad_batches": 3}, [0, 3, 6, 9, 12]),  # 6 optimizer steps an epoch (the last one short)
+    (1.0, {}, [0, 16, 32]),  # the whole epoch: only at its end
 ])
 def test_a_fractional_val_check_interval_validates_within_each_epoch(tmp_path, interval, extra, validated):
     recorder = Recorder()
@@ -201,7 +201,7 @@ def test_model_summary_shows_nested_layers_with_output_shapes(tmp_path):
 
     def render(depth: int) -> str:
         console = Console(width=150, record=True)
-        console.print(summary_table(trainer.model, depth, trainer.splits, trainer.device))
+        console.print(summary_table(trainer.model, depth, trainer.task, trainer.splits, trainer.device))
         return console.export_text()
 
     shallow, deep = render(1), render(2)
@@ -220,7 +220,7 @@ def test_range_test_sweeps_a_copy_and_suggests_a_rate_before_divergence():
     from decltrain.trainer.engine import data
     loader = data.train_loader(splits.train, splits.loader, 0, torch.device("cpu"))
     rng = torch.get_rng_state()
-    result = range_test(model, optimizer, loader, Task(nn.CrossEntropyLoss(), "multiclass", 3), torch.device("cpu"),
+    result = range_test(model, optimizer, loader, Classification(nn.CrossEntropyLoss(), "multiclass", 3), torch.device("cpu"),
                         min_lr=1e-5, max_lr=100.0, num_steps=150)
     assert_bit_identical(model.state_dict(), before)
     assert torch.equal(torch.get_rng_state(), rng)
@@ -245,7 +245,7 @@ def test_classification_task_follows_the_number_of_classes(tmp_path, classes):
     assert splits.num_classes == (1 if classes == 2 else 3)
     outputs = torch.zeros(4, splits.num_classes)
     targets = torch.tensor([0, 1, 0, 1])
-    loss = Task(ClassificationLoss(), splits.task, splits.num_classes).loss(outputs, targets)
+    loss = Classification(ClassificationLoss(), splits.task, splits.num_classes).loss(nn.Identity(), (outputs, targets))
     assert float(loss) == pytest.approx(0.6931 if classes == 2 else 1.0986, abs=1e-4)
 
 

@@ -9,9 +9,9 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 # docs/ in reading order, which is also the order tests/test_readme.py runs their commands in: a
 # command that needs an earlier command's run folder (evaluate, resume) comes after it.
-DOCS_ORDER = ("configs.md", "own-images.md", "tracking.md", "search.md", "after-training.md", "resume.md",
-              "techniques.md", "own-code.md", "precision.md", "distributed.md", "speed.md", "testing.md",
-              "architecture.md")
+DOCS_ORDER = ("configs.md", "own-images.md", "vision-tasks.md", "large-data.md", "tracking.md", "search.md",
+              "after-training.md", "resume.md", "techniques.md", "own-code.md", "tasks.md", "precision.md", "distributed.md", "speed.md",
+              "testing.md", "architecture.md")
 
 
 def documents() -> list[Path]:

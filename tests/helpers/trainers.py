@@ -13,6 +13,7 @@ from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.task import Task
+from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.data import synthetic_splits
 
 
@@ -30,17 +31,20 @@ def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSpli
                  lr: float = 0.05, model: nn.Module | None = None,
                  optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
                  schedule: Callable[[torch.optim.Optimizer], LRSchedule] | None = None,
-                 loggers: dict | None = None, placement: Placement | None = None, **trainer_kwargs) -> Trainer:
+                 loggers: dict | None = None, placement: Placement | None = None, task: Task | None = None,
+                 **trainer_kwargs) -> Trainer:
     """A Trainer on synthetic data, seeded, ready for `fit` (`fit(ckpt_path)` to resume).
 
-    `model` (a TinyNet unless given) is trained by `optimizer(params)` (SGD with `lr` and momentum
-    0.9 unless given), scheduled by `schedule(optimizer)` (none unless given)."""
+    `model` (a TinyNet unless given) is trained for `task` (3-class classification unless given)
+    by `optimizer(params)` (SGD with `lr` and momentum 0.9 unless given), scheduled by
+    `schedule(optimizer)` (none unless given)."""
     torch.manual_seed(0)
     splits = splits or synthetic_splits()
     model = TinyNet(splits.num_classes, splits.input_shape) if model is None else model
     optimizer_ = (optimizer or (lambda params: torch.optim.SGD(params, lr=lr, momentum=0.9)))(model.parameters())
     trainer_kwargs.setdefault("max_epochs", 3)
     trainer_kwargs.setdefault("accelerator", "cpu")
-    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, Task(nn.CrossEntropyLoss(), "multiclass", 3),
-                   optimizer=optimizer_, lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers, run_dir=tmp_path,
-                   placement=placement)
+    task = task or Classification(nn.CrossEntropyLoss(), "multiclass", 3)
+    return Trainer(TrainerSettings(**trainer_kwargs), model, splits, task, optimizer=optimizer_,
+                   lr_schedule=schedule(optimizer_) if schedule else None, callbacks=callbacks or {}, loggers=loggers,
+                   run_dir=tmp_path, placement=placement)

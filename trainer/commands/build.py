@@ -5,12 +5,14 @@ Each builder turns a failure into a UserError that names the config key, so a ty
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, cast
+import inspect
+from typing import Any, NamedTuple, cast
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.utils.data import default_collate
@@ -18,6 +20,7 @@ from torch.utils.data import default_collate
 from decltrain.trainer.commands import inference_record
 from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets.base import DataSplits, SizedDataset
+from decltrain.datasets.folds import cross_validation
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.errors import UserError, first_line
@@ -25,6 +28,7 @@ from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.engine.task import Task, check_task
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -42,46 +46,102 @@ def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
 
 
 def data(cfg: DictConfig) -> DataSplits:
-    splits = instantiate_node(cfg.dataset, "dataset")
+    """The dataset's splits; with `dataset.folds`, fold `dataset.fold` of a cross-validation (datasets/folds.py)."""
+    node = copy.deepcopy(cfg.dataset)
+    with open_dict(node):  # the cross-validation keys are not the builder's
+        folds, fold = node.pop("folds", None), node.pop("fold", 0)
+    splits = instantiate_node(node, "dataset")
     if not isinstance(splits, DataSplits):
         raise UserError(f"config `dataset`: {cfg.dataset._target_} returned {type(splits).__name__}, "
                         "not a datasets.DataSplits")
-    return splits
+    # The folds are the dataset's, like its validation split: runs of other seeds validate on the same samples.
+    seed = int(cfg.dataset.get("val_split_seed", 0))
+    return cross_validation(splits, int(folds), int(fold), seed) if folds else splits
 
 
 def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
-    """Builds the model from the dataset's metadata (unless the config sets it) and checks the fit."""
-    metadata = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
+    """Builds the model from what its constructor takes of the dataset's metadata (unless the config sets it)."""
+    metadata: dict[str, Any] = {"num_classes": splits.num_classes, "input_shape": list(splits.input_shape)}
     if splits.vocab_size is not None:  # text datasets: the embedding's size
         metadata["vocab_size"] = splits.vocab_size
-    built = instantiate_node(cfg.model, "model", **{k: v for k, v in metadata.items() if k not in cfg.model})
-    check_model_fits(built, splits)
-    return built
+    return instantiate_node(cfg.model, "model", **_taken(cfg.model, metadata))
 
 
-def check_model_fits(model: nn.Module, splits: DataSplits) -> None:
-    """One forward pass on two validation samples, so a mismatch fails before training starts."""
+def model_and_task(cfg: DictConfig, splits: DataSplits) -> tuple[nn.Module, Task]:
+    """The model and the task, checked to fit each other and the data before anything trains."""
+    built, objective = model(cfg, splits), task(cfg, splits)
+    check_model_fits(built, objective, splits)
+    return built, objective
+
+
+def task(cfg: DictConfig, splits: DataSplits) -> Task:
+    """The task of `task._target_`, given what its constructor takes of the dataset's metadata
+    (num_classes, class_names, kind: the dataset's kind of targets) and the `loss` group's module."""
+    node = cfg.get("task") or _task_before_the_group(splits)
+    target = str(node.get("_target_", "?"))
+    metadata: dict[str, Any] = {"num_classes": splits.num_classes, "class_names": list(splits.class_names),
+                                "kind": splits.task}
+    if "loss" in _parameters(target) and "loss" not in node:
+        metadata["loss"] = loss(cfg)
+    built = instantiate_node(node, "task", **_taken(node, metadata))
+    check_task(built, target)
+    return cast(Task, built)
+
+
+def _task_before_the_group(splits: DataSplits) -> DictConfig:
+    """Run folders written before the `task` group chose the task by the dataset's kind."""
+    kind = "regression.Regression" if splits.task == "regression" else "classification.Classification"
+    return OmegaConf.create({"_target_": f"decltrain.trainer.tasks.{kind}"})
+
+
+def _taken(node: DictConfig, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata the target of `node` takes as keywords and its config does not set."""
+    wanted = _parameters(str(node.get("_target_", "")))
+    return {key: value for key, value in metadata.items() if key not in node and (key in wanted or "**" in wanted)}
+
+
+def _parameters(target: str) -> set[str]:
+    """The keyword names a class or function takes (`**` when it takes any, or when it cannot be
+    imported or inspected: everything is passed, and instantiation says what is wrong)."""
+    try:
+        signature = inspect.signature(get_object(target))
+    except Exception:  # Hydra raises ImportError/ValueError variants for a bad path; builtins have no signature
+        return {"**"}
+    return {"**" if parameter.kind is parameter.VAR_KEYWORD else name
+            for name, parameter in signature.parameters.items()}
+
+
+def check_model_fits(model: nn.Module, task: Task, splits: DataSplits) -> None:
+    """One forward pass on two validation samples, so a model that does not fit the data or the
+    task fails before training starts, in one line naming the model, the task and the shapes."""
     collate = splits.loader.collate_fn or default_collate
-    inputs, _ = collate([splits.val[i] for i in range(min(2, len(cast(SizedDataset, splits.val))))])
+    batch = collate([splits.val[i] for i in range(min(2, len(cast(SizedDataset, splits.val))))])
+    inputs = task.model_inputs(batch)
     shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else "?"
     was_training = model.training
     model.eval()  # no dropout: the check must not draw from the RNG the run is seeded with
     try:
         with torch.no_grad():
-            outputs = model(inputs)
+            mismatch = task.output_mismatch(model, batch)
     except (RuntimeError, ValueError, TypeError, IndexError) as err:
         raise UserError(f"model {type(model).__name__} does not fit dataset {splits.name or '?'} "
                         f"(input shape {shape}): {first_line(err)}; pick a model for this input or fix its size "
                         "settings") from None
     finally:
         model.train(was_training)
-    expected = splits.num_classes if splits.task == "multiclass" else 1
-    if outputs.shape[-1] != expected:
-        raise UserError(f"model {type(model).__name__} outputs {outputs.shape[-1]} values per sample but dataset "
-                        f"{splits.name or '?'} ({splits.task}) needs {expected}; do not set model.num_classes by hand")
+    if mismatch is not None:
+        raise UserError(f"model {type(model).__name__} does not fit task {type(task).__name__} on dataset "
+                        f"{splits.name or '?'} ({splits.task}, input shape {shape}): it {mismatch}")
 
 
-def trained_model(run: RunFolder, ckpt: str, data_needed: bool = True) -> tuple[DataSplits, nn.Module, Path]:
+class TrainedModel(NamedTuple):
+    splits: DataSplits
+    model: nn.Module
+    task: Task
+    checkpoint: Path
+
+
+def trained_model(run: RunFolder, ckpt: str, data_needed: bool = True) -> TrainedModel:
     """A finished run's data and model, with the weights of its checkpoint `ckpt`, in eval mode.
 
     Without `data_needed` the data is the run folder's inference record where it has one
@@ -91,9 +151,9 @@ def trained_model(run: RunFolder, ckpt: str, data_needed: bool = True) -> tuple[
     with run.named_in_errors():
         seed_everything(run.config.seed)
         splits = (None if data_needed else inference_record.read(run.path)) or data(run.config)
-        built = model(run.config, splits)
+        built, objective = model_and_task(run.config, splits)
         checkpoint.load_weights(built, path)
-    return splits, built.eval(), path
+    return TrainedModel(splits, built.eval(), objective, path)
 
 
 def loss(cfg: DictConfig) -> nn.Module:

@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from typing import Any
 
 USER_ERROR_EXIT_CODE = 2
+# Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`, `--cfg job`).
+FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
+                              "-sc", "--shell-completion", "--info", "--experimental-rerun",
+                              "-c", "--cfg", "-p", "--package"})
 
 
 def importable_working_directory() -> None:
@@ -81,11 +85,13 @@ def register_train_config() -> None:
     OmegaConf.register_new_resolver("run_dir", resume.run_dir, replace=True)
 
 
-def run_tool(run: Callable[[Any], object], config_name: str) -> None:
-    """A tool that composes `configs/<config_name>.yaml` (which extends train.yaml) as `train` does:
-    set up as `train` is, then `run(cfg)`; a UserError is one logged line and exit code 2."""
+def run_tool(run: Callable[[Any], object], command: str, config_name: str) -> None:
+    """The console script `command`, which composes `configs/<config_name>.yaml` (extending train.yaml)
+    as `train` does: set up as `train` is, then `run(cfg)`; a UserError or a composition error is one
+    line and exit code 2."""
     import hydra
 
+    from decltrain.trainer.commands.unknown_keys import explained_composition_errors
     from decltrain.trainer.errors import UserError
 
     sleeping_openmp_threads()
@@ -100,4 +106,5 @@ def run_tool(run: Callable[[Any], object], config_name: str) -> None:
             logging.getLogger("decltrain").error("%s", err)
             sys.exit(USER_ERROR_EXIT_CODE)
 
-    _main()
+    with explained_composition_errors(command, config_name):
+        _main()

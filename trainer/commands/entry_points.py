@@ -17,12 +17,10 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands.console_script import FLAGS_WITH_VALUE
 from decltrain.trainer.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-# Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`).
-FLAGS_WITH_VALUE = frozenset({"-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir",
-                              "-sc", "--shell-completion", "--info", "--experimental-rerun"})
 log = logging.getLogger("decltrain")
 
 

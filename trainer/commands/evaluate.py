@@ -16,7 +16,6 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.engine.loop import Trainer
-from decltrain.trainer.engine.task import Task
 
 SPLITS = ("test", "val")
 
@@ -25,11 +24,9 @@ def main(cfg: DictConfig, overrides: list[str]) -> dict[str, float]:
     if cfg.split not in SPLITS:
         raise UserError(f"split={cfg.split} is not a split; use split=test or split=val")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = build.trained_model(run, cfg.ckpt)
-    config = run.config
+    splits, model, task, ckpt = build.trained_model(run, cfg.ckpt)
     with run.named_in_errors():
-        trainer = Trainer(build.trainer_settings(config), model, splits,
-                          Task(build.loss(config), splits.task, splits.num_classes), run_dir=run.path)
+        trainer = Trainer(build.trainer_settings(run.config), model, splits, task, run_dir=run.path)
         loader = trainer.test_loader if cfg.split == "test" else trainer.val_loader
         metrics = trainer.evaluate(loader, cfg.split)
     print_metrics(metrics, title=f"{cfg.split} metrics of {ckpt.name}")

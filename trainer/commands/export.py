@@ -21,6 +21,7 @@ from torch import nn
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine import checkpoint, data
+from decltrain.trainer.engine.task import Task
 from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import layout
@@ -40,8 +41,9 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
     if not cfg.tolerance >= 0:
         raise UserError(f"tolerance={cfg.tolerance} must be a non-negative number, e.g. tolerance=1e-4")
     run = RunFolder.open(cfg.run, overrides)
-    splits, model, ckpt = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
-    batch = check_batch(splits)
+    splits, model, task, ckpt = build.trained_model(run, cfg.ckpt,
+                                                    data_needed=inference_record.data_overridden(overrides))
+    batch = check_batch(splits, task)
     target = run.path / layout.EXPORT / FILES[cfg.format]
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = checkpoint.temporary_sibling(target)
@@ -57,9 +59,13 @@ def main(cfg: DictConfig, overrides: list[str]) -> float:
     return difference
 
 
-def check_batch(splits: DataSplits) -> torch.Tensor:
-    """The first batch of the test split, as the run's evaluation loader builds it."""
-    inputs, _ = next(iter(data.eval_loader(splits.test, splits.loader, torch.device("cpu"))))
+def check_batch(splits: DataSplits, task: Task) -> torch.Tensor:
+    """The model's inputs (as the task picks them) in the first batch of the test split, as the
+    run's evaluation loader builds it."""
+    inputs = task.model_inputs(next(iter(data.eval_loader(splits.test, splits.loader, torch.device("cpu")))))
+    if not isinstance(inputs, torch.Tensor):
+        raise UserError(f"export-model traces models called with one tensor; the model of task "
+                        f"{type(task).__name__} is called with a {type(inputs).__name__}")
     if len(inputs) <= EXAMPLE_SIZE:
         raise UserError(f"the test split gives a batch of {len(inputs)} samples; the export check needs more "
                         f"than {EXAMPLE_SIZE}: raise dataset.eval_batch_size")

@@ -26,7 +26,6 @@ def run(cfg: DictConfig) -> int:
         from decltrain.trainer.engine.batch_size_finder import search, step_fits
         from decltrain.trainer.engine.device import seed_everything
         from decltrain.trainer.engine.precision import Precision
-        from decltrain.trainer.engine.task import Task
 
     settings = cfg.batch_size_find
     if not 0 <= settings.margin < 1 or settings.start < 1:
@@ -35,7 +34,8 @@ def run(cfg: DictConfig) -> int:
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     device = distributed.device(str(getattr(cfg.trainer.accelerator, "value", cfg.trainer.accelerator)))
-    model = build.model(cfg, splits).to(device)
+    model, task = build.model_and_task(cfg, splits)
+    model = model.to(device)
     optimizer = build.optimizer(cfg, model)
     collate = splits.loader.collate_fn or default_collate
     train_set = splits.train
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> int:
     def batch(size: int) -> object:
         return collate([train_set[i] for i in range(size)])
 
-    fits = step_fits(model, optimizer, Task(build.loss(cfg), splits.task, splits.num_classes),
+    fits = step_fits(model, optimizer, task,
                      Precision(str(cfg.trainer.precision), device), batch, device, float(settings.margin))
     result = search(fits, int(settings.start), largest)
     where = "peak GPU memory" if device.type == "cuda" else "peak process memory (CPU)"
@@ -63,4 +63,4 @@ def run(cfg: DictConfig) -> int:
 
 def main() -> None:
     """The console script."""
-    console_script.run_tool(run, "find_batch_size")
+    console_script.run_tool(run, "find-batch-size", "find_batch_size")

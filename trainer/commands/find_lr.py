@@ -31,17 +31,16 @@ def run(cfg: DictConfig) -> float:
         from decltrain.trainer.engine import data, distributed
         from decltrain.trainer.engine.device import seed_everything
         from decltrain.trainer.engine.lr_finder import plot, range_test
-        from decltrain.trainer.engine.task import Task
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     settings = cfg.lr_find
     seed_everything(cfg.seed)
     splits = build.data(cfg)
-    model = build.model(cfg, splits)
+    model, task = build.model_and_task(cfg, splits)
     device = distributed.device(str(getattr(cfg.trainer.accelerator, "value", cfg.trainer.accelerator)))
     optimizer = build.optimizer(cfg, model)
     loader = data.train_loader(splits.train, splits.loader, cfg.seed, device)
-    result = range_test(model, optimizer, loader, Task(build.loss(cfg), splits.task, splits.num_classes), device,
+    result = range_test(model, optimizer, loader, task, device,
                         min_lr=settings.min_lr, max_lr=settings.max_lr, num_steps=settings.num_steps,
                         divergence=settings.divergence)
     image = plot(result, run_dir / "lr_find.png")
@@ -65,4 +64,4 @@ def run(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The console script."""
-    console_script.run_tool(run, "find_lr")
+    console_script.run_tool(run, "find-lr", "find_lr")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import json
 import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from torch.utils.data import default_collate
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.engine.device import resolve_device
+from decltrain.trainer.engine.placement import to_device
+from decltrain.trainer.engine.task import Generates, Task
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
 
@@ -34,8 +37,12 @@ INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeErr
 
 def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     run = RunFolder.open(cfg.run, overrides)
+    if cfg.prompt is not None:
+        return [{"prompt": cfg.prompt, "text": generate(cfg, run, overrides)}]
+    if cfg.inputs is None:
+        raise UserError("predict needs inputs=FILE|FOLDER|GLOB (or, for a language model, prompt=TEXT)")
     files = find_inputs(str(cfg.inputs))
-    splits, model, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
+    splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     names, tensors, skipped = [], [], []
 
     def skip(name: str, err: Exception) -> None:
@@ -52,19 +59,38 @@ def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
         raise UserError(f"none of the inputs matched by inputs={cfg.inputs} could be read as inputs of run "
                         f"{run.path} (see the lines above)")
     device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
-    outputs = predict_outputs(model.to(device), tensors, splits, device)
-    rows = [{"input": name, **decoded} for name, decoded in zip(names, decode(outputs, splits))]
+    predicted = predictions(model.to(device), task, tensors, splits, device)
+    rows = [{"input": name, **row} for name, row in zip(names, predicted)]
+    target = write(rows, Path(cfg.output) if cfg.output else run.path / "predictions.csv")
     for row in rows:
         print(describe(row))
-    target = Path(cfg.output) if cfg.output else run.path / "predictions.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     print(f"wrote {len(rows)} predictions to {target}" + (f"; skipped {len(skipped)}: {', '.join(skipped)}"
                                                           if skipped else ""))
     return rows
+
+
+def generate(cfg: DictConfig, run: RunFolder, overrides: list[str]) -> str:
+    """`prompt=`: the prompt continued by `max_new_tokens` tokens of the run's language model, printed
+    and written to `output` (default <run>/generated.txt)."""
+    splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
+    tokenizer = splits.eval_transform
+    if not isinstance(task, Generates) or tokenizer is None or not hasattr(tokenizer, "decode"):
+        raise UserError(f"prompt= continues text with a language model; run {run.path} was trained with "
+                        f"task {type(task).__name__}: give inputs= instead")
+    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
+    tokens = tokenizer(str(cfg.prompt)).unsqueeze(0).to(device)
+    if tokens.shape[1] == 0:
+        raise UserError("prompt= is empty; give the text to continue, e.g. prompt='ROMEO:'")
+    with torch.no_grad():
+        sampled = task.generate(model.to(device), tokens, int(cfg.max_new_tokens), float(cfg.temperature),
+                                None if cfg.top_k is None else int(cfg.top_k))
+    text = tokenizer.decode(sampled[0].tolist())
+    target = Path(cfg.output) if cfg.output else run.path / "generated.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text + "\n", encoding="utf-8")
+    print(text)
+    print(f"wrote the text to {target}")
+    return text
 
 
 def find_inputs(spec: str) -> list[Path]:
@@ -112,6 +138,8 @@ def prepare(raw: Any, splits: DataSplits) -> torch.Tensor:
     shape = tuple(splits.input_shape)
     image = raw.convert(IMAGE_MODES.get(shape[0], "RGB"))
     tensor = transform(image)
+    if splits.any_image_size:
+        return tensor
     if tuple(tensor.shape) != shape and len(shape) == 3:
         tensor = transform(image.resize((shape[2], shape[1]), Image.Resampling.BILINEAR))
     if tuple(tensor.shape) != shape:
@@ -120,36 +148,46 @@ def prepare(raw: Any, splits: DataSplits) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_outputs(model: torch.nn.Module, tensors: list[torch.Tensor], splits: DataSplits,
-                    device: torch.device) -> torch.Tensor:
-    """The model's outputs for all inputs, in batches collated like the run's evaluation batches."""
+def predictions(model: torch.nn.Module, task: Task, tensors: list[torch.Tensor], splits: DataSplits,
+                device: torch.device) -> list[dict[str, Any]]:
+    """The task's row for each input, in batches collated like the run's evaluation batches
+    (with a dummy target: the task picks the model's inputs out of the batch)."""
     collate = splits.loader.collate_fn or default_collate
     batch_size = splits.loader.eval_batch_size or splits.loader.batch_size
-    outputs = []
+    rows = []
     for start in range(0, len(tensors), batch_size):
-        inputs, _ = collate([(tensor, 0) for tensor in tensors[start:start + batch_size]])
-        outputs.append(model(inputs.to(device)).float().cpu())
-    return torch.cat(outputs)
+        inputs = task.model_inputs(collate([(tensor, 0) for tensor in tensors[start:start + batch_size]]))
+        rows.extend(task.predict(model, to_device(inputs, device)))
+    return rows
 
 
-def decode(outputs: torch.Tensor, splits: DataSplits) -> list[dict[str, Any]]:
-    """Per input: the class (index, name) and its probability, or the value for regression."""
-    if splits.task == "regression":
-        return [{"value": value} for value in outputs.reshape(len(outputs), -1)[:, 0].tolist()]
-    if splits.task == "binary":
-        positive = torch.sigmoid(outputs.reshape(len(outputs), -1)[:, 0])
-        indices = (positive > 0.5).long()
-        probabilities = torch.where(indices == 1, positive, 1 - positive)
-    else:
-        probabilities, indices = outputs.softmax(dim=-1).max(dim=-1)
-    names = splits.class_names
-    return [{"class_index": index, "class_name": names[index] if index < len(names) else str(index),
-             "probability": round(probability, 6)}
-            for index, probability in zip(indices.tolist(), probabilities.tolist())]
+def write(rows: list[dict[str, Any]], target: Path) -> Path:
+    """Writes the rows to `target`: a CSV table, or JSON (beside it, `.json`) when a value is a list or
+    a dict. Image values are saved as PNGs in a folder named after the file; the row holds their path."""
+    folder = target.parent / target.stem
+    for number, row in enumerate(rows):
+        for key, value in row.items():
+            if isinstance(value, Image.Image):
+                folder.mkdir(parents=True, exist_ok=True)
+                row[key] = str(folder / f"{number:05d}_{Path(row['input']).stem}_{key}.png")
+                value.save(row[key])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if any(isinstance(value, (list, dict)) for row in rows for value in row.values()):
+        target = target.with_suffix(".json")
+        target.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        return target
+    with target.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return target
 
 
 def describe(row: dict[str, Any]) -> str:
-    """The terminal line for one prediction."""
+    """The terminal line for one prediction: a class with its probability, a value, or the row's fields."""
+    if "class_name" in row:
+        return f"{row['input']}  {row['class_name']} (class {row['class_index']})  p={row['probability']:.4f}"
     if "value" in row:
         return f"{row['input']}  {row['value']:.6g}"
-    return f"{row['input']}  {row['class_name']} (class {row['class_index']})  p={row['probability']:.4f}"
+    return "  ".join([row["input"], *(f"{key}={value}" for key, value in row.items()
+                                      if key != "input" and not isinstance(value, (list, dict)))])

@@ -62,10 +62,12 @@ TrainerSchema = trainer_schema()
 class TrainSchema:
     seed: int = TrainerSettings.seed  # declared with the trainer settings, which use it
     resume: Optional[str] = None  # checkpoint file, run folder, "latest", or "auto"
+    rerun: Optional[str] = None  # a run folder whose experiment and overrides this new run repeats
     print_config: str = "compact"  # compact | full: the whole config tree at the start too
     model: Any = None
     dataset: Any = None
     loss: Any = None
+    task: Any = None  # what is learned (configs/task/, or your own `task._target_`)
     optimizer: Any = None
     scheduler: Any = None
     trainer: TrainerSchema = field(default_factory=TrainerSchema)  # type: ignore[valid-type]  # made at import

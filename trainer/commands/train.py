@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 import hydra
@@ -18,7 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from decltrain.trainer.commands import console_script, launch
 from decltrain.trainer.commands.console_script import USER_ERROR_EXIT_CODE
-from decltrain.trainer.runs import requeue
+from decltrain.trainer.commands.unknown_keys import explained_composition_errors
+from decltrain.trainer.errors import UserError
+from decltrain.trainer.runs import fresh_folder, from_folder, requeue
 
 log = logging.getLogger("decltrain")
 
@@ -26,6 +29,7 @@ log = logging.getLogger("decltrain")
 # (SIGTERM: 143, SIGINT: 130). A second Ctrl-C aborts without a checkpoint, also with 130.
 SIGNAL_EXIT_BASE = 128
 ABORTED_EXIT_CODE = 130
+WRITE_FAILED_EXIT_CODE = 1  # a file of the run folder could not be written (full disk, permissions)
 
 
 @hydra.main(version_base="1.3", config_path="../../configs", config_name="train")
@@ -66,6 +70,13 @@ def _main(cfg: DictConfig) -> float | None:
     except KeyboardInterrupt:
         log.error("aborted by a second Ctrl-C; the last checkpoint written before it is intact")
         sys.exit(ABORTED_EXIT_CODE)
+    except OSError as err:
+        written = _in_run_folder(err.filename)
+        if written is None:
+            raise
+        log.error("cannot write %s: %s; free disk space or choose a writable hydra.run.dir", written,
+                  err.strerror or err)
+        _fail(err, WRITE_FAILED_EXIT_CODE)
     except Exception:
         if _in_sweep():  # alone, Hydra prints the traceback; in a sweep, the job's log keeps it
             log.exception("the job failed")
@@ -79,6 +90,15 @@ def _fail(error: Exception, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
+def _in_run_folder(filename: object) -> Path | None:
+    """The file an OSError names, when it lies in this job's run folder (a failed write of the run)."""
+    if not isinstance(filename, (str, os.PathLike)):
+        return None
+    path = Path(filename)
+    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    return path if path.resolve().is_relative_to(folder) else None
+
+
 def _in_sweep() -> bool:
     return HydraConfig.get().mode == RunMode.MULTIRUN
 
@@ -88,9 +108,16 @@ def train() -> None:
     console_script.sleeping_openmp_threads()  # first: nothing may import torch before it
     console_script.importable_working_directory()
     console_script.register_train_config()
+    try:
+        sys.argv[1:] = from_folder.expanded(sys.argv[1:])
+        fresh_folder.check_command_line(sys.argv[1:])
+    except UserError as err:  # before Hydra: its logging is not set up yet
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT_CODE)
     clean_up = launch.isolate_nonzero_rank(sys.argv)
     try:
-        _main()
+        with explained_composition_errors("train", "train"):
+            _main()
     finally:
         clean_up()
 

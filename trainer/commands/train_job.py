@@ -1,9 +1,11 @@
 """One training run, start to finish: build, fit, test the best checkpoint, write metrics.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shlex
+import signal
 from pathlib import Path
 from typing import Any, cast
 
@@ -12,6 +14,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from decltrain.callbacks.model_checkpoint import ModelCheckpoint
+from decltrain.callbacks.optuna_pruning import OptunaPruning
 from decltrain.trainer.commands import build, inference_record, start_summary
 from decltrain.trainer.console import print_config, print_metrics, print_next_steps, print_start
 from decltrain.trainer.engine import checkpoint, distributed
@@ -19,9 +22,8 @@ from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import seed_everything
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.placement import Placement
-from decltrain.trainer.engine.task import Task
 from decltrain.trainer.errors import Preempted
-from decltrain.trainer.runs import config_drift, failed_start, layout, resume
+from decltrain.trainer.runs import config_drift, failed_start, layout, resume, run_lock, status, sweep_summary
 from decltrain.trainer.tracking import hparams, provenance
 
 log = logging.getLogger("decltrain")
@@ -32,12 +34,29 @@ def run(cfg: DictConfig) -> float | None:
     # Under torchrun each rank composed its own folder name; rank 0's is the run's.
     run_dir = distributed.broadcast_object(Path(HydraConfig.get().runtime.output_dir))
     talks = distributed.is_global_zero()  # only rank 0 prints and writes files
-    # A sweep job's folder stays: the sweep's summary names it, and its train.log holds the error.
-    with failed_start.removed_on_error(run_dir, owner=talks and HydraConfig.get().mode == RunMode.RUN):
-        trainer, ckpt_path, config = _prepare(cfg, run_dir, talks)
+    with run_lock.held(run_dir) if talks else contextlib.nullcontext():
+        return _recorded_run(cfg, run_dir, talks)
+
+
+def _recorded_run(cfg: DictConfig, run_dir: Path, talks: bool) -> float | None:
+    """`run` in the run folder this process holds: its status record says how far it got and how it ended."""
+    hydra = HydraConfig.get()
+    if talks:
+        composed = cast(dict[str, Any], OmegaConf.to_container(cfg, enum_to_str=True))
+        status.started(run_dir, str(hydra.runtime.choices.get("config")), list(hydra.overrides.task),
+                       hparams.flatten(composed))
+    try:
+        # A sweep job's folder stays: the sweep's summary names it, and its train.log holds the error.
+        with failed_start.removed_on_error(run_dir, owner=talks and hydra.mode == RunMode.RUN):
+            trainer, ckpt_path, config = _prepare(cfg, run_dir, talks)
+    except BaseException as err:
+        if talks and run_dir.is_dir():
+            status.ended(run_dir, status.FAILED, error=sweep_summary.one_line(err))
+        raise
     settings, callbacks, loggers = trainer.settings, trainer.callbacks, trainer.loggers
 
-    status = "failed"  # what the loggers report if the run does not get to the end
+    status_name = "failed"  # what the loggers report if the run does not get to the end
+    outcome: dict[str, Any] = {"status": status.FAILED}
     try:
         _fit(trainer, ckpt_path)
         checkpointer = _checkpointer(callbacks)
@@ -52,13 +71,20 @@ def run(cfg: DictConfig) -> float | None:
         if talks:
             print_metrics(_table(report))
             print_next_steps(run_dir)
-        status = "success"
-    except Preempted:
-        status = "killed"
+        status_name = "success"
+        outcome = {"status": status.PRUNED if _pruned(callbacks) else status.DONE}
+    except Preempted as stop:
+        status_name = "killed"
+        outcome = {"status": status.STOPPED, "signal": signal.Signals(stop.signum).name}
+        raise
+    except BaseException as err:
+        outcome["error"] = sweep_summary.one_line(err)
         raise
     finally:
         for logger in loggers.values():
-            logger.close(status)
+            logger.close(status_name)
+        if talks:
+            status.ended(run_dir, outcome.pop("status"), **outcome, **_progress(trainer, _checkpointer(callbacks)))
     return layout.result(report)
 
 
@@ -75,13 +101,13 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     if ckpt_path:
         config_drift.check(checkpoint.saved_config(ckpt_path), config_yaml, str(ckpt_path))
     if talks:
-        provenance.write(run_dir)
+        provenance.write(run_dir, rerun_of=cfg.get("rerun"))
 
     seed_everything(cfg.seed)
     splits = build.data(cfg)
     if talks:
         inference_record.write(splits, run_dir)
-    model = build.model(cfg, splits)
+    model, task = build.model_and_task(cfg, splits)
     callbacks = build.callbacks(cfg)
     if talks:
         if full_config:
@@ -89,7 +115,6 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
         hydra = HydraConfig.get()
         print_start(start_summary.start_summary(cfg, run_dir, dict(hydra.runtime.choices), list(hydra.overrides.task),
                                                 model, list(callbacks)))
-    task = Task(build.loss(cfg), splits.task, splits.num_classes)
     optimizer = build.optimizer(cfg, model)
     lr_schedule = build.lr_schedule(cfg, optimizer)
     loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}
@@ -112,7 +137,7 @@ def _fit(trainer: Trainer, ckpt_path: Path | None) -> None:
             raise
         if last.is_file():
             log.warning("%s at epoch %d, step %d; checkpoint %s. Resume with: %s", stop, trainer.epoch + 1,
-                        trainer.global_step, last, _resume_command(last))
+                        trainer.global_step, last, _resume_command(trainer.run_dir))
         else:
             log.warning("%s at epoch %d, step %d; no checkpoint was written (callbacks.model_checkpoint "
                         "is off)", stop, trainer.epoch + 1, trainer.global_step)
@@ -123,6 +148,23 @@ def _checkpointer(callbacks: dict[str, Callback]) -> ModelCheckpoint | None:
     """The checkpoint callback, by its type (whatever its config name): the best checkpoint it kept
     is the one tested, and its bookkeeping is the report's `best`. With several, the first."""
     return next((callback for callback in callbacks.values() if isinstance(callback, ModelCheckpoint)), None)
+
+
+def _pruned(callbacks: dict[str, Callback]) -> bool:
+    """True when an Optuna pruning callback stopped this run."""
+    return any(isinstance(callback, OptunaPruning) and callback.pruned_at is not None
+               for callback in callbacks.values())
+
+
+def _progress(trainer: Trainer, checkpointer: ModelCheckpoint | None) -> dict[str, Any]:
+    """What the status record keeps of where a run ended: epoch, step, the monitored best and the kept checkpoints."""
+    monitor = checkpointer.monitor if checkpointer else None
+    progress: dict[str, Any] = {"epoch": trainer.epoch, "step": trainer.global_step}
+    if checkpointer and monitor:
+        progress.update(monitor=monitor.name, mode=monitor.mode,
+                        best=checkpointer.best[monitor.name] if checkpointer.best else None,
+                        checkpoints={name: score for score, name in checkpointer.top_k})
+    return progress
 
 
 def _report(trainer: Trainer, checkpointer: ModelCheckpoint | None, test: dict[str, float]) -> dict[str, Any]:
@@ -148,7 +190,6 @@ def _table(report: dict[str, Any]) -> dict[str, float]:
     return {**best, **last, **{key: value for key, value in report["test"].items() if key != "model"}}
 
 
-def _resume_command(last: Path) -> str:
-    """The user's own overrides, with `resume=` pointing at the checkpoint just written."""
-    overrides = [arg for arg in HydraConfig.get().overrides.task if not arg.startswith("resume=")]
-    return shlex.join(["train", *overrides, f"resume={last}"])
+def _resume_command(run_dir: Path) -> str:
+    """The command that continues this run: its folder holds its experiment and overrides (trainer/runs/from_folder.py)."""
+    return shlex.join(["train", f"resume={run_dir}"])

@@ -22,7 +22,7 @@ from torch import nn
 
 from decltrain.trainer.engine.placement import to_device
 from decltrain.trainer.engine.precision import Precision
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.task import Task, total_loss
 
 
 @dataclass
@@ -58,23 +58,23 @@ def step_fits(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, pr
     """`fits(n)` for `search`: one training step and one evaluation forward on a batch of `n` samples."""
 
     def fits(size: int) -> tuple[bool, int]:
-        inputs, targets = to_device(batch(size), device)
+        samples = to_device(batch(size), device)
         start_peak(device)
         try:
             model.train()
             with precision.autocast():
-                loss = task.loss(model(inputs), targets)
+                loss, _ = total_loss(task.loss(model, samples))
             precision.backward(loss)
             precision.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
             model.eval()
             with torch.no_grad(), precision.autocast():
-                model(inputs)
+                task.update(task.metrics("val").to(device), model, samples)
         except torch.OutOfMemoryError:
             optimizer.zero_grad(set_to_none=True)
             return False, capacity(device)
         finally:
-            del inputs, targets
+            del samples
             gc.collect()
         used = peak(device)
         return used <= (1 - margin) * capacity(device), used

@@ -56,6 +56,7 @@ from decltrain.trainer.engine.monitor import Monitor
 from decltrain.trainer.engine.profiler import Profiler
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.scheduling import LRSchedule
+from decltrain.trainer.engine.task import Task
 
 EVENTS = (
     "on_fit_start", "on_train_epoch_start", "on_train_batch_start", "on_before_optimizer_step",
@@ -108,6 +109,9 @@ class TrainerView(Protocol):
     @property
     def splits(self) -> DataSplits:
         """The data: train/val/test datasets, class names, loader settings."""
+    @property
+    def task(self) -> Task:
+        """What is learned (trainer/engine/task.py): the loss, the metrics, the model's inputs in a batch."""
     @property
     def fast_dev_run(self) -> bool: ...
     @property

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import shutil
 import uuid
 import zipfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from decltrain.trainer.engine import sharding
 from decltrain.trainer.errors import UserError
 
 FORMAT_VERSION = 2
+_NEARLY_FULL_BYTES = 1 << 20  # free space left by a write that stopped on a full disk: less than a MiB
 
 
 def save_atomic(state: dict[str, Any], path: Path) -> None:
@@ -44,14 +46,26 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:  # torch's zip writer reports a failed write as a RuntimeError
+        cause = _cause(err, path.parent)  # before the partial file is removed: a full disk is still full
         _discard(tmp_name)
-        raise UserError(f"cannot write checkpoint {path}: {err.strerror or err}; "
+        raise UserError(f"cannot write checkpoint {path}: {cause}; "
                         "free disk space or choose a writable hydra.run.dir") from err
     except BaseException:
         _discard(tmp_name)
         raise
     fsync_dir(path.parent)
+
+
+def _cause(error: OSError | RuntimeError, folder: Path) -> str:
+    """Why a write failed, in a few words: the OS's reason, else (torch's zip writer names only its own
+    position in the file) a full disk when the folder's file system has almost no space left."""
+    if isinstance(error, OSError):
+        return str(error.strerror or error)
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES:
+            return "no space left on device"
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def _discard(path: Path) -> None:

@@ -10,7 +10,8 @@ dataset is batched by `DeviceTensorLoader` on the training device, except one th
 workers (`batch_in_workers`, the image cache) when training on the CPU with `num_workers`: then
 each worker gathers and transforms whole batches, seeded by the batch's first sample.
 Evaluation shards the split without padding, so metrics reduced over ranks cover every sample
-exactly once.
+exactly once. A training split that is a stream (`EpochStream`, too large to index) is read by
+`StreamLoader`, which hands the stream its position (epoch, samples to skip, rank) each pass.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
-from decltrain.datasets.base import DataSplits, LoaderSettings
+from decltrain.datasets.base import DataSplits, EpochStream, LoaderSettings
 from decltrain.datasets.in_memory import InMemory
 
 
@@ -173,14 +174,62 @@ class DeviceTensorLoader:
             yield self.dataset.batch(order[start:start + self.batch_size])
 
 
+class StreamLoader:
+    """Batches of an `EpochStream`: this rank's share of each epoch, the same count on every rank.
+
+    The stream's keys for the pass are drawn here, in the training process, in order; loader
+    workers make the samples. A resumed epoch's trained samples are skipped by the stream itself.
+    """
+
+    def __init__(self, stream: EpochStream, settings: LoaderSettings, seed: int, device: torch.device,
+                 num_replicas: int = 1, rank: int = 0) -> None:
+        self.stream, self.seed = stream, seed
+        self.batch_size, self.drop_last = settings.batch_size, settings.drop_last
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch = self.skip = 0
+        assert isinstance(stream, Dataset)
+        self.sampler = StreamKeys(self)
+        self.loader = DataLoader(stream, batch_size=self.batch_size, sampler=self.sampler,
+                                 num_workers=settings.num_workers, collate_fn=settings.collate_fn,
+                                 pin_memory=settings.pin_memory and device.type == "cuda", drop_last=self.drop_last,
+                                 persistent_workers=settings.persistent_workers and settings.num_workers > 0)
+
+    def __len__(self) -> int:
+        count = self.stream.epoch_samples(self.num_replicas)
+        return count // self.batch_size if self.drop_last else math.ceil(count / self.batch_size)
+
+    def start_epoch(self, epoch: int, skip_batches: int) -> None:
+        """As `ResumableLoader.start_epoch`."""
+        self.epoch, self.skip = epoch, skip_batches * self.batch_size
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.loader)
+
+
+class StreamKeys(Sampler[Any]):
+    """The keys of a `StreamLoader`'s current pass (read when each pass starts); `num_samples` per rank
+    as a DistributedSampler has."""
+
+    def __init__(self, owner: StreamLoader) -> None:
+        self.owner = owner
+
+    @property
+    def num_samples(self) -> int:
+        return self.owner.stream.epoch_samples(self.owner.num_replicas)
+
+    def __iter__(self) -> Iterator[Any]:
+        owner = self.owner
+        return owner.stream.keys(owner.epoch, owner.skip, owner.seed, owner.num_replicas, owner.rank)
+
+
 def _resumable(sampler: Any) -> ResumableSampler:
     if not isinstance(sampler, ResumableSampler):
         raise TypeError("only a training loader (see `train_loader`) can start an epoch part-way")
     return sampler
 
 
-Loader = DataLoader | DeviceTensorLoader
-TrainLoader = ResumableLoader | DeviceTensorLoader
+Loader = DataLoader | DeviceTensorLoader | StreamLoader
+TrainLoader = ResumableLoader | DeviceTensorLoader | StreamLoader
 
 
 def split_loaders(splits: DataSplits, seed: int, device: torch.device, overfit_batches: int = 0,
@@ -200,6 +249,8 @@ def split_loaders(splits: DataSplits, seed: int, device: torch.device, overfit_b
 
 def train_loader(dataset: Dataset, settings: LoaderSettings, seed: int, device: torch.device,
                  num_replicas: int = 1, rank: int = 0, shuffle: bool = True) -> TrainLoader:
+    if isinstance(dataset, EpochStream):
+        return StreamLoader(dataset, settings, seed, device, num_replicas, rank)
     in_workers = settings.num_workers > 0 and not _on_device(dataset, settings, device)
     sampler = ResumableSampler(dataset, shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank,
                                drop_last=settings.drop_last, seeded=in_workers)

@@ -5,11 +5,10 @@ model through here, so their numbers agree on the same checkpoint and split.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from decltrain.trainer.engine import checkpoint, data, distributed
 from decltrain.trainer.engine.placement import Placement
@@ -18,8 +17,7 @@ from decltrain.trainer.engine.task import Task
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, placement: Placement,
-             limit: int | float | None, class_names: Sequence[str],
-             before_batch: Callable[[], None] | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+             limit: int | float | None, before_batch: Callable[[], None] | None = None) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """(scalars keyed `split/name`, images keyed `split/name`) of `model` over `loader`.
 
     Every rank runs its own shard (no padding) and the metrics are reduced over all of them;
@@ -28,8 +26,7 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
     """
     model.eval()
     distributed.broadcast_buffers(checkpoint.unwrap(model))
-    metrics = task.metrics(placement.device, confusion_matrix=split == "test")
-    loss_meter = MeanMetric().to(placement.device)
+    metrics = task.metrics(split).to(placement.device)
     count = data.num_batches(loader, limit)
     extra_forwards = placement.forwards_to_match(count)  # a collective under FSDP: before any forward
     for index, batch in enumerate(loader):
@@ -37,13 +34,14 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
             break
         if before_batch is not None:
             before_batch()
-        inputs, targets = placement.inputs(batch)
         with placement.precision.autocast():
-            outputs = model(inputs)
-        task.update(metrics, loss_meter, outputs.float(), targets)
-    for _ in range(extra_forwards):
-        model(inputs)
-    scalars, images = task.summarize(metrics.compute(), class_names)
-    results = {f"{split}/{name}": value for name, value in scalars.items()}
-    results[f"{split}/loss"] = float(loss_meter.compute())
-    return results, {f"{split}/{name}": image for name, image in images.items()}
+            placed = placement.batch(batch)
+            task.update(metrics, model, placed)
+    if extra_forwards:  # their outputs go to metrics that are never read
+        unused = task.metrics(split).to(placement.device)
+        for _ in range(extra_forwards):
+            with placement.precision.autocast():
+                task.update(unused, model, placed)
+    scalars, images = task.summarize(metrics.compute())
+    return ({f"{split}/{name}": value for name, value in scalars.items()},
+            {f"{split}/{name}": image for name, image in images.items()})

@@ -41,7 +41,7 @@ from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.engine.stop_signals import StopSignals
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.task import Task, metric_names
 from decltrain.trainer.engine.time_budget import TimeBudget
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
@@ -90,7 +90,7 @@ class Trainer:
             placed, optimizer, task, self.precision, self.profiler, accumulate=settings.accumulate_grad_batches,
             num_batches=self.num_train_batches, nonfinite_loss=settings.nonfinite_loss, device=self.device)
         self.profiler.setup(self.device)
-        callback.check_monitors(self.callbacks, self.lr_schedule, task.metric_names("val"))
+        callback.check_monitors(self.callbacks, self.lr_schedule, metric_names(task, "val"))
         callback.check_sharding(self.callbacks, placement.shards)
 
         self.progress = Progress()
@@ -123,7 +123,7 @@ class Trainer:
 
     @property
     def log_every_n_steps(self) -> int:
-        return self.settings.log_every_n_steps
+        return self.settings.logging_interval(self.num_train_batches)
 
     @property
     def fast_dev_run(self) -> bool:
@@ -141,6 +141,8 @@ class Trainer:
         self._call("on_fit_start")
         try:
             with self._stop.installed(), self.profiler.profiling():
+                if ckpt_path is None and self.settings.validate_on_start:
+                    self._validate_before_training()
                 while self.epoch < self.max_epochs and not self._step_limit_reached() and not self.should_stop:
                     if not self._train_epoch():
                         break  # stopped inside the epoch: it is not finished, so its end does not run
@@ -170,8 +172,7 @@ class Trainer:
                 break
             if step.starts_group(progress.batch):
                 self._call("on_train_batch_start")
-            inputs, targets = self.placement.inputs(batch)
-            ends_group = step.forward_backward(inputs, targets, progress.batch, progress.step + 1)
+            ends_group = step.forward_backward(self.placement.batch(batch), progress.batch, progress.step + 1)
             progress.batch += 1
             if not ends_group:
                 continue
@@ -206,6 +207,7 @@ class Trainer:
             self.last_loss = loss.item()  # the only host sync of a training step
             step.raise_if_nonfinite()
             self.log_metrics({"train/loss": self.last_loss, "train/epoch": self.epoch + 1,  # counted from 1, as logs are
+                              **{f"train/loss_{name}": part.item() for name, part in step.loss_parts.items()},
                               **self.precision.report(self.global_step)})
         self._call("on_train_batch_end")
 
@@ -248,6 +250,17 @@ class Trainer:
         self.model.train()
         return metrics
 
+    def _validate_before_training(self) -> None:
+        """`validate_on_start`: the untrained model's metrics, logged at step 0 only.
+
+        No event runs: monitors, checkpoints and schedulers see trained models only. The RNG is
+        forked, so the validation draws nothing from the generators training uses.
+        """
+        devices = [self.device] if self.device.type == "cuda" else []
+        with self.profiler.section("validation"), torch.random.fork_rng(devices=devices):
+            self.log_metrics(self.evaluate(self.val_loader, "val"))
+        self.model.train()
+
     def _validate_mid_epoch(self) -> None:
         """`val_check_interval`: validation after this optimizer step, at a step boundary.
 
@@ -278,7 +291,7 @@ class Trainer:
         watch = self.world_size == 1 and not self.validating_mid_epoch
         scalars, images = evaluation.evaluate(
             self._eval_model, loader, self.task, split, placement=self.placement,
-            limit=self.settings.limits[split], class_names=self.splits.class_names,
+            limit=self.settings.limits[split],
             before_batch=self._raise_if_stop_requested if watch else None)
         for name, image in images.items():
             self.log_image(name, image)

@@ -20,7 +20,8 @@ from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from decltrain.trainer.engine.data import Loader
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.placement import to_device
+from decltrain.trainer.engine.task import Task, total_loss
 
 SMOOTHING = 0.98  # exponential moving average of the loss (debiased), as in fastai
 SKIP_START = 10  # the first steps' slope is noise
@@ -45,11 +46,11 @@ def range_test(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Loade
     average, best, diverged = 0.0, math.inf, False
     batches = itertools.chain.from_iterable(loader for _ in itertools.count())
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        for step, (inputs, targets) in zip(range(num_steps), batches):
+        for step, batch in zip(range(num_steps), batches):
             lr = min_lr * (max_lr / min_lr) ** (step / max(1, num_steps - 1))
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss = task.loss(model(inputs.to(device)), targets.to(device))
+            loss, _ = total_loss(task.loss(model, to_device(batch, device)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils._pytree import tree_map
 
 from decltrain.trainer.engine import checkpoint, distributed, sharding
 from decltrain.trainer.engine.precision import Precision
@@ -117,12 +118,13 @@ class Placement:
         batches runs this many more (their outputs unused), so all ranks run as many as the one with most."""
         return distributed.max_over_ranks(count, self.device) - count if self.shards else 0
 
-    def inputs(self, batch: Any) -> tuple[Any, Any]:
-        """(inputs, targets) on the device; image batches in the model's memory layout."""
-        inputs, targets = to_device(batch, self.device)
-        if self.channels_last and isinstance(inputs, torch.Tensor) and inputs.ndim == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        return inputs, targets
+    def batch(self, batch: Any) -> Any:
+        """The batch on the device, whatever its nesting; image batches (4-D floating-point
+        tensors) in the model's memory layout."""
+        batch = to_device(batch, self.device)
+        if self.channels_last:
+            batch = tree_map(_channels_last, batch)
+        return batch
 
 
 def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
@@ -135,11 +137,12 @@ def uses_channels_last(model: nn.Module, device: torch.device) -> bool:
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
-    """Moves tensors (also inside tuples, lists and dicts) to `device` without blocking the host."""
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(to_device(item, device) for item in batch)
-    if isinstance(batch, dict):
-        return {key: to_device(value, device) for key, value in batch.items()}
-    return batch
+    """Moves every tensor of a batch (at any depth of tuples, lists and dicts) to `device`
+    without blocking the host; other leaves stay as they are."""
+    return tree_map(lambda leaf: leaf.to(device, non_blocking=True) if isinstance(leaf, torch.Tensor) else leaf, batch)
+
+
+def _channels_last(leaf: Any) -> Any:
+    if isinstance(leaf, torch.Tensor) and leaf.ndim == 4 and leaf.is_floating_point():
+        return leaf.contiguous(memory_format=torch.channels_last)
+    return leaf

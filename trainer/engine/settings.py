@@ -24,6 +24,8 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 PROFILERS = ("simple", "pytorch")
 NONFINITE_LOSS = ("stop", "skip")
 PROFILER_SCHEDULE = {"wait": 1, "warmup": 1, "active": 3}
+POINTS_PER_EPOCH = 20  # what a null `log_every_n_steps` aims for on short epochs
+DEFAULT_LOGGING_INTERVAL = 50  # and its longest interval, on long ones
 
 
 @dataclass
@@ -58,7 +60,8 @@ class TrainerSettings:
     max_epochs: int = 10
     max_steps: int = -1  # optimizer steps; -1 = no limit
     check_val_every_n_epoch: int = 1
-    log_every_n_steps: int = 50  # the loss reaches Python only on these steps
+    # the loss reaches Python only on these steps; null: about 20 points per epoch, at most every 50 steps
+    log_every_n_steps: int | None = None
     fast_dev_run: bool = False  # one batch of train, val and test; writes no checkpoints, logs or metrics
     limit_train_batches: int | float | None = None  # int = batches, float = fraction of the epoch
     limit_val_batches: int | float | None = None
@@ -72,6 +75,9 @@ class TrainerSettings:
     # A float in (0, 1] is a fraction of the training epoch (0.5: twice per epoch); an int N >= 1,
     # every N optimizer steps.
     val_check_interval: int | float | None = None
+    # validation of the untrained model before the first step (not when resuming): a check of the
+    # validation code before a long epoch, and the start of every val/ curve (step 0)
+    validate_on_start: bool = True
     max_time: str | float | None = None  # time budget, DD:HH:MM:SS or seconds: stop, checkpoint, test, exit 0
     overfit_batches: int = 0  # N > 0: train and validate on the same N batches (debugging)
     detect_anomaly: bool = False  # torch.autograd anomaly detection: names the op that made a NaN (slow)
@@ -84,7 +90,7 @@ class TrainerSettings:
         for key, value in (("max_epochs", self.max_epochs), ("accumulate_grad_batches", self.accumulate_grad_batches),
                            ("check_val_every_n_epoch", self.check_val_every_n_epoch),
                            ("log_every_n_steps", self.log_every_n_steps), ("devices", self.devices)):
-            if value < 1:
+            if value is not None and value < 1:
                 raise UserError(f"trainer.{key}={value} must be at least 1")
         object.__setattr__(self, "precision", str(self.precision))
         if self.accelerator not in ACCELERATORS:
@@ -107,6 +113,7 @@ class TrainerSettings:
         if self.fast_dev_run:  # one epoch, every step logged: the values say what runs (`limits`: one batch)
             object.__setattr__(self, "max_epochs", 1)
             object.__setattr__(self, "log_every_n_steps", 1)
+            object.__setattr__(self, "validate_on_start", False)
 
     @property
     def compile_mode(self) -> str | None:
@@ -119,6 +126,15 @@ class TrainerSettings:
         return {"train": one_batch or self.overfit_batches or self.limit_train_batches,
                 "val": one_batch or self.overfit_batches or self.limit_val_batches,
                 "test": one_batch or self.limit_test_batches}
+
+    def logging_interval(self, batches_per_epoch: int) -> int:
+        """`log_every_n_steps`, or where it is null, every max(1, min(50, optimizer steps per epoch // 20))
+        steps: a short epoch still draws a curve (about 20 points), a long one costs a host sync
+        every 50 steps at most, as Lightning's default."""
+        if self.log_every_n_steps is not None:
+            return self.log_every_n_steps
+        steps_per_epoch = -(-batches_per_epoch // self.accumulate_grad_batches)
+        return max(1, min(DEFAULT_LOGGING_INTERVAL, steps_per_epoch // POINTS_PER_EPOCH))
 
     def validates_after_step(self, step: int, batches_done: int, batches_per_epoch: int) -> bool:
         """`val_check_interval`: whether optimizer step `step` (of the run), which ended at batch

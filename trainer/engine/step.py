@@ -15,7 +15,7 @@ from decltrain.trainer.engine import distributed
 from decltrain.trainer.engine.placement import Placed
 from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.engine.profiler import Profiler
-from decltrain.trainer.engine.task import Task
+from decltrain.trainer.engine.task import Task, total_loss
 from decltrain.trainer.errors import NonFiniteLoss
 
 
@@ -45,11 +45,14 @@ class TrainStep:
         self._first_nonfinite = torch.tensor(-1, device=device)
         self._group_is_finite = torch.ones((), dtype=torch.bool, device=device)
         self._group_loss = torch.zeros((), device=device)
+        self._group_parts: dict[str, torch.Tensor] = {}
+        # The named parts of the last finished group's loss (a task's dict of losses), on the device.
+        self.loss_parts: dict[str, torch.Tensor] = {}
 
     def starts_group(self, batch_idx: int) -> bool:
         return batch_idx % self.accumulate == 0
 
-    def forward_backward(self, inputs: Any, targets: Any, batch_idx: int, step: int) -> bool:
+    def forward_backward(self, batch: Any, batch_idx: int, step: int) -> bool:
         """Forward and backward of batch `batch_idx` of the epoch, part of optimizer step `step`
         (1-based); True when it ends its group, which is then ready for `end_group`."""
         group_start = batch_idx - batch_idx % self.accumulate
@@ -57,7 +60,7 @@ class TrainStep:
         last_of_group = batch_idx + 1 - group_start == group_size
         with self.placed.gradient_sync(last_of_group):
             with self.profiler.section("forward"), self.precision.autocast():
-                loss = self.task.loss(self.placed.train_module(inputs), targets)
+                loss, parts = total_loss(self.task.loss(self.placed.train_module, batch))
             finite = torch.isfinite(loss.detach())
             if self.skip_nonfinite:
                 self._group_is_finite &= finite
@@ -69,12 +72,16 @@ class TrainStep:
             with self.profiler.section("backward"):
                 self.precision.backward(share)
             self._group_loss += share.detach()  # train/loss is the group's mean, as the step saw it
+            for name, part in parts.items():
+                part = part.detach() / group_size if group_size > 1 else part.detach()
+                self._group_parts[name] = self._group_parts[name] + part if name in self._group_parts else part
         return last_of_group
 
     def end_group(self) -> torch.Tensor | None:
         """The finished group's mean loss (on the device), or None when it is skipped for a
         non-finite loss: its gradients are then dropped and no optimizer step follows."""
         loss, self._group_loss = self._group_loss, torch.zeros((), device=self.device)
+        self.loss_parts, self._group_parts = self._group_parts, {}
         usable = not self.skip_nonfinite or distributed.min_over_ranks(int(self._group_is_finite), self.device) == 1
         self._group_is_finite.fill_(True)
         if usable:

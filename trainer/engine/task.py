@@ -1,103 +1,109 @@
-"""What is learned: the loss, and the metrics that fit the dataset's kind of task.
+"""The task contract: what is learned, as the engine asks it (and nothing else) about the objective.
 
-Metrics are torchmetrics objects: they accumulate over batches of unequal size and reduce
-their state over DDP ranks before computing, so values cover the whole split.
+A task is any object with the methods of `Task` below; the built-in ones live in trainer/tasks/,
+your own is named by `task._target_` in the config. The engine hands a task the model and a
+batch exactly as the loader gave it (moved to the device), so a batch may be a pair of tensors,
+a dict, or lists of dicts (detection): only the task knows what is in it.
+
+Metrics are torchmetrics objects: they accumulate over batches of unequal size and reduce their
+state over DDP ranks before computing, so values cover the whole split.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric, Metric, MetricCollection
-from torchmetrics.classification import (
-    BinaryAccuracy, BinaryConfusionMatrix, BinaryF1Score, BinaryPrecision, BinaryRecall,
-    MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score, MulticlassPrecision, MulticlassRecall,
-)
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+from torchmetrics import MetricCollection
 
-from decltrain.trainer.engine.confusion import confusion_image
 from decltrain.trainer.errors import UserError
 
-TASKS = ("multiclass", "binary", "regression")
+Loss = torch.Tensor | Mapping[str, torch.Tensor]
 
 
-class ClassificationLoss(nn.Module):
-    """Cross-entropy for whichever head the data gave: one logit (binary) or one per class."""
+@runtime_checkable
+class Task(Protocol):
+    """The objective. Every method is called by the engine or a command; none may be left out."""
 
-    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if outputs.shape == targets.shape:  # binary: `Task` squeezed the logit, targets are floats
-            return nn.functional.binary_cross_entropy_with_logits(outputs, targets)
-        return nn.functional.cross_entropy(outputs, targets)
+    def loss(self, model: nn.Module, batch: Any) -> Loss:
+        """The training loss of one batch: runs `model` on it (in training mode, under the run's
+        autocast) and returns a scalar tensor, or a dict of named scalar losses whose sum is
+        optimized (each is logged as `train/loss_<name>`, the sum as `train/loss`)."""
+        ...
+
+    def metrics(self, split: str) -> MetricCollection:
+        """Fresh torchmetrics for one evaluation of `split` ("val" or "test"), keyed by name
+        (reported as `<split>/<name>`). Called once before training with "val" too, so monitors
+        (`val/acc`) are checked at start: the names may not depend on the data seen."""
+        ...
+
+    def update(self, metrics: MetricCollection, model: nn.Module, batch: Any) -> None:
+        """Adds one evaluation batch: runs `model` on it (eval mode, no gradients, under the
+        run's autocast) and updates `metrics` (the collection `metrics` returned, on the device)."""
+        ...
+
+    def summarize(self, computed: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """The computed metrics as (scalars for metrics.json and the loggers, uint8 (C, H, W)
+        images for the loggers), both keyed by name without the split; runs after every rank's
+        state was reduced."""
+        ...
+
+    def model_inputs(self, batch: Any) -> Any:
+        """The part of a collated batch the model is called with: what `export-model` traces
+        with and what `predict` feeds (its batches are collated with a dummy target)."""
+        ...
+
+    def predict(self, model: nn.Module, inputs: Any) -> list[dict[str, Any]]:
+        """One row per input of a batch (`model_inputs` of it) for `predict` to write: values
+        that are numbers or strings go to its CSV (lists or dicts make it write JSON instead),
+        a PIL image is saved as a PNG beside it. The model is in eval mode, without gradients."""
+        ...
+
+    def output_mismatch(self, model: nn.Module, batch: Any) -> str | None:
+        """Checked before training on a batch of two validation samples (model in eval mode, no
+        gradients): None when the model's output fits this task, else what is wrong with its
+        shapes, e.g. "outputs (2, 5) per batch, needs (2, 10): one logit per class"."""
+        ...
 
 
-class Task:
-    def __init__(self, loss_fn: nn.Module, kind: str, num_classes: int) -> None:
-        if kind not in TASKS:
-            raise UserError(f"dataset task {kind!r} is unknown; expected one of {', '.join(TASKS)}")
-        self.loss_fn = loss_fn
-        self.kind = kind
-        self.num_classes = num_classes
+@runtime_checkable
+class Generates(Protocol):
+    """A task whose model continues a prompt (`predict prompt=...`), as a language model does."""
 
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        outputs, targets = self._align(outputs, targets)
-        return self.loss_fn(outputs, targets)
+    def generate(self, model: nn.Module, tokens: torch.Tensor, max_new_tokens: int, temperature: float,
+                 top_k: int | None) -> torch.Tensor:
+        """`tokens` (1, time) followed by `max_new_tokens` sampled tokens; the model is in eval mode."""
+        ...
 
-    def _align(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Binary and regression heads output (N, 1); their targets are (N,) floats."""
-        if self.kind != "multiclass":
-            if outputs.dim() == targets.dim() + 1 and outputs.shape[-1] == 1:
-                outputs = outputs.squeeze(-1)
-            targets = targets.to(outputs.dtype)
-        return outputs, targets
 
-    def metric_names(self, split: str) -> list[str]:
-        """The scalar metrics an evaluation of `split` reports (`val/acc`, `val/loss`, ...), known before training."""
-        return [f"{split}/{name}" for name in (*self.metrics(torch.device("cpu")).keys(), "loss")]
+REQUIRED = tuple(name for name, value in vars(Task).items() if inspect.isfunction(value))
 
-    def metrics(self, device: torch.device, confusion_matrix: bool = False) -> MetricCollection:
-        """A fresh set of metrics for one evaluation pass (the loss is averaged separately, per sample).
 
-        `confusion_matrix` adds the (classes x classes) count matrix, which `summarize` turns
-        into an image; the trainer asks for it at test.
-        """
-        if self.kind == "multiclass":
-            classes = self.num_classes
-            named: dict[str, Metric | MetricCollection] = {
-                "acc": MulticlassAccuracy(classes, average="micro", validate_args=False),
-                "precision": MulticlassPrecision(classes, average="macro", validate_args=False),
-                "recall": MulticlassRecall(classes, average="macro", validate_args=False),
-                "f1": MulticlassF1Score(classes, average="macro", validate_args=False),
-            }
-        elif self.kind == "binary":
-            named = {"acc": BinaryAccuracy(validate_args=False), "precision": BinaryPrecision(validate_args=False),
-                     "recall": BinaryRecall(validate_args=False), "f1": BinaryF1Score(validate_args=False)}
-        else:
-            named = {"mse": MeanSquaredError(), "mae": MeanAbsoluteError()}
-        if confusion_matrix and self.kind == "multiclass":
-            named["confusion_matrix"] = MulticlassConfusionMatrix(self.num_classes, validate_args=False)
-        elif confusion_matrix and self.kind == "binary":
-            named["confusion_matrix"] = BinaryConfusionMatrix(validate_args=False)
-        return MetricCollection(named).to(device)
+def check_task(task: object, target: str) -> None:
+    """A task without one of the contract's methods fails at start, naming the first missing one."""
+    for name in REQUIRED:
+        if not callable(getattr(task, name, None)):
+            parameters = ", ".join(list(inspect.signature(getattr(Task, name)).parameters)[1:])
+            raise UserError(f"task {target} has no method {name}({parameters}); every task needs "
+                            f"{', '.join(REQUIRED)} (see docs/tasks.md)")
 
-    @staticmethod
-    def summarize(computed: dict[str, torch.Tensor],
-                  class_names: Sequence[str]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """Computed metrics split into scalars (for metrics.json) and images (the confusion matrix)."""
-        scalars = {name: float(value) for name, value in computed.items() if value.dim() == 0}
-        images = {}
-        if "confusion_matrix" in computed:
-            images["confusion_matrix"] = confusion_image(computed["confusion_matrix"], class_names)
-        return scalars, images
 
-    def update(self, metrics: MetricCollection, loss_meter: MeanMetric, outputs: torch.Tensor,
-               targets: torch.Tensor) -> None:
-        """Adds one batch to the metrics; the loss is weighted by the batch size."""
-        outputs, targets = self._align(outputs, targets)
-        loss_meter.update(self.loss_fn(outputs, targets).detach(), weight=targets.shape[0])
-        if self.kind == "multiclass":
-            metrics.update(outputs.argmax(dim=-1), targets)
-        elif self.kind == "binary":
-            metrics.update(torch.sigmoid(outputs), targets.long())
-        else:
-            metrics.update(outputs, targets)
+def total_loss(loss: Loss) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(the loss to optimize, the named parts): a dict's parts are summed, a tensor has none."""
+    if isinstance(loss, torch.Tensor):
+        return loss, {}
+    if not loss:
+        raise UserError("the task's loss returned an empty dict; return a tensor or named loss tensors")
+    parts = dict(loss)
+    values = iter(parts.values())
+    total = next(values)
+    for value in values:
+        total = total + value
+    return total, parts
+
+
+def metric_names(task: Task, split: str) -> list[str]:
+    """The scalar metrics an evaluation of `split` reports (`val/acc`, `val/loss`, ...), known before training."""
+    return [f"{split}/{name}" for name in task.metrics(split).keys()]

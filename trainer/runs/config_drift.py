@@ -22,7 +22,7 @@ DEFINING = ("model", "dataset", "loss", "seed", "optimizer._target_")
 # Dataset keys that only say where the data is and how it is loaded: they change no sample.
 LOADING = ("dataset.root", "dataset.path", "dataset.download", "dataset.num_workers", "dataset.pin_memory",
            "dataset.persistent_workers", "dataset.eval_batch_size")
-IGNORED = ("resume", "print_config")  # differs by construction; how the start is printed
+IGNORED = ("resume", "rerun", "print_config")  # differs by construction; how the start is printed
 SHOWN = 3  # differences shown with their values in the error
 
 

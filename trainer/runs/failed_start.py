@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.runs import layout
+from decltrain.trainer.runs import layout, run_lock
 
 
 @contextmanager
@@ -31,10 +31,21 @@ def removed_on_error(run_dir: Path, owner: bool) -> Iterator[None]:
         raise
 
 
+def remove_unstarted_sweep(sweep_dir: Path) -> None:
+    """Removes a sweep's folder when it holds only the `multirun.yaml` Hydra wrote before any job started
+    (a sweep whose overrides do not compose), and the parents it leaves empty below the working directory."""
+    if sweep_dir.is_dir():
+        _remove_if_only(sweep_dir.resolve(), {"multirun.yaml"})
+
+
 def _remove_start_records(run_dir: Path) -> None:
     """Removes `run_dir`, and the parents it leaves empty below the working directory."""
-    start_records = {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log", layout.REPRODUCIBILITY, layout.INFERENCE}
-    folder, here = run_dir.resolve(), Path.cwd().resolve()
+    _remove_if_only(run_dir.resolve(), {layout.HYDRA.name, f"{HydraConfig.get().job.name}.log",
+                                        layout.REPRODUCIBILITY, layout.INFERENCE, layout.STATUS, run_lock.LOCK})
+
+
+def _remove_if_only(folder: Path, start_records: set[str]) -> None:
+    here = Path.cwd().resolve()
     if here.is_relative_to(folder) or not {entry.name for entry in folder.iterdir()} <= start_records:
         return
     shutil.rmtree(folder)

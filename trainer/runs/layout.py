@@ -5,6 +5,7 @@
       .hydra/overrides.yaml        the command line's overrides
       train.log                    the log (Hydra names it after hydra.job.name)
       reproducibility.json         one record per start (trainer/tracking/provenance.py)
+      status.json                  running, done, failed, stopped or pruned (trainer/runs/status.py)
       metrics.json                 best, last and test metrics (trainer/commands/train_job.py)
       metrics.csv                  with logger=csv (trainer/tracking/csv_logger.py)
       checkpoints/last.ckpt        the newest state; best.ckpt, epoch=E-step=S.ckpt (callbacks/model_checkpoint.py)
@@ -24,6 +25,7 @@ HYDRA = Path(".hydra")
 CONFIG = HYDRA / "config.yaml"
 OVERRIDES = HYDRA / "overrides.yaml"
 REPRODUCIBILITY = "reproducibility.json"
+STATUS = "status.json"
 METRICS = "metrics.json"
 METRICS_CSV = "metrics.csv"
 CHECKPOINTS = "checkpoints"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from decltrain.trainer.runs import layout
+from decltrain.trainer.runs import fresh_folder, layout
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
@@ -18,21 +18,22 @@ def run_dir(resume: str | None, fresh: str) -> str:
     else it starts a fresh folder), a run folder, `auto` (the folder the run gets anyway: meant for
     a fixed folder, hydra.run.dir=... or a sweep job's, so the same command run again after a crash
     or a requeue continues instead of starting over), or `latest`: the newest run folder (by its
-    timestamped name) beside `fresh` that holds a last checkpoint. A resume target that does not
+    timestamped name) beside `fresh` that holds a last checkpoint. A fresh folder is claimed
+    for this process alone (`fresh_folder.claimed`). A resume target that does not
     exist yields `fresh`: `layout.find_checkpoint` then reports it as one clear error (an exception
     raised here would reach the user as a long OmegaConf traceback).
     """
-    if resume is None or resume == layout.AUTO:
-        return fresh
     if resume == layout.LATEST:
         runs = latest_runs(Path(fresh).parent)
-        return str(runs[-1]) if runs else fresh
-    path = Path(resume)
-    if path.is_dir():
-        return str(path)
-    if path.is_file() and path.parent.name == layout.CHECKPOINTS:
-        return str(path.parent.parent)
-    return fresh
+        if runs:
+            return str(runs[-1])
+    elif resume is not None and resume != layout.AUTO:
+        path = Path(resume)
+        if path.is_dir():
+            return str(path)
+        if path.is_file() and path.parent.name == layout.CHECKPOINTS:
+            return str(path.parent.parent)
+    return fresh_folder.claimed(fresh)
 
 
 def latest_runs(experiment_dir: Path) -> list[Path]:

@@ -2,7 +2,9 @@
 
 Any sweeper can use it: make one `JobRecord` per finished job (`JobRecord.of` reads a Hydra
 `JobReturn`, from any launcher) and call `report(records, sweep_dir)`, which prints the table and
-writes it to `<sweep_dir>/summary.txt` (and the records to `summary.json`). No torch import.
+writes it to `<sweep_dir>/summary.txt` (and the records to `summary.json`). A sweep that repeats one
+configuration (seeds, cross-validation folds) adds each metric's mean and standard deviation
+(`over_repeats`, also in `mean_std.json`). No torch import.
 """
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import dataclasses
 import json
 import math
 import os
+import statistics
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,8 +24,13 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from decltrain.trainer.runs import catalog, status
+
 SUMMARY_TEXT = "summary.txt"
 SUMMARY_JSON = "summary.json"
+SPREAD_JSON = "mean_std.json"  # a sweep of seeds or folds: each metric's mean and standard deviation
+WRITE_FAILED_EXIT_CODE = 1
+REPEAT_KEYS = {"seed", "dataset.fold"}  # overrides by which the jobs of one configuration's repeats differ
 
 
 @dataclass(frozen=True)
@@ -29,7 +38,7 @@ class JobRecord:
     """One job of a sweep as the summary shows it."""
     number: int
     overrides: list[str]
-    status: str               # "done" or "failed" ("pruned" too in an Optuna search)
+    status: str               # "done", "failed" or "stopped" (by a signal); "pruned" too in an Optuna search
     metric: str | None        # the monitored metric's name (callbacks.model_checkpoint.monitor)
     value: float | None       # what the job returned to the sweeper: the monitored validation value
     error: str | None         # a failed job's error in one line
@@ -49,6 +58,24 @@ class JobRecord:
                    folder=str(hydra_cfg.runtime.output_dir))
 
 
+def interrupted(sweep_dir: Path, jobs: Sequence[tuple[int, list[str]]]) -> list[JobRecord]:
+    """The jobs (number, overrides) of a batch that a stop signal cut short, from their run folders'
+    status records: those that ended, and the one that was `stopped`; a job not started is left out."""
+    folders = {tuple(record.get("overrides", [])): (folder, record) for folder in catalog.run_folders(Path(sweep_dir))
+               for record in [status.read(folder) or {}]}
+    records = []
+    for number, overrides in jobs:
+        if tuple(overrides) not in folders:
+            continue
+        folder, record = folders[tuple(overrides)]
+        state = record.get("status", status.STOPPED)
+        records.append(JobRecord(number=number, overrides=list(overrides),
+                                 status=status.STOPPED if state == status.RUNNING else state,
+                                 metric=record.get("monitor"), value=record.get("best"), error=record.get("error"),
+                                 folder=str(folder)))
+    return records
+
+
 def one_line(error: object) -> str:
     """`error`'s first line; other than our own UserError, named by its type (`ZeroDivisionError: ...`)."""
     text = (str(error).strip().splitlines() or [""])[0]
@@ -66,11 +93,55 @@ def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
     tally = [f"{counts.pop('done', 0)} done", f"{counts.pop('failed', 0)} failed",
              *(f"{count} {status}" for status, count in counts.items())]
     table = _table(records, sweep_dir, f"sweep {sweep_dir}: {', '.join(tally)}")
-    Console().print(table)
-    with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
-        Console(file=handle, width=200, color_system=None).print(table)
-    (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
+    spread = over_repeats(records)
+    lines = [f"{name}: mean {mean:.4f}, std {std:.4f} over {count} jobs" for name, (mean, std, count) in spread.items()]
+    console = Console()
+    console.print(table)
+    for line in lines:
+        console.print(line, highlight=False)
+    try:
+        with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
+            Console(file=handle, width=200, color_system=None).print(table)
+            handle.writelines(line + "\n" for line in lines)
+        (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
+        if spread:
+            (sweep_dir / SPREAD_JSON).write_text(json.dumps(
+                {name: {"mean": mean, "std": std, "jobs": count} for name, (mean, std, count) in spread.items()},
+                indent=2) + "\n")
+    except OSError as err:  # the table is printed above; the sweep ends with one line, not a traceback
+        print(f"error: cannot write {err.filename}: {err.strerror or err}; free disk space", file=sys.stderr)
+        sys.exit(WRITE_FAILED_EXIT_CODE)
     return sweep_dir / SUMMARY_TEXT
+
+
+def over_repeats(records: Sequence[JobRecord]) -> dict[str, tuple[float, float, int]]:
+    """{metric: (mean, standard deviation, jobs)} over the finished jobs of a sweep that repeats one
+    configuration: jobs that differ only in `seed` or `dataset.fold` (cross-validation, a `rerun`
+    sweep of seeds). Metrics: the best checkpoint's validation values and the test values of each
+    job's metrics.json. Empty for any other sweep (a mean over learning rates means nothing) or
+    fewer than two finished jobs."""
+    done = [record for record in records if record.status == "done"]
+    varying = {override.split("=", 1)[0].lstrip("+") for record in done for override in record.overrides
+               if any(override not in other.overrides for other in done)}
+    if len(done) < 2 or not varying <= REPEAT_KEYS:
+        return {}
+    values: dict[str, list[float]] = {}
+    for record in done:
+        for name, value in _final_metrics(Path(record.folder)).items():
+            values.setdefault(name, []).append(value)
+    return {name: (statistics.fmean(series), statistics.stdev(series), len(series))
+            for name, series in values.items() if len(series) == len(done)}
+
+
+def _final_metrics(folder: Path) -> dict[str, float]:
+    """A job's best validation values (`best val/acc`) and test values (`test/acc`), from its metrics.json."""
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    best = {f"best {key}": value for key, value in (metrics.get("best") or {}).items() if key.startswith("val/")}
+    test = {key: value for key, value in (metrics.get("test") or {}).items() if "/" in key}
+    return {name: float(value) for name, value in {**best, **test}.items() if isinstance(value, (int, float))}
 
 
 def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:

@@ -15,7 +15,7 @@ GROUPS = ("model", "dataset", "loss", "optimizer", "scheduler", "trainer", "call
 KEY_HYPERPARAMETERS = ("seed", "optimizer.lr", "optimizer.weight_decay", "dataset.batch_size", "trainer.max_epochs",
                        "trainer.precision", "trainer.accumulate_grad_batches")
 # Overrides that choose where or how the run happens, not what it learns.
-_NOT_HYPERPARAMETERS = ("hydra", "resume", "hparams_search", "logger", "print_config")
+_NOT_HYPERPARAMETERS = ("hydra", "resume", "rerun", "hparams_search", "logger", "print_config")
 
 
 def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, Any]:

@@ -85,10 +85,10 @@ def installed_packages() -> list[str]:
     return sorted(packages)
 
 
-def write(run_dir: Path) -> dict[str, Any]:
-    """Adds this start's record to the run folder's file; returns the record."""
+def write(run_dir: Path, rerun_of: str | None = None) -> dict[str, Any]:
+    """Adds this start's record to the run folder's file (naming the run it repeats, if any); returns the record."""
     path = run_dir / layout.REPRODUCIBILITY
     records = json.loads(path.read_text()) if path.is_file() else []
-    current = record()
+    current = {**record(), **({"rerun_of": rerun_of} if rerun_of else {})}
     path.write_text(json.dumps([*records, current], indent=1) + "\n")
     return current

@@ -2,7 +2,10 @@
 
 The study lives in an SQLite file in the sweep folder (`optuna.db`), so running the same command
 again with `hydra.sweep.dir=<that folder>` continues an interrupted search: a trial the
-interruption left running is recorded as failed and its parameters run again. Each job reports
+interruption left running is recorded as failed and its parameters run again. Several workers
+(the same command in several shells or jobs, with `hydra.sweeper.storage` one shared database)
+search one study together: each running trial has a heartbeat, and a trial whose worker is gone
+is failed and run again by another (docs/search.md). Each job reports
 its monitored metric after every validation (callbacks/optuna_pruning.py); a job the pruner
 stopped is told to the study as pruned. At the end the best trial is printed and written to
 `<sweep folder>/optuna_results.yaml` with one record per trial (`Trial records` below).
@@ -11,9 +14,14 @@ No `from __future__ import annotations`: Hydra loads plugin modules outside `sys
 where dataclasses cannot resolve string annotations.
 """
 
+import contextlib
 import dataclasses
 import logging
 import math
+import threading
+import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -35,6 +43,7 @@ STUDY_FILE = "optuna.db"
 RESULTS_FILE = "optuna_results.yaml"
 _RUN_DIR = "run_dir"  # trial user attribute: the job's run folder
 _INTERRUPTED = "interrupted_trials"  # study user attribute: trials a stopped search left running
+_WAIT_S = 2  # how often a worker with nothing left to ask looks at the other workers' trials
 _DIRECTIONS: dict[str, Literal["minimize", "maximize"]] = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 
 
@@ -48,6 +57,10 @@ class OptunaSweeperConf:
     sampler: Any = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler", "seed": None})
     pruner: Any = field(default_factory=lambda: {"_target_": "optuna.pruners.MedianPruner"})
     params: dict[str, str] = field(default_factory=dict)  # key: Hydra sweep syntax (search_space.py)
+    # Seconds between the heartbeats of a running trial: another worker on the same study fails and
+    # re-runs a trial whose heartbeat is older than grace_period (null: twice the interval).
+    heartbeat_interval: int = 60
+    grace_period: Optional[int] = None
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="decltrain_optuna", node=OptunaSweeperConf,
@@ -56,7 +69,8 @@ ConfigStore.instance().store(group="hydra/sweeper", name="decltrain_optuna", nod
 
 class OptunaSweeper(Sweeper):
     def __init__(self, n_trials: int, direction: str, study_name: str, storage: Optional[str], sampler: Any,
-                 pruner: Any, params: dict[str, str]) -> None:
+                 pruner: Any, params: dict[str, str], heartbeat_interval: int = 60,
+                 grace_period: Optional[int] = None) -> None:
         if direction not in _DIRECTIONS:
             raise ValueError(f"hydra.sweeper.direction={direction!r}: use minimize or maximize")
         self.n_trials = n_trials
@@ -67,6 +81,8 @@ class OptunaSweeper(Sweeper):
         self.sampler = sampler
         self.pruner = pruner
         self.params = dict(params or {})
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_period = grace_period
         # One per trial run by this call, for the sweep summary (trainer/runs/sweep_summary.py).
         self.records: list[sweep_summary.JobRecord] = []
 
@@ -78,6 +94,7 @@ class OptunaSweeper(Sweeper):
 
     def sweep(self, arguments: list[str]) -> list[sweep_summary.JobRecord]:
         import optuna
+        from optuna.trial import TrialState
 
         assert self.config is not None and self.hydra_context is not None and self.launcher is not None  # setup()
         sweep_dir = Path(self.config.hydra.sweep.dir)
@@ -87,32 +104,46 @@ class OptunaSweeper(Sweeper):
         space, fixed = search_space.split([f"{key}={value}" for key, value in self.params.items()] + arguments,
                                           parser)
         storage = self.storage or f"sqlite:///{(sweep_dir / STUDY_FILE).resolve()}"
-        study = optuna.create_study(study_name=self.study_name, storage=storage, direction=self.direction,
+        # Heartbeats are "experimental" and, Optuna warns, meant for Study.optimize: this loop beats itself.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        database = optuna_trial.storage(storage, heartbeat_interval=self.heartbeat_interval,
+                                        grace_period=self.grace_period, **_retried_when_stale())
+        study = optuna.create_study(study_name=self.study_name, storage=database, direction=self.direction,
                                     sampler=self.sampler, pruner=self.pruner, load_if_exists=True)
-        _requeue_interrupted(study)
         pruner_config = OmegaConf.to_container(self.config.hydra.sweeper.pruner, resolve=True)
         assert isinstance(pruner_config, dict)  # a `_target_` node
         log.info("Optuna study %r in %s: %d of %d trials done; searching %s", self.study_name, storage,
                  _trials_done(study), self.n_trials, ", ".join(space) or "nothing")
-        at_once = getattr(self.launcher, "n_jobs", 1)  # hydra/launcher=parallel: that many trials run together
-        while _trials_done(study) < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(at_once, self.n_trials - _trials_done(study)))]
-            chosen = [[search_space.as_override(key, value) for key, value in trial.params.items()] for trial in trials]
-            batch = []
-            for trial, trial_overrides in zip(trials, chosen):
-                env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
-                batch.append([*fixed, *trial_overrides,
-                              *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())])
-            self.validate_batch_is_legal(batch)
+        while True:
+            optuna.storages.fail_stale_trials(study)  # trials of a worker gone: failed, their parameters queued again
+            done, running = _trials_done(study), len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if done >= self.n_trials:
+                break
+            if done + running >= self.n_trials:  # the last trials run in other workers: wait for them
+                time.sleep(min(self.heartbeat_interval, _WAIT_S))
+                continue
+            trial = study.ask(space)
+            chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
+            env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
+            overrides = [*fixed, *chosen,
+                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
+            self.validate_batch_is_legal([overrides])
             # A failed job fails its trial (train raises in a sweep: Hydra records it); a stop
-            # signal (exit 128 + signal) ends the search here, its trials left running to run again.
-            results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
-            for trial, trial_overrides, result in zip(trials, chosen, results):
-                record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=trial_overrides)
-                trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
-                state, value = _tell(study, trial, result)
-                self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
-                log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
+            # signal (exit 128 + signal) ends the search here, its trial left running to run again.
+            try:
+                with _beating(database, trial._trial_id, self.heartbeat_interval), _given_back_if_stopped(study, trial):
+                    result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
+            except (SystemExit, KeyboardInterrupt):  # the summary of the trials so far, the stopped one marked
+                stopped = sweep_summary.interrupted(sweep_dir, [(trial.number, [*fixed, *chosen])])
+                sweep_summary.report([*self.records, *(dataclasses.replace(r, overrides=chosen) for r in stopped)],
+                                     sweep_dir)
+                raise
+            record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
+            trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
+            state, value = _tell(study, trial, result)
+            self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
+            log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
         self._report(study, sweep_dir)
         sweep_summary.report(self.records, sweep_dir)
         return self.records
@@ -140,22 +171,64 @@ class OptunaSweeper(Sweeper):
 
 
 def _trials_done(study: Any) -> int:
+    """Trials that ran to an end; a trial interrupted (by a stop, or its worker's end) and run again does not count."""
     from optuna.trial import TrialState
 
-    interrupted = set(study.user_attrs.get(_INTERRUPTED, []))
     ended = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return sum(1 for t in study.trials if t.state in ended and t.number not in interrupted)
+    return sum(1 for t in study.trials if t.state in ended and t.number not in _interrupted(study))
 
 
-def _requeue_interrupted(study: Any) -> None:
-    """Trials an earlier, stopped search left running: failed, and their parameters queued again."""
+def _interrupted(study: Any) -> set[int]:
+    """Trials whose parameters run again: stopped in this worker, or failed for a stale heartbeat."""
+    retried = {number for t in study.get_trials(deepcopy=False) for number in t.system_attrs.get("retry_history", [])}
+    return set(study.user_attrs.get(_INTERRUPTED, [])) | retried
+
+
+def _retried_when_stale() -> dict[str, Any]:
+    """RDBStorage's argument that queues a stale trial's parameters again (its name changed in Optuna 5)."""
+    import optuna
+
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+    if retry is not None:
+        return {"heartbeat_stale_trial_callback": retry()}
+    return {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback()}
+
+
+@contextlib.contextmanager
+def _beating(storage: Any, trial_id: int, interval: int) -> Iterator[None]:
+    """Records the trial's heartbeat every `interval` seconds while its job runs, so other workers on the
+    study leave it alone; a trial whose heartbeat stops (its worker was killed) is failed and run again."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextlib.contextmanager
+def _given_back_if_stopped(study: Any, trial: Any) -> Iterator[None]:
+    """A search stopped during a trial (Ctrl-C, SIGTERM: the job exits) fails it and queues its parameters
+    again, so the same command continues the search with them."""
     from optuna.trial import TrialState
 
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    try:
+        yield
+    except (SystemExit, KeyboardInterrupt):
         study.set_user_attr(_INTERRUPTED, [*study.user_attrs.get(_INTERRUPTED, []), trial.number])
         study.tell(trial.number, state=TrialState.FAIL)
         study.enqueue_trial(trial.params, skip_if_exists=False)
-        log.warning("trial %d was interrupted; its parameters run again", trial.number)
+        log.warning("trial %d was interrupted; a continued search runs its parameters again", trial.number)
+        raise
 
 
 def _tell(study: Any, trial: Any, result: JobReturn) -> tuple[str, float | None]:

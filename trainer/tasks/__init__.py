@@ -1,0 +1,1 @@
+"""The built-in tasks (what is learned), plain code against the engine's task contract (trainer/engine/task.py)."""
