@@ -21,6 +21,8 @@ class BackboneUnfreeze(Callback):
     Works with models offering `param_groups()` with a `backbone` group (TorchvisionClassifier).
     """
 
+    works_on_shards = False  # FSDP fixes which parameters train when it shards the model
+
     def __init__(self, epoch: int = 1) -> None:
         if epoch < 0:
             raise UserError(f"callbacks.backbone_unfreeze.epoch={epoch} must be 0 or more")

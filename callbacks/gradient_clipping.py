@@ -1,10 +1,15 @@
-"""Clips gradients where they are final (accumulated, all-reduced, unscaled) and logs their norm."""
+"""Clips gradients where they are final (accumulated, all-reduced, unscaled) and logs their norm.
+
+Under `trainer.strategy=fsdp` each rank holds a shard of every gradient (a DTensor): the norm is
+the global one, over all shards, so every rank clips by the same factor.
+"""
 from __future__ import annotations
 
 
 from collections.abc import Sequence
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.errors import UserError
@@ -47,5 +52,6 @@ class GradientClipping(Callback):
 
 
 def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all gradients together, computed on their device without a host sync."""
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    """The 2-norm of all gradients together (of all shards), computed on their device without a host sync."""
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    return norm.full_tensor() if isinstance(norm, DTensor) else norm

@@ -25,11 +25,12 @@ class ModelSummary(Callback):
         self.max_depth = max_depth
 
     def on_fit_start(self, trainer: TrainerView) -> None:
+        # On every rank: a sharded model's forward gathers its parameters with all ranks.
+        table = summary_table(unwrap(trainer.model), self.max_depth, trainer.task, trainer.splits, trainer.device)
         if trainer.is_global_zero:
             from decltrain.trainer.console import console
 
-            console.print(summary_table(unwrap(trainer.model), self.max_depth, trainer.task, trainer.splits,
-                                        trainer.device))
+            console.print(table)
 
 
 def _shape(output: Any) -> str:

@@ -27,6 +27,7 @@ class WeightAveraging(Callback):
     """The shared mechanism; subclasses decide when to update and how to average."""
 
     use_buffers = True  # average BatchNorm statistics too (SWA recomputes them instead)
+    works_on_shards = False  # the average is a whole copy of the model (AveragedModel), on every rank
 
     def __init__(self) -> None:
         self._averaged: AveragedModel | None = None

@@ -355,8 +355,10 @@ def test_the_cuda_random_state_saved_is_this_devices_and_restores_its_stream():
 @pytest.mark.slow
 @pytest.mark.cuda
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
-def test_ddp_on_two_gpus_saves_each_ranks_cuda_state_and_resumes_exactly(tmp_path, data_dir):
-    args = [*SHORT, "trainer.devices=2", "trainer.deterministic=true", "trainer.log_every_n_steps=1"]
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])  # fsdp: FSDP2 over NCCL
+def test_two_gpus_save_each_ranks_cuda_state_and_resume_exactly(tmp_path, data_dir, strategy):
+    args = [*SHORT, "trainer.devices=2", f"trainer.strategy={strategy}", "trainer.deterministic=true",
+            "trainer.log_every_n_steps=1"]
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     assert train(*args, f"hydra.run.dir={reference}", cwd=tmp_path, data_dir=data_dir).returncode == 0
     stopped = train(*args, "+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "+callbacks.stop.step=20",

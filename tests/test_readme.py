@@ -120,6 +120,16 @@ COMMANDS: dict[str, Run | Excluded] = {
                  "which runs here, and the mode is checked by tests/test_cuda.py's CPU tests"),
     "train config=mnist_cnn trainer.accumulate_grad_batches=4": SHORT,
     "train config=mnist_cnn trainer.devices=2": SHORT,
+    "train config=mnist_cnn trainer.strategy=fsdp trainer.devices=2":
+        Excluded("tests/test_fsdp.py runs it, shortened, and evaluates the run in one process"),
+    "train config=mnist_mlp trainer.strategy=fsdp trainer.devices=8 'trainer.fsdp.shard_modules=[Sequential]' "
+    "trainer.fsdp.activation_checkpointing=true trainer.precision=bf16-mixed":
+        Excluded("starts 8 processes; tests/test_fsdp.py trains sharded on two"),
+    "train -m config=mnist_cnn optimizer.lr=1e-3,3e-4,1e-4,3e-5 hydra/launcher=parallel hydra.launcher.n_jobs=4":
+        Excluded("tests/test_sweeps.py runs such a sweep of 4 jobs with n_jobs=2 and a sequential one"),
+    "train -m hparams_search=mnist_optuna hydra/launcher=parallel hydra.launcher.n_jobs=2": SEARCH,
+    "find-batch-size config=mnist_cnn":
+        Excluded("tries sizes up to the training set's; tests/test_find_batch_size.py runs it up to 48"),
     "train config=mnist_cnn trainer.strategy=ddp trainer.devices=4 trainer.sync_batchnorm=true":
         Excluded("needs 4 CUDA devices (SyncBatchNorm has no CPU kernel)"),
     "torchrun --standalone --nproc_per_node=2 --no-python train config=mnist_cnn": SHORT,

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from decltrain.trainer.runs import sweep_summary
-from tests.helpers.commands import run_train
+from tests.helpers.commands import run_train, train_command
 
 SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2"]
@@ -154,3 +158,51 @@ def test_a_summary_that_cannot_be_written_is_one_line(tmp_path, capsys):
         sweep_summary.report([record], tmp_path)
     assert stop.value.code == 1
     assert capsys.readouterr().err == f"error: cannot write {tmp_path / 'summary.txt'}: Is a directory; free disk space\n"
+
+
+def job_spans(sweep: Path) -> list[tuple[float, float]]:
+    """(start, end) of each job in number order: its .hydra folder appears first, its metrics.json last."""
+    jobs = sorted((path for path in sweep.iterdir() if (path / ".hydra").is_dir()), key=lambda path: path.name)
+    return [((job / ".hydra").stat().st_mtime, (job / "metrics.json").stat().st_mtime) for job in jobs]
+
+
+@pytest.mark.slow
+def test_parallel_launcher_runs_two_jobs_at_a_time_with_the_summary_of_a_sequential_sweep(tmp_path, data_dir):
+    tiny = ["config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
+            "logger=none", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+    summaries = []
+    for name, launcher in (("sequential", []), ("parallel", ["hydra/launcher=parallel", "hydra.launcher.n_jobs=2"])):
+        sweep = tmp_path / name
+        result = run_train("-m", *tiny, *launcher, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                           env={"DATA_DIR": str(data_dir)})
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        summaries.append([{**record, "folder": Path(record["folder"]).name}
+                          for record in json.loads((sweep / "summary.json").read_text())])
+    sequential, parallel = summaries
+    assert [{**r, "value": None} for r in parallel] == [{**r, "value": None} for r in sequential]
+    assert [r["value"] for r in parallel] == pytest.approx([r["value"] for r in sequential], abs=0.02)
+    spans = job_spans(tmp_path / "parallel")
+    assert spans[1][0] < spans[0][1] and spans[0][0] < spans[1][1]  # jobs 0 and 1 ran together
+    assert spans[2][0] >= min(spans[0][1], spans[1][1]) - 1  # job 2 waited for a free slot (1 s: mtime resolution)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_running_parallel_jobs_with_checkpoints_and_starts_no_other(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen(
+        [train_command(), "-m", "config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3", "trainer.max_epochs=3",
+         "trainer.limit_train_batches=30", "trainer.limit_val_batches=1", "logger=none", "callbacks.progress_bar=null",
+         "callbacks.model_checkpoint.every_n_train_steps=2", "trainer.log_every_n_steps=1", "hydra/launcher=parallel",
+         "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"],
+        cwd=tmp_path, env={**os.environ, "DATA_DIR": str(data_dir)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while len(list(sweep.glob("*/checkpoints/last.ckpt"))) < 2:
+        assert proc.poll() is None and time.monotonic() < deadline, "the jobs wrote no checkpoints"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, output
+    assert output.count("stopped by SIGINT") == 2
+    assert sorted(path.name for path in sweep.iterdir() if path.is_dir()) == ["0_mnist_cnn", "1_mnist_cnn"]

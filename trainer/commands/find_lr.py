@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-import sys
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from decltrain.trainer.commands import console_script
-from decltrain.trainer.commands.unknown_keys import explained_composition_errors
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("decltrain")
@@ -65,19 +62,6 @@ def run(cfg: DictConfig) -> float:
     return result.suggestion
 
 
-@hydra.main(version_base="1.3", config_path="../../configs", config_name="find_lr")
-def _main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except UserError as err:
-        log.error("%s", err)
-        sys.exit(console_script.USER_ERROR_EXIT_CODE)
-
-
 def main() -> None:
-    """The console script: set up as `train` is, since it composes the same config."""
-    console_script.sleeping_openmp_threads()
-    console_script.importable_working_directory()
-    console_script.register_train_config()
-    with explained_composition_errors("find-lr", "find_lr"):
-        _main()
+    """The console script."""
+    console_script.run_tool(run, "find-lr", "find_lr")

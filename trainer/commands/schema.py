@@ -18,8 +18,13 @@ from hydra.core.config_store import ConfigStore
 from decltrain.trainer.engine.settings import ACCELERATORS, STRATEGIES, TrainerSettings
 
 TOP_LEVEL = ("seed",)  # settings that are top-level keys of the config, not `trainer.*`
-# Settings with a few fixed choices: a wrong one fails at composition, listing them.
-CHOICES = {"accelerator": ACCELERATORS, "strategy": STRATEGIES}
+# Settings with a few fixed choices: a wrong one fails at composition, listing them. Module-level
+# names, so that composed configs pickle (the parallel launcher sends them to its worker processes).
+Accelerator = Enum("Accelerator", {choice: choice for choice in ACCELERATORS}, type=str,  # type: ignore[misc]  # members from settings
+                   module=__name__)
+Strategy = Enum("Strategy", {choice: choice for choice in STRATEGIES}, type=str,  # type: ignore[misc]
+                module=__name__)
+CHOICES: dict[str, type[Enum]] = {"accelerator": Accelerator, "strategy": Strategy}
 
 
 def config_type(name: str, annotation: Any) -> Any:
@@ -27,7 +32,7 @@ def config_type(name: str, annotation: Any) -> Any:
     or `Any` for a union OmegaConf cannot check (it takes only `Optional[X]`), such as
     `int | float | None`; TrainerSettings checks those when it is made."""
     if name in CHOICES:
-        return Enum(name.capitalize(), {choice: choice for choice in CHOICES[name]}, type=str)
+        return CHOICES[name]
     if isinstance(annotation, types.UnionType):
         options = [option for option in typing.get_args(annotation) if option is not type(None)]
         return Optional[options[0]] if len(options) == 1 else Any
@@ -43,9 +48,11 @@ def _default(setting: Field[Any]) -> Any:
 def trainer_schema() -> type:
     """A dataclass of TrainerSettings' fields (less TOP_LEVEL) with the types OmegaConf can check."""
     hints = typing.get_type_hints(TrainerSettings)
-    return make_dataclass("TrainerSchema", [(setting.name, config_type(setting.name, hints[setting.name]),
-                                             _default(setting))
-                                            for setting in fields(TrainerSettings) if setting.name not in TOP_LEVEL])
+    schema = make_dataclass("TrainerSchema", [(setting.name, config_type(setting.name, hints[setting.name]),
+                                               _default(setting))
+                                              for setting in fields(TrainerSettings) if setting.name not in TOP_LEVEL])
+    schema.__module__ = __name__  # found by name when a config is unpickled (see CHOICES)
+    return schema
 
 
 TrainerSchema = trainer_schema()
@@ -67,6 +74,7 @@ class TrainSchema:
     callbacks: Optional[dict[str, Any]] = None
     logger: Optional[dict[str, Any]] = None
     lr_find: Any = None  # find-lr's settings (configs/find_lr.yaml)
+    batch_size_find: Any = None  # find-batch-size's settings (configs/find_batch_size.yaml)
 
 
 def register() -> None:

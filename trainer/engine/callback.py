@@ -54,6 +54,7 @@ from decltrain.datasets.base import DataSplits
 from decltrain.trainer.engine.data import Loader
 from decltrain.trainer.engine.monitor import Monitor
 from decltrain.trainer.engine.profiler import Profiler
+from decltrain.trainer.errors import UserError
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.task import Task
 
@@ -139,6 +140,8 @@ class Callback:
     """Base class: override the events you need, and `state_dict` if you keep state."""
 
     writes_checkpoints: bool = False  # True: runs after every other callback on each event (`call_order`)
+    # False: needs each rank to hold whole parameters, so a run with trainer.strategy=fsdp refuses it at start
+    works_on_shards: bool = True
 
     def on_fit_start(self, trainer: TrainerView) -> None: ...
     def on_train_epoch_start(self, trainer: TrainerView) -> None: ...
@@ -179,6 +182,14 @@ def handlers(callbacks: dict[str, Callback], profiler: Profiler) -> dict[str, li
     """Per event, in `call_order`, only the callbacks that do something on it."""
     return {event: [profiler.wrap(f"{name}.{event}", getattr(callback, event))
                     for name, callback in call_order(callbacks) if overrides(callback, event)] for event in EVENTS}
+
+
+def check_sharding(callbacks: dict[str, Callback], sharded: bool) -> None:
+    """A sharded model (trainer.strategy=fsdp) is refused by callbacks that need whole parameters on each rank."""
+    refusing = [name for name, callback in callbacks.items() if sharded and not callback.works_on_shards]
+    if refusing:
+        raise UserError(f"callbacks.{refusing[0]} needs the whole model on every rank and does not work with "
+                        f"trainer.strategy=fsdp; remove it (callbacks.{refusing[0]}=null) or use trainer.strategy=ddp")
 
 
 def check_monitors(callbacks: dict[str, Callback], lr_schedule: LRSchedule | None, available: Collection[str]) -> None:

@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from decltrain.trainer.engine import sharding
 from decltrain.trainer.errors import UserError
 
 FORMAT_VERSION = 2
@@ -168,5 +169,9 @@ def load_model_weights(model: nn.Module, weights: dict[str, torch.Tensor], sourc
                 problems.append(f"{label}: " + ", ".join(keys[:8]) + (" ..." if len(keys) > 8 else ""))
         raise UserError(f"checkpoint {source} does not fit the model {type(target).__name__}: "
                         + " | ".join(problems) + "; check that model=... matches the run that wrote it")
-    target.load_state_dict({key: value for key, value in weights.items() if key not in skipped}, strict=False)
+    fitting = {key: value for key, value in weights.items() if key not in skipped}
+    if sharding.is_sharded(target):
+        sharding.load_full_weights(target, fitting)
+    else:
+        target.load_state_dict(fitting, strict=False)
     return missing, unexpected, skipped

@@ -28,13 +28,20 @@ def evaluate(model: nn.Module, loader: data.Loader, task: Task, split: str, *, p
     distributed.broadcast_buffers(checkpoint.unwrap(model))
     metrics = task.metrics(split).to(placement.device)
     count = data.num_batches(loader, limit)
+    extra_forwards = placement.forwards_to_match(count)  # a collective under FSDP: before any forward
     for index, batch in enumerate(loader):
         if index >= count:
             break
         if before_batch is not None:
             before_batch()
         with placement.precision.autocast():
-            task.update(metrics, model, placement.batch(batch))
+            placed = placement.batch(batch)
+            task.update(metrics, model, placed)
+    if extra_forwards:  # their outputs go to metrics that are never read
+        unused = task.metrics(split).to(placement.device)
+        for _ in range(extra_forwards):
+            with placement.precision.autocast():
+                task.update(unused, model, placed)
     scalars, images = task.summarize(metrics.compute())
     return ({f"{split}/{name}": value for name, value in scalars.items()},
             {f"{split}/{name}": image for name, image in images.items()})

@@ -76,7 +76,7 @@ class Trainer:
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = config_yaml
 
-        placed = placement.wrap(model)
+        placed = placement.wrap(model, optimizer)
         self.model, self._eval_model = placed.train_module, placed.eval_module
         self._optimizer, self.task, self.splits = optimizer, task, splits
         self.lr_schedule = lr_schedule or (LRSchedule(optimizer, None) if optimizer else None)
@@ -91,6 +91,7 @@ class Trainer:
             num_batches=self.num_train_batches, nonfinite_loss=settings.nonfinite_loss, device=self.device)
         self.profiler.setup(self.device)
         callback.check_monitors(self.callbacks, self.lr_schedule, metric_names(task, "val"))
+        callback.check_sharding(self.callbacks, placement.shards)
 
         self.progress = Progress()
         self.should_stop = False
@@ -344,8 +345,8 @@ class Trainer:
         _, optimizer, lr_schedule = self._training()
         state = {
             "format_version": checkpoint.FORMAT_VERSION,
-            "model": checkpoint.unwrap(self.model).state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": self.placement.weights(self.model),
+            "optimizer": self.placement.optimizer_state(self.model, optimizer),
             "lr_schedule": lr_schedule.state_dict(),
             "precision": self.precision.state_dict(),
             "progress": self.progress.state_dict(),
@@ -364,7 +365,7 @@ class Trainer:
         checkpoint.check_format(state, source)
         self._call("on_load_checkpoint", state)
         checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
-        optimizer.load_state_dict(state["optimizer"])
+        self.placement.load_optimizer_state(self.model, optimizer, state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
@@ -389,9 +390,10 @@ class Trainer:
         # A collective: callbacks save on every rank at the same step (also after a stop signal,
         # which the ranks agree on in `_raise_if_stop_requested`).
         rng_states = distributed.gather_object(rng_state())
-        if self.is_global_zero:
-            with self.profiler.section("checkpointing"):
+        with self.profiler.section("checkpointing"):
+            if self.is_global_zero or self.placement.shards:  # gathering sharded weights is a collective
                 state = self.state_dict()
+            if self.is_global_zero:
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
                 checkpoint.save_atomic(state, Path(path))

@@ -11,14 +11,14 @@ itself (trainer/engine/placement.py). This module imports no torch: `train --hel
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from decltrain.trainer.engine.time_budget import parse_duration
 from decltrain.trainer.errors import UserError
 
 ACCELERATORS = ("auto", "cpu", "cuda")
-STRATEGIES = ("auto", "ddp")
+STRATEGIES = ("auto", "ddp", "fsdp")
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 PROFILERS = ("simple", "pytorch")
@@ -28,12 +28,28 @@ POINTS_PER_EPOCH = 20  # what a null `log_every_n_steps` aims for on short epoch
 DEFAULT_LOGGING_INTERVAL = 50  # and its longest interval, on long ones
 
 
+@dataclass
+class FsdpSettings:
+    """`trainer.fsdp.*`: how `trainer.strategy=fsdp` shards the model (trainer/engine/sharding.py).
+
+    Not frozen: it is also the config schema of `trainer.fsdp`, which Hydra overrides key by key.
+    """
+    # class names of the modules that become shard units (each gathers its parameters only for its
+    # own forward and backward); null: every direct child of the model that holds parameters
+    shard_modules: list[str] | None = None
+    reshard_after_forward: bool = True  # free gathered parameters after forward (less memory, a second gather in backward)
+    cpu_offload: bool = False  # parameters, gradients and optimizer state live on the CPU between uses
+    activation_checkpointing: bool = False  # each shard unit recomputes its activations in backward
+
+
 @dataclass(frozen=True)
 class TrainerSettings:
     """Plain values; the field names are the config's `trainer.*` keys, except `seed` (the config's top-level `seed`)."""
     accelerator: str = "auto"  # auto | cpu | cuda
-    # auto: DDP whenever devices > 1 or under torchrun | ddp: the same, refused in one process
+    # auto: DDP whenever devices > 1 or under torchrun | ddp: the same, refused in one process |
+    # fsdp: parameters, gradients and optimizer state sharded over the ranks (FSDP2; see trainer.fsdp)
     strategy: str = "auto"
+    fsdp: FsdpSettings = field(default_factory=FsdpSettings)
     # processes on this machine, one per GPU (gloo on CPU, NCCL on GPUs); torchrun's --nproc_per_node wins
     devices: int = 1
     sync_batchnorm: bool = False  # BatchNorm statistics over all ranks (DDP on CUDA)
@@ -81,7 +97,9 @@ class TrainerSettings:
             raise UserError(f"trainer.accelerator={self.accelerator!r} is not valid; use one of {', '.join(ACCELERATORS)}")
         if self.strategy not in STRATEGIES:
             raise UserError(f"trainer.strategy={self.strategy!r} is not implemented; use auto (one process, DDP when "
-                            "trainer.devices > 1 or under torchrun) or ddp (the same, but refused in one process)")
+                            "trainer.devices > 1 or under torchrun), ddp (the same, but refused in one process) or "
+                            "fsdp (the model sharded over the processes)")
+        object.__setattr__(self, "fsdp", fsdp_settings(self.fsdp))
         if self.overfit_batches < 0:
             raise UserError(f"trainer.overfit_batches={self.overfit_batches} must be 0 (off) or a number of batches")
         if self.nonfinite_loss not in NONFINITE_LOSS:
@@ -135,6 +153,20 @@ class TrainerSettings:
         steps_per_epoch = -(-batches_per_epoch // self.accumulate_grad_batches)  # the last group may be short
         step_in_epoch = -(-batches_done // self.accumulate_grad_batches)
         return step_in_epoch % max(1, int(interval * steps_per_epoch)) == 0
+
+
+def fsdp_settings(value: FsdpSettings | dict[str, Any] | None) -> FsdpSettings:
+    """`trainer.fsdp` as FsdpSettings (the config gives a mapping), unknown keys refused."""
+    if isinstance(value, FsdpSettings):
+        return value
+    known = {setting.name for setting in fields(FsdpSettings)}
+    unknown = sorted(set(value or {}) - known)
+    if unknown:
+        raise UserError(f"trainer.fsdp.{unknown[0]} is not a setting; use one of {', '.join(sorted(known))}")
+    settings = FsdpSettings(**(value or {}))
+    if settings.shard_modules is not None:
+        settings.shard_modules = [str(name) for name in settings.shard_modules]
+    return settings
 
 
 def check_precision(precision: str) -> str:

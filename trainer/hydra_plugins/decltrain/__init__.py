@@ -1,4 +1,4 @@
-"""The toolkit's Hydra plugins: the sweeper of `train -m`, the Optuna sweeper and the submitit launchers.
+"""The toolkit's Hydra plugins: the sweeper of `train -m`, the Optuna sweeper, the parallel and the submitit launchers.
 
 Hydra instantiates sweepers and launchers only from the `hydra_plugins` namespace package, so this
 folder installs as `hydra_plugins.decltrain` (pyproject.toml's package-dir mapping).
@@ -17,9 +17,10 @@ def register() -> None:
     # Hydra's first scan re-executes the plugin modules it lists (basic_sweeper among them),
     # rebinding their classes: ours must subclass the classes of after the scan.
     plugins = Plugins.instance()
-    from hydra_plugins.decltrain import optuna_sweeper, sweeper
+    from hydra_plugins.decltrain import optuna_sweeper, parallel_launcher, sweeper
 
     plugins.register(sweeper.Sweeper)
+    plugins.register(parallel_launcher.ParallelLauncher)
     plugins.register(optuna_sweeper.OptunaSweeper)  # imports optuna only when a search runs
     try:
         from hydra_plugins.decltrain import submitit_launcher

@@ -1,0 +1,232 @@
+"""trainer.strategy=fsdp (FSDP2) on CPU with gloo: two real processes against one process on the same samples,
+and checkpoints that resume exactly on two ranks and in one process."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.distributed.tensor import DTensor
+
+from decltrain.callbacks import EMA, GradientClipping, ModelCheckpoint
+from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.engine.callback import Callback
+from decltrain.trainer.engine.loop import Trainer
+from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.tasks.classification import Classification
+from decltrain.trainer.errors import Preempted, UserError
+from tests.helpers.callbacks import SignalAtStep
+from tests.helpers.commands import run_command, run_train
+from tests.helpers.data import synthetic_splits
+from tests.helpers.distributed import free_port
+from tests.helpers.resume import assert_bit_identical
+from tests.helpers.trainers import TinyNet, make_trainer
+
+
+def build(run_dir: Path, batch_size: int, clip: float | None = None, sigterm_at: int | None = None,
+          **settings: Any) -> Trainer:
+    """A dropout-free net on blobs (260 samples: the last batch is short; 65 val/test samples: shards
+    of unequal length), SGD with momentum; `clip`: gradient clipping by global norm; `sigterm_at`:
+    each rank sends itself SIGTERM after that optimizer step."""
+    torch.manual_seed(0)
+    splits = synthetic_splits(n=260, batch_size=batch_size)
+    model = TinyNet(splits.num_classes, splits.input_shape, dropout=0.0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    callbacks: dict[str, Callback] = {"model_checkpoint": ModelCheckpoint(monitor="val/acc")}
+    if clip is not None:
+        callbacks["gradient_clipping"] = GradientClipping(value=clip)
+    if sigterm_at is not None:
+        callbacks["signal"] = SignalAtStep(sigterm_at)
+    settings.setdefault("max_epochs", 2)
+    return Trainer(TrainerSettings(accelerator="cpu", **settings), model, splits,
+                   Classification(nn.CrossEntropyLoss(), "multiclass", 3), optimizer=optimizer, callbacks=callbacks,
+                   run_dir=run_dir)
+
+
+def whole(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights as whole tensors on every rank (a collective for sharded ones)."""
+    return {key: (value.full_tensor() if isinstance(value, DTensor) else value).detach().clone()
+            for key, value in state.items()}
+
+
+def fit(run_dir: Path, ckpt: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    trainer = build(run_dir, **kwargs)
+    try:
+        trainer.fit(ckpt)
+    except Preempted:
+        return {"stopped_at": trainer.global_step}
+    return {"weights": whole(checkpoint.unwrap(trainer.model).state_dict()), "val": trainer.callback_metrics,
+            "test": trainer.test(), "global_step": trainer.global_step}
+
+
+def reload(run_dir: Path, ckpt: Path, **kwargs: Any) -> dict[str, Any]:
+    """The state a Trainer holds after loading `ckpt`, consolidated as a checkpoint holds it."""
+    trainer = build(run_dir, **kwargs)
+    trainer.load_state_dict(checkpoint.load(ckpt), str(ckpt))
+    state = trainer.state_dict()
+    return {"model": state["model"], "optimizer": state["optimizer"]}
+
+
+def _worker(rank: int, world: int, port: int, run_dir: Path, job: Callable[..., Any], kwargs: dict) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
+    distributed.init("cpu", world)
+    try:
+        torch.save(job(run_dir, devices=world, strategy="fsdp", **kwargs), run_dir / f"result{rank}.pt")
+    finally:
+        distributed.destroy()
+
+
+def on_two_ranks(job: Callable[..., Any], run_dir: Path, **kwargs: Any) -> list[Any]:
+    """`job(run_dir, **kwargs)` on two sharded ranks; each rank's result."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mp.spawn(_worker, args=(2, free_port(), run_dir, job, kwargs), nprocs=2, join=True)
+    return [torch.load(run_dir / f"result{rank}.pt", weights_only=False) for rank in range(2)]
+
+
+def assert_same_weights(results: list[dict], expected: dict[str, torch.Tensor]) -> None:
+    for result in results:
+        for name, value in expected.items():
+            torch.testing.assert_close(result["weights"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def assert_same_state(a: Any, b: Any) -> None:
+    """Nested dicts and lists of tensors, equal bit for bit."""
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same_state(a[key], b[key])
+    elif isinstance(a, list):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            assert_same_state(x, y)
+    else:
+        assert a == b
+
+
+# Two ranks x two micro-batches of 16 (one reduce-scatter per group), clipped by the norm over both
+# shards, train like one process with one clipped batch of 64.
+SHARDED = {"batch_size": 16, "accumulate_grad_batches": 2, "clip": 0.5}
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> dict:
+    return fit(tmp_path_factory.mktemp("one"), batch_size=64, clip=0.5)
+
+
+@pytest.fixture(scope="module")
+def two_sharded(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The run folder and each rank's result of the SHARDED run."""
+    run_dir = tmp_path_factory.mktemp("fsdp")
+    return run_dir, on_two_ranks(fit, run_dir, **SHARDED)
+
+
+@pytest.mark.slow
+def test_two_sharded_ranks_accumulating_and_clipping_train_like_one_process(one_process, two_sharded):
+    _, two_sharded = two_sharded
+    assert [result["global_step"] for result in two_sharded] == [10, 10]
+    assert_same_weights(two_sharded, one_process["weights"])
+    # 65 evaluation samples: shards of 33 and 32 run 2 and 1 batches; the metrics are those of one process.
+    for result in two_sharded:
+        for split in ("val", "test"):
+            assert result[split] == pytest.approx(one_process[split], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_sharded_checkpoint_is_one_ordinary_file(two_sharded):
+    sharded_dir, two_sharded = two_sharded
+    state = torch.load(sharded_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert_bit_identical(state["model"], two_sharded[0]["weights"])
+    assert sorted(state["optimizer"]["state"]) == list(range(4))  # keyed by position, as in one process
+    assert state["optimizer"]["state"][0]["momentum_buffer"].shape == state["model"]["net.0.weight"].shape
+
+
+@pytest.mark.slow
+def test_sigterm_then_resume_on_two_ranks_is_bit_identical(tmp_path, two_sharded):
+    _, two_sharded = two_sharded
+    # Ranks agree on a stop at logging steps: every step here. Step 7 is inside the second epoch.
+    stopped = on_two_ranks(fit, tmp_path, sigterm_at=7, log_every_n_steps=1, **SHARDED)
+    assert stopped == [{"stopped_at": 7}] * 2
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.ckpt")["progress"]["global_step"] == 7
+    resumed = on_two_ranks(fit, tmp_path, ckpt=tmp_path / "checkpoints" / "last.ckpt", **SHARDED)
+    for result in resumed:
+        assert result["global_step"] == 10
+        assert_bit_identical(result["weights"], two_sharded[0]["weights"])
+
+
+@pytest.mark.slow
+def test_a_sharded_checkpoint_reloads_on_one_rank_and_on_two(tmp_path, two_sharded):
+    """Weights and optimizer state, resharded onto one process or onto two ranks, are those written."""
+    sharded_dir, _ = two_sharded
+    last = sharded_dir / "checkpoints" / "last.ckpt"
+    written = checkpoint.load(last)
+    assert_same_state(reload(tmp_path, last, batch_size=64), {key: written[key] for key in ("model", "optimizer")})
+    rank0, _ = on_two_ranks(reload, tmp_path, ckpt=last, batch_size=32)
+    assert_same_state(rank0, {key: written[key] for key in ("model", "optimizer")})
+
+
+def test_fsdp_in_one_process_trains_the_plain_model(tmp_path):
+    trainer = make_trainer(tmp_path, strategy="fsdp", max_epochs=1)
+    assert not trainer.placement.shards
+    trainer.fit()
+
+
+def test_unknown_fsdp_settings_are_one_line_errors():
+    with pytest.raises(UserError, match="trainer.fsdp.bogus is not a setting"):
+        TrainerSettings(strategy="fsdp", fsdp={"bogus": 1})
+
+
+def _refusals(run_dir: Path, **settings: Any) -> list[str]:
+    """The errors of building a sharded run with torch.compile, and one with EMA."""
+    messages = []
+    for attempt in (lambda: build(run_dir, batch_size=32, compile=True, **settings),
+                    lambda: make_trainer(run_dir, callbacks={"ema": EMA()}, **settings)):
+        with pytest.raises(UserError) as refused:
+            attempt()
+        messages.append(str(refused.value))
+    return messages
+
+
+@pytest.mark.slow
+def test_what_cannot_run_sharded_is_refused_at_start(tmp_path):
+    compiled, ema = on_two_ranks(_refusals, tmp_path)[0]
+    assert compiled == "trainer.compile with trainer.strategy=fsdp is not supported yet; set trainer.compile=false"
+    assert ema.startswith("callbacks.ema needs the whole model on every rank and does not work with "
+                          "trainer.strategy=fsdp; remove it (callbacks.ema=null)")
+
+
+@pytest.mark.slow
+def test_train_with_fsdp_on_two_devices_then_evaluate_in_one_process(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    result = run_train("config=mnist_cnn", "trainer.strategy=fsdp", "trainer.devices=2", "trainer.max_epochs=1",
+                       "trainer.limit_train_batches=4", "trainer.limit_val_batches=2", f"hydra.run.dir={run_dir}",
+                       cwd=tmp_path, env={"DATA_DIR": str(data_dir)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    weights = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["model"]
+    assert weights["features.0.weight"].shape == (32, 1, 3, 3)  # whole tensors, plain names
+    result = run_command("evaluate", f"run={run_dir}", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tested = json.loads((run_dir / "metrics.json").read_text())["test"]
+    evaluated = json.loads((run_dir / "eval_test.json").read_text())
+    for name in ("test/acc", "test/loss"):
+        assert evaluated[name] == pytest.approx(tested[name], abs=1e-4), name
+
+
+def test_shard_units_are_named_by_class_innermost_first():
+    from decltrain.trainer.engine.sharding import shard_units
+
+    inner = nn.Sequential(nn.Linear(2, 2))
+    model = nn.Sequential(nn.Sequential(inner, nn.Linear(2, 2)), nn.ReLU(), nn.Linear(2, 1))
+    assert shard_units(model, ["Sequential"]) == [inner, model[0]]
+    assert shard_units(model, None) == [model[0], model[2]]  # the default: children that hold parameters
+    with pytest.raises(UserError, match="names Block, which model Sequential does not contain; it contains Linear, "
+                                        "ReLU, Sequential"):
+        shard_units(model, ["Block"])
