@@ -6,12 +6,10 @@ calls what it needs when it starts, so importing `evaluate` does not register `t
 from __future__ import annotations
 
 import gc
-import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 USER_ERROR_EXIT_CODE = 2
 # Hydra flags followed by a separate value token (`-cn NAME`, `-sc install=bash`, `--cfg job`).
@@ -83,28 +81,3 @@ def register_train_config() -> None:
     schema.register()
     hydra_plugins.decltrain.register()
     OmegaConf.register_new_resolver("run_dir", resume.run_dir, replace=True)
-
-
-def run_tool(run: Callable[[Any], object], command: str, config_name: str) -> None:
-    """The console script `command`, which composes `configs/<config_name>.yaml` (extending train.yaml)
-    as `train` does: set up as `train` is, then `run(cfg)`; a UserError or a composition error is one
-    line and exit code 2."""
-    import hydra
-
-    from decltrain.trainer.commands.unknown_keys import explained_composition_errors
-    from decltrain.trainer.errors import UserError
-
-    sleeping_openmp_threads()
-    importable_working_directory()
-    register_train_config()
-
-    @hydra.main(version_base="1.3", config_path="../../configs", config_name=config_name)
-    def _main(cfg: Any) -> None:
-        try:
-            run(cfg)
-        except UserError as err:
-            logging.getLogger("decltrain").error("%s", err)
-            sys.exit(USER_ERROR_EXIT_CODE)
-
-    with explained_composition_errors(command, config_name):
-        _main()

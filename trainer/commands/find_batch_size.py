@@ -13,7 +13,7 @@ import shlex
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands import console_script, tool
 from decltrain.trainer.errors import UserError
 
 
@@ -63,4 +63,4 @@ def run(cfg: DictConfig) -> int:
 
 def main() -> None:
     """The console script."""
-    console_script.run_tool(run, "find-batch-size", "find_batch_size")
+    tool.run_tool(run, "find-batch-size", "find_batch_size")

@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from decltrain.trainer.commands import console_script
+from decltrain.trainer.commands import console_script, tool
 from decltrain.trainer.errors import UserError
 
 log = logging.getLogger("decltrain")
@@ -64,4 +64,4 @@ def run(cfg: DictConfig) -> float:
 
 def main() -> None:
     """The console script."""
-    console_script.run_tool(run, "find-lr", "find_lr")
+    tool.run_tool(run, "find-lr", "find_lr")
