@@ -158,3 +158,21 @@ def test_a_run_of_the_user_s_own_configs_brings_its_config_folder(tmp_path):
                                                         f"resume={run}"]
     assert from_folder.expanded(["--config-dir", "other", f"resume={run}"])[:3] == ["--config-dir", "other",
                                                                                      "config=my_exp"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full, a file every write to fails as on a full disk")
+def test_a_log_file_that_cannot_be_written_stops_the_run_in_one_line_once():
+    import logging
+
+    from decltrain.trainer.runs.log_file import RunLogFile
+
+    logger = logging.getLogger("decltrain.test_log_file")
+    handler = RunLogFile("/dev/full")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(UserError, match=r"^cannot write the log file /dev/full: No space left on device; "):
+            logger.error("a line")
+        logger.error("the error line itself, after the failure")  # the handler is silent now, not raising again
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
