@@ -8,6 +8,7 @@ writes nothing more afterwards, so that error line itself reaches the console on
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 
@@ -26,6 +27,10 @@ class RunLogFile(logging.FileHandler):
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]
         self.failed = True
+        if self.stream is not None:  # its unwritable buffer must not fail again when logging shuts down
+            with contextlib.suppress(OSError):
+                self.stream.close()
+            self.stream = None  # FileHandler's own "closed" state
         reason = error.strerror if isinstance(error, OSError) and error.strerror else error
         raise UserError(f"cannot write the log file {self.baseFilename}: {reason}; free disk space or choose a "
                         "writable hydra.run.dir") from None
