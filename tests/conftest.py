@@ -72,7 +72,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """A short real MNIST run folder (10 training batches), for evaluate, predict and export-model."""
     run_dir = tmp_path_factory.mktemp("tiny") / "run"
     result = run_train("config=mnist_cnn", "trainer.max_epochs=1", "trainer.limit_train_batches=10",
-                       "trainer.limit_val_batches=2", f"hydra.run.dir={run_dir}", cwd=REPO,
+                       "trainer.limit_val_batches=2", "trainer.log_every_n_steps=50",  # shorter than one interval
+                       f"hydra.run.dir={run_dir}", cwd=REPO,
                        env={"DATA_DIR": str(data_dir)})
     assert result.returncode == 0, result.stdout + result.stderr
     return run_dir

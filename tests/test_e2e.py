@@ -101,7 +101,8 @@ def test_fast_dev_run_writes_nothing_that_looks_like_a_run(tmp_path, data_dir):
 def test_help_lists_experiments_and_groups(tmp_path):
     result = run_train("--help", cwd=tmp_path)
     assert result.returncode == 0
-    assert "config: cifar10_cnn, cifar10_resnet18, fashion_mnist_cnn, imagefolder_resnet18, mnist_cnn" in result.stdout
+    assert ("config: cifar10_cnn, cifar10_resnet18, coco_detection, fashion_mnist_cnn, imagefolder_resnet18, "
+            "mnist_autoencoder, mnist_cnn") in result.stdout
     assert "optimizer: adagrad, adam, adamw, rmsprop, sgd" in result.stdout
 
 

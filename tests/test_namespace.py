@@ -105,8 +105,11 @@ def test_uninstalling_one_distribution_leaves_the_other_whole(coexisting_venv, t
     result = subprocess.run([str(python), "-c", "import decltrain.trainer.commands.train, decltrain.datasets.base"],
                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    gone = subprocess.run([str(python), "-c", "import datasets"], cwd=tmp_path, capture_output=True, text=True)
-    assert gone.returncode != 0
+    # The stand-in's `datasets` is gone: nothing imports, or Hugging Face's (where the `hf` extra is installed).
+    check = ("try:\n    import datasets\nexcept ImportError:\n    raise SystemExit(0)\n"
+             "raise SystemExit(0 if hasattr(datasets, 'load_dataset') else 1)")
+    gone = subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True)
+    assert gone.returncode == 0, gone.stderr
 
 
 @pytest.mark.slow

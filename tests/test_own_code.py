@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow  # both tests run the installed `train`
 def test_the_worked_example_runs_from_its_own_folder(tmp_path, data_dir):
     project = tmp_path / "my_project"
     project.mkdir()
-    assert readme.write_example_files(project) == ["configs/config/my_exp.yaml", "my_callbacks.py", "my_data.py",
-                                                   "my_models.py"]
+    assert readme.write_example_files(project) == ["configs/config/autoencoder.yaml", "configs/config/my_exp.yaml",
+                                                   "my_autoencoders.py", "my_callbacks.py", "my_data.py",
+                                                   "my_models.py", "my_tasks.py"]
     assert REPO not in project.parents
 
     listing = run_train("--config-dir", "configs", "--help", cwd=project)

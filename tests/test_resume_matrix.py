@@ -352,6 +352,6 @@ def test_segmentation_stopped_mid_epoch_then_extended(tmp_path):
     train_in(tmp_path, tmp_path, *SEGMENTATION, "trainer.max_steps=12", f"hydra.run.dir={run_dir}")
     assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"] == {
         "epoch": 1, "batch_idx": 4, "global_step": 12}
-    train_in(tmp_path, tmp_path, *SEGMENTATION, f"resume={run_dir}")
+    train_in(tmp_path, tmp_path, *SEGMENTATION, "trainer.max_steps=-1", f"resume={run_dir}")  # the new limit, named
     assert_same_run(run_dir, reference, timing=TIMING)
     assert metrics(run_dir) == metrics(reference)

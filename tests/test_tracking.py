@@ -128,7 +128,8 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     client = MlflowClient(uri)
     (run,) = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()])
     history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/acc")]
-    assert len(history) == 2 and same_points(history, tensorboard_scalars(run_dir, "val/acc"))
+    # two epochs' validations and the one before training (step 0)
+    assert len(history) == 3 and same_points(history, tensorboard_scalars(run_dir, "val/acc"))
     csv_points = [(int(row["step"]), float(row["val/acc"])) for row in read_csv(run_dir / "metrics.csv")
                   if row["val/acc"]]
     assert same_points(csv_points, history)
@@ -146,7 +147,7 @@ def test_mlflow_run_with_tensorboard_and_csv_resumed_in_the_same_run(tmp_path, d
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     (run,) = client.search_runs([experiment.experiment_id for experiment in client.search_experiments()])
     history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val/acc")]
-    assert len(history) == 3 and same_points(history, tensorboard_scalars(run_dir, "val/acc"))
+    assert len(history) == 4 and same_points(history, tensorboard_scalars(run_dir, "val/acc"))  # no second step 0
     steps = [int(row["step"]) for row in read_csv(run_dir / "metrics.csv")]
     assert steps == sorted(set(steps))  # no duplicated rows after the resume
     records = json.loads((run_dir / "reproducibility.json").read_text())

@@ -33,5 +33,8 @@ def _rank(rank: int, world: int, port: int, function: Callable[..., Any], run_di
     distributed.init("cpu", world)
     try:
         torch.save(function(run_dir, devices=world, **kwargs), run_dir / f"result{rank}.pt")
+        # Both ranks done before either tears the group down: gloo aborts a process whose peer left
+        # while its threads still talked to it ("terminate called without an active exception").
+        distributed.barrier()
     finally:
         distributed.destroy()
