@@ -17,6 +17,8 @@ def test_the_closest_keys_as_deep_as_the_misspelt_one_are_suggested():
     assert unknown_key_message("optimzer", cfg).endswith("did you mean optimizer?")
     assert unknown_key_message("trainr.max_epochs", cfg).endswith("did you mean trainer.max_epochs?")
     assert "train --cfg job" in unknown_key_message("zzz", cfg)
+    # another composition error hid the config: the key is still named, without suggestions
+    assert unknown_key_message("optimizer.lrr", None).startswith("no key optimizer.lrr in the config; see the keys")
 
 
 def test_a_misspelt_config_name_lists_the_choices():

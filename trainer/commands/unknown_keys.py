@@ -77,7 +77,8 @@ def unknown_keys_message(config_name: str, overrides: list[str], missing: str) -
     hold more; a sweep (`-m optimizer.lrr=0.1,0.2`) without its swept values, since the keys are
     what is compared and the Compose API composes one job.
     """
-    parsed = {override: OverridesParser.create().parse_overrides([override])[0] for override in overrides}
+    parser = OverridesParser.create()
+    parsed = {override: parser.parse_overrides([override])[0] for override in overrides}
     unknown: dict[str, str] = {}  # override -> its key
     cfg: DictConfig | None = None
     section: str | None = missing
@@ -112,6 +113,8 @@ def unknown_key_message(key: str, cfg: DictConfig | None) -> str:
 def _closest(word: str, candidates: Sequence[str]) -> list[str]:
     """The best match, and any about as close (a near tie is worth naming; a distant second is noise)."""
     scored = sorted(((difflib.SequenceMatcher(None, word, name).ratio(), name) for name in candidates), reverse=True)
+    if not scored:  # no config to compare with (another error hid it)
+        return []
     return [name for score, name in scored if score >= max(SIMILAR, scored[0][0] - NEAR_TIE)][:3]
 
 
