@@ -133,8 +133,7 @@ class TrainerSettings:
         every 50 steps at most, as Lightning's default."""
         if self.log_every_n_steps is not None:
             return self.log_every_n_steps
-        steps_per_epoch = -(-batches_per_epoch // self.accumulate_grad_batches)
-        return max(1, min(DEFAULT_LOGGING_INTERVAL, steps_per_epoch // POINTS_PER_EPOCH))
+        return max(1, min(DEFAULT_LOGGING_INTERVAL, self.optimizer_steps(batches_per_epoch) // POINTS_PER_EPOCH))
 
     def validates_after_step(self, step: int, batches_done: int, batches_per_epoch: int) -> bool:
         """`val_check_interval`: whether optimizer step `step` (of the run), which ended at batch
@@ -150,9 +149,11 @@ class TrainerSettings:
             return False
         if isinstance(interval, int):
             return step % interval == 0
-        steps_per_epoch = -(-batches_per_epoch // self.accumulate_grad_batches)  # the last group may be short
-        step_in_epoch = -(-batches_done // self.accumulate_grad_batches)
-        return step_in_epoch % max(1, int(interval * steps_per_epoch)) == 0
+        return self.optimizer_steps(batches_done) % max(1, int(interval * self.optimizer_steps(batches_per_epoch))) == 0
+
+    def optimizer_steps(self, batches: int) -> int:
+        """Optimizer steps over `batches` batches from an epoch's start (the last group may be short)."""
+        return -(-batches // self.accumulate_grad_batches)
 
 
 def fsdp_settings(value: FsdpSettings | dict[str, Any] | None) -> FsdpSettings:
