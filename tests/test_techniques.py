@@ -16,7 +16,7 @@ from decltrain.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary
 from decltrain.callbacks.model_summary import summary_table
 from decltrain.trainer.engine.time_budget import parse_duration
 from decltrain.datasets import csv_table
-from decltrain.trainer.commands import schema
+from decltrain.trainer.commands import console_script
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
@@ -271,7 +271,7 @@ def test_tabular_classification_trains_on_a_csv_with_no_other_override(tmp_path,
     ("profiler", {"trainer.profiler": "simple", "trainer.max_epochs": 1}),
 ])
 def test_debug_configs_compose_into_their_own_folder(debug, expected):
-    schema.register()
+    console_script.register_train_config()  # the schema and the run_dir resolver their folders use
     from omegaconf import OmegaConf
     with initialize_config_module(version_base="1.3", config_module="decltrain.configs"):
         cfg = compose("train", overrides=[f"debug={debug}", "config=mnist_cnn"], return_hydra_config=True)
