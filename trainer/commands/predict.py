@@ -37,12 +37,13 @@ INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeErr
 
 def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     run = RunFolder.open(cfg.run, overrides)
-    if cfg.prompt is not None:
-        return [{"prompt": cfg.prompt, "text": generate(cfg, run, overrides)}]
-    if cfg.inputs is None:
+    if cfg.prompt is None and cfg.inputs is None:
         raise UserError("predict needs inputs=FILE|FOLDER|GLOB (or, for a language model, prompt=TEXT)")
-    files = find_inputs(str(cfg.inputs))
+    files = find_inputs(str(cfg.inputs)) if cfg.prompt is None else []
     splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
+    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
+    if cfg.prompt is not None:
+        return [{"prompt": cfg.prompt, "text": generate(cfg, run, splits, model.to(device), task, device)}]
     names, tensors, skipped = [], [], []
 
     def skip(name: str, err: Exception) -> None:
@@ -58,7 +59,6 @@ def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     if not tensors:
         raise UserError(f"none of the inputs matched by inputs={cfg.inputs} could be read as inputs of run "
                         f"{run.path} (see the lines above)")
-    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
     predicted = predictions(model.to(device), task, tensors, splits, device)
     rows = [{"input": name, **row} for name, row in zip(names, predicted)]
     target = write(rows, Path(cfg.output) if cfg.output else run.path / "predictions.csv")
@@ -69,20 +69,19 @@ def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def generate(cfg: DictConfig, run: RunFolder, overrides: list[str]) -> str:
+def generate(cfg: DictConfig, run: RunFolder, splits: DataSplits, model: torch.nn.Module, task: Task,
+             device: torch.device) -> str:
     """`prompt=`: the prompt continued by `max_new_tokens` tokens of the run's language model, printed
     and written to `output` (default <run>/generated.txt)."""
-    splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     tokenizer = splits.eval_transform
     if not isinstance(task, Generates) or tokenizer is None or not hasattr(tokenizer, "decode"):
         raise UserError(f"prompt= continues text with a language model; run {run.path} was trained with "
                         f"task {type(task).__name__}: give inputs= instead")
-    device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
     tokens = tokenizer(str(cfg.prompt)).unsqueeze(0).to(device)
     if tokens.shape[1] == 0:
         raise UserError("prompt= is empty; give the text to continue, e.g. prompt='ROMEO:'")
     with torch.no_grad():
-        sampled = task.generate(model.to(device), tokens, int(cfg.max_new_tokens), float(cfg.temperature),
+        sampled = task.generate(model, tokens, int(cfg.max_new_tokens), float(cfg.temperature),
                                 None if cfg.top_k is None else int(cfg.top_k))
     text = tokenizer.decode(sampled[0].tolist())
     target = Path(cfg.output) if cfg.output else run.path / "generated.txt"
