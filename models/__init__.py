@@ -1,6 +1,7 @@
 """Plain `nn.Module`s. Builders take `num_classes` and `input_shape` from the dataset's metadata."""
 from decltrain.models.autoencoder import DenoisingAutoencoder
 from decltrain.models.cifar_cnn import CifarCNN
+from decltrain.models.dcgan import DCGAN
 from decltrain.models.gpt import GPT
 from decltrain.models.mlp import MLP
 from decltrain.models.mnist_cnn import MnistCNN
@@ -11,5 +12,5 @@ from decltrain.models.torchvision_detector import TorchvisionDetector
 from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
 from decltrain.models.unet import UNet
 
-__all__ = ["DenoisingAutoencoder", "GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
+__all__ = ["DCGAN", "DenoisingAutoencoder", "GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
            "TorchvisionDetector", "TorchvisionSegmenter", "UNet"]
