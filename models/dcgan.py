@@ -27,7 +27,19 @@ class DCGAN(nn.Module):
             nn.Conv2d(channels, width, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
             nn.Flatten(), nn.Linear(2 * width * small[0] * small[1], 1), nn.Flatten(0))
+        self.apply(_dcgan_init)
 
     def forward(self, noise: torch.Tensor) -> torch.Tensor:
         """Images (batch, channels, height, width) in [-1, 1] from noise (batch, latent_size)."""
         return self.generator(noise)
+
+
+def _dcgan_init(module: nn.Module) -> None:
+    """The paper's initialisation: weights from N(0, 0.02), BatchNorm scales from N(1, 0.02)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
