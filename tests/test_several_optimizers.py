@@ -172,3 +172,16 @@ def test_mnist_gan_builds_each_optimizer_over_its_network_with_overrides_by_name
     assert optimizers["generator"].param_groups[0]["lr"] == 1e-3
     assert optimizers["discriminator"].param_groups[0]["lr"] == 2e-4
     assert optimizers["generator"].param_groups[0]["params"] == list(model.generator.parameters())
+
+
+def test_every_evaluation_generates_from_the_same_noise_without_drawing_from_the_training_rng(tmp_path):
+    trainer = gan_trainer(tmp_path)
+    task = trainer.task
+    assert isinstance(task, GAN)
+    before = torch.random.get_rng_state()
+    first = trainer.evaluate(trainer.val_loader, "val")
+    grid = task.grid
+    assert trainer.evaluate(trainer.val_loader, "val") == first
+    assert grid is not None and torch.equal(task.grid, grid) and grid.dtype == torch.uint8
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert 0.0 <= first["val/d_acc"] <= 1.0 and first["val/mean_image_gap"] > 0
