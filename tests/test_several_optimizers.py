@@ -119,6 +119,14 @@ def test_each_optimizer_is_clipped_and_logged_under_its_name(tmp_path):
     assert {"val/d_acc", "val/d_loss", "val/g_loss", "val/mean_image_gap"} <= recorder.metrics.keys()
 
 
+def test_several_optimizers_refuse_several_processes(tmp_path):
+    placement = Placement(TrainerSettings(accelerator="cpu"))
+    placement.world_size = 2  # as under DDP: the task calls the networks past DDP's wrapper, unsynchronised
+    with pytest.raises(UserError, match=r"^task GAN steps several optimizers \(discriminator, generator\), which runs "
+                                        r"in one process only; set trainer.devices=1$"):
+        gan_trainer(tmp_path, placement=placement)
+
+
 def test_a_callback_reading_the_one_optimizer_of_a_run_with_several_is_told_to_read_them_all(tmp_path):
     trainer = gan_trainer(tmp_path)
     with pytest.raises(UserError, match=r"steps several optimizers \(discriminator, generator\).*trainer.optimizers"):
@@ -157,19 +165,24 @@ def test_a_task_naming_an_optimizer_the_config_lacks_fails_naming_both():
 
 
 def test_a_task_with_one_optimizer_refuses_a_config_with_several():
-    with pytest.raises(UserError, match=r"names several optimizers \(optimizer.generator\).*give optimizer one _target_"):
+    with pytest.raises(UserError, match=r"names several optimizers \(optimizer.generator\).*here one is stepped: "
+                                        r"give optimizer one _target_"):
         optimizers_of({"generator": ADAM}, Classification(nn.CrossEntropyLoss(), "multiclass", 2))
 
 
 def test_mnist_gan_builds_each_optimizer_over_its_network_with_overrides_by_name():
-    with initialize_config_module(version_base="1.3", config_module="configs"):
-        cfg = compose(config_name="train", overrides=["config=mnist_gan", "optimizer.generator.lr=1e-3"])
+    with initialize_config_module(version_base="1.3", config_module="configs"):  # as docs/tasks.md writes it
+        cfg = compose(config_name="train", overrides=["config=mnist_gan", "optimizer.generator.lr=1e-4",
+                                                      "task.generator_every=2"])
     build.check_optimization(cfg)
     model = DCGAN((1, 28, 28), latent_size=cfg.model.latent_size)
-    optimizers = build.optimizers(cfg, model, GAN(cfg.model.latent_size))
+    task = build.instantiate_node(cfg.task, "task")
+    assert isinstance(task, GAN) and task.optimizers_at(1) == ["discriminator"]
+    assert task.optimizers_at(2) == ["discriminator", "generator"]
+    optimizers = build.optimizers(cfg, model, task)
     schedules = build.lr_schedules(cfg, optimizers)
     assert isinstance(optimizers, dict) and isinstance(schedules, dict) and schedules.keys() == {"discriminator", "generator"}
-    assert optimizers["generator"].param_groups[0]["lr"] == 1e-3
+    assert optimizers["generator"].param_groups[0]["lr"] == 1e-4
     assert optimizers["discriminator"].param_groups[0]["lr"] == 2e-4
     assert optimizers["generator"].param_groups[0]["params"] == list(model.generator.parameters())
 
@@ -185,3 +198,41 @@ def test_every_evaluation_generates_from_the_same_noise_without_drawing_from_the
     assert grid is not None and torch.equal(task.grid, grid) and grid.dtype == torch.uint8
     assert torch.equal(torch.random.get_rng_state(), before)
     assert 0.0 <= first["val/d_acc"] <= 1.0 and first["val/mean_image_gap"] > 0
+
+
+def test_each_optimizer_gets_the_scheduler_groups_schedule_or_its_own_by_name():
+    cfg = OmegaConf.create({"scheduler": {
+        "lr_scheduler": None, "interval": "epoch", "monitor": None, "warmup_steps": 0,
+        "generator": {"lr_scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 1},
+                      "interval": "step"}}})
+    model = DCGAN((1, 8, 8), latent_size=LATENT, width=4)
+    schedules = build.lr_schedules(cfg, {"discriminator": adam(model.discriminator.parameters()),
+                                         "generator": adam(model.generator.parameters())})
+    assert isinstance(schedules, dict)
+    assert schedules["discriminator"].scheduler is None and schedules["discriminator"].interval == "epoch"
+    assert isinstance(schedules["generator"].scheduler, torch.optim.lr_scheduler.StepLR)
+    assert schedules["generator"].interval == "step"
+
+
+class NonFiniteGeneratorAt(GAN):
+    """The generator's loss is NaN at optimizer step `step`."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(LATENT)
+        self.step, self.calls = step, 0
+
+    def optimizer_loss(self, model: nn.Module, batch: Any, name: str) -> Any:
+        loss = super().optimizer_loss(model, batch, name)
+        if name == "generator":
+            self.calls += 1
+            return loss * float("nan") if self.calls == self.step else loss
+        return loss
+
+
+def test_skip_drops_the_step_of_the_optimizer_whose_loss_was_not_finite_only(tmp_path):
+    trainer = gan_trainer(tmp_path, task=NonFiniteGeneratorAt(2), nonfinite_loss="skip")
+    trainer.fit()
+    assert trainer.global_step == 4
+    assert set(adam_steps(trainer.optimizers["discriminator"])) == {4}
+    assert set(adam_steps(trainer.optimizers["generator"])) == {3}
+    assert all(torch.isfinite(value).all() for value in checkpoint.unwrap(trainer.model).state_dict().values())

@@ -32,13 +32,15 @@ def adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=LR, betas=(0.5, 0.999))
 
 
-def gan_trainer(run_dir: Path, generator_every: int = 1, **kwargs: Any) -> Trainer:
-    """A seeded DCGAN Trainer, 4 steps an epoch; `kwargs`: TrainerSettings' and the Trainer's keywords."""
+def gan_trainer(run_dir: Path, generator_every: int = 1, task: GAN | None = None, **kwargs: Any) -> Trainer:
+    """A seeded DCGAN Trainer, 4 steps an epoch, for `task` (a GAN unless given); `kwargs`:
+    TrainerSettings' and the Trainer's keywords."""
     torch.manual_seed(0)
     model = DCGAN((1, 8, 8), latent_size=LATENT, width=4)
     optimizers = {"discriminator": adam(model.discriminator.parameters()), "generator": adam(model.generator.parameters())}
     keywords = {key: kwargs.pop(key) for key in ("callbacks", "loggers", "placement", "lr_schedule") if key in kwargs}
     kwargs.setdefault("max_epochs", 1)
     kwargs.setdefault("accelerator", "cpu")
-    return Trainer(TrainerSettings(**kwargs), model, image_splits(), GAN(LATENT, generator_every=generator_every),
+    return Trainer(TrainerSettings(**kwargs), model, image_splits(),
+                   task or GAN(LATENT, generator_every=generator_every),
                    optimizer=optimizers, run_dir=run_dir, **keywords)

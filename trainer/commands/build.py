@@ -171,9 +171,9 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     """
     names = optimizer_names(cfg)
     if names:
-        raise UserError(f"config `optimizer` names several optimizers ({_listed(names)}) but task "
-                        f"{cfg.get('task', {}).get('_target_', '?')} steps one: give optimizer one _target_ "
-                        "(e.g. optimizer=adam)")
+        raise UserError(f"config `optimizer` names several optimizers ({_listed(names)}), which only `train` "
+                        "with a task that names them uses (task=gan); here one is stepped: give optimizer one "
+                        "_target_ (e.g. optimizer=adam)")
     group_settings = cfg.optimizer.get("param_groups")
     # `optimizer.param_groups` is a mapping (group name -> settings) in every config
     settings = cast(dict[str, Any], OmegaConf.to_container(group_settings, resolve=True)) if group_settings else {}
