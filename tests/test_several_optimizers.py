@@ -144,6 +144,15 @@ def test_the_checkpoint_holds_each_optimizers_and_schedules_state_by_name(tmp_pa
         assert set(adam_steps(optimizer)) == {4}, name
 
 
+def test_a_checkpoint_of_one_optimizer_does_not_resume_a_run_with_several(tmp_path):
+    trainer = gan_trainer(tmp_path)
+    state = trainer.state_dict()
+    state["optimizer"] = state["optimizer"]["generator"]  # as a run with one optimizer writes it
+    with pytest.raises(UserError, match=r"^checkpoint one.ckpt holds no state of optimizer.discriminator, only one "
+                                        r"optimizer's: resume it with the optimizers it was written with$"):
+        trainer.load_state_dict(state, "one.ckpt")
+
+
 # ------------------------------------------------------------------------- the config's optimizers
 ADAM = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 2e-4}
 

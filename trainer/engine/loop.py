@@ -56,8 +56,8 @@ class Trainer:
 
     Without an `optimizer` it only evaluates (`evaluate`, `test`). A task with several optimizers
     (`SeveralOptimizers`) gets them as a dict by name, with a dict of schedules (a missing one: a
-    constant learning rate). `fit(ckpt_path)` restores a checkpoint's full state before training. `config_yaml`, the resolved config, goes into every
-    checkpoint. `placement` (made from the settings unless given) lets a command refuse what this
+    constant learning rate). `fit(ckpt_path)` restores a checkpoint's full state before training.
+    `config_yaml`, the resolved config, goes into every checkpoint. `placement` (made from the settings unless given) lets a command refuse what this
     machine cannot run before building.
     """
 
@@ -371,10 +371,6 @@ class Trainer:
                             "or save training checkpoints")
         return self.step, self.lr_schedules
 
-    def _per_optimizer(self, state: dict[str, Any]) -> dict[str, Any]:
-        """A checkpoint entry as it is for the only optimizer, or by name for several."""
-        return state[UNNAMED] if UNNAMED in state else state
-
     def _restore(self, ckpt_path: str | Path | None) -> None:
         """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
         if ckpt_path is not None:
@@ -396,9 +392,9 @@ class Trainer:
             "format_version": checkpoint.FORMAT_VERSION,
             "model": self.placement.weights(self.model),
             # one optimizer's state as it is; several: by name (as are their schedules)
-            "optimizer": self._per_optimizer({name: self.placement.optimizer_state(self.model, optimizer)
-                                              for name, optimizer in self._optimizers.items()}),
-            "lr_schedule": self._per_optimizer({name: schedule.state_dict() for name, schedule in schedules.items()}),
+            "optimizer": as_saved({name: self.placement.optimizer_state(self.model, optimizer)
+                                   for name, optimizer in self._optimizers.items()}),
+            "lr_schedule": as_saved({name: schedule.state_dict() for name, schedule in schedules.items()}),
             "precision": self.precision.state_dict(),
             "progress": self.progress.state_dict(),
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
@@ -418,6 +414,11 @@ class Trainer:
         checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
         saved_optimizers, saved_schedules = state["optimizer"], state["lr_schedule"]
         for name, optimizer in self._optimizers.items():
+            if name != UNNAMED and name not in saved_optimizers:
+                held = "one optimizer's" if "param_groups" in saved_optimizers else \
+                    ", ".join(f"optimizer.{saved}" for saved in saved_optimizers)
+                raise UserError(f"checkpoint {source} holds no state of optimizer.{name}, only {held}: resume it "
+                                "with the optimizers it was written with")
             self.placement.load_optimizer_state(self.model, optimizer,
                                                 saved_optimizers if name == UNNAMED else saved_optimizers[name])
             schedules[name].load_state_dict(saved_schedules if name == UNNAMED else saved_schedules[name])
@@ -451,6 +452,11 @@ class Trainer:
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
                 checkpoint.save_atomic(state, Path(path))
+
+
+def as_saved(states: dict[str, Any]) -> Any:
+    """A checkpoint entry of every optimizer (or schedule): the only one's state as it is, several by name."""
+    return states[UNNAMED] if UNNAMED in states else states
 
 
 def by_name(given: Any) -> dict[str, Any]:
