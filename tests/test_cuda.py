@@ -36,7 +36,7 @@ from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.callbacks import OverflowAt
-from tests.helpers.commands import run_train, train_command
+from tests.helpers.commands import python_path, run_train, train_command
 from tests.helpers.paths import REPO
 from tests.helpers.trainers import make_trainer
 
@@ -203,7 +203,7 @@ STOP_AT_40 = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "
 
 def train(*args: str, cwd: Path, data_dir: Path, **env: str):
     """The installed `train`; PYTHONPATH lets it import this module's test callbacks."""
-    return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), **env})
+    return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir), "PYTHONPATH": python_path(REPO), **env})
 
 
 def last_state(run_dir: Path) -> dict:
