@@ -34,10 +34,11 @@ part() {
 repo=$(pwd)
 for name in "${parts[@]}"; do
     case $name in
-        tests) part tests 420 python3 -m pytest -q -m cuda -p no:cacheprovider --durations=10 \
+        tests) part tests 300 python3 -m pytest -q -m cuda -p no:cacheprovider --durations=10 \
                    "$repo/tests/test_cuda.py" "$repo/tests/test_fsdp.py" "$repo/tests/test_find_batch_size.py" ;;
         batch_size) part batch_size 180 find-batch-size config=mnist_cnn trainer.accelerator=cuda ;;
-        text_gpt) part text_gpt 300 python3 "$repo/scripts/benchmark.py" --mode text_gpt --device cuda --rounds "${ROUNDS:-2}" ;;
+        text_gpt) part text_gpt 300 python3 "$repo/scripts/benchmark.py" --mode text_gpt --device cuda --epochs 4 \
+                      --rounds "${ROUNDS:-2}" ;;
         benchmark) part benchmark 420 python3 "$repo/scripts/benchmark.py" --device cuda --rounds "${ROUNDS:-2}" ;;
         *) echo "unknown part $name: use tests batch_size text_gpt benchmark" >&2; exit 2 ;;
     esac
