@@ -10,6 +10,7 @@ from decltrain.models.torchvision_classifier import TorchvisionClassifier
 from decltrain.models.torchvision_detector import TorchvisionDetector
 from decltrain.models.torchvision_segmenter import TorchvisionSegmenter
 from decltrain.models.unet import UNet
+from decltrain.models.vae import VAE
 
 __all__ = ["DenoisingAutoencoder", "GPT", "MLP", "CifarCNN", "MnistCNN", "SequenceClassifier", "TimmClassifier", "TorchvisionClassifier",
-           "TorchvisionDetector", "TorchvisionSegmenter", "UNet"]
+           "TorchvisionDetector", "TorchvisionSegmenter", "UNet", "VAE"]
