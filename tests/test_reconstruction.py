@@ -18,7 +18,7 @@ from decltrain.models.vae import VAEOutput
 from decltrain.trainer.commands import build
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tasks.reconstruction import Reconstruction
-from tests.helpers.commands import run_train
+from tests.helpers.commands import run_command, run_train
 from tests.helpers.data import mnist_pixels
 from tests.helpers.trainers import RecordingLogger, TinyNet, make_trainer
 
@@ -135,7 +135,8 @@ def test_an_unknown_reconstruction_loss_names_the_choices():
 
 @pytest.mark.slow
 def test_mnist_vae_beats_the_mean_image_logs_both_terms_and_draws_grids(tmp_path, data_dir):
-    """`train config=mnist_vae`: the test ELBO bound is well below the loss of predicting the mean training digit."""
+    """`train config=mnist_vae`: the test loss (negative ELBO) is well below the loss of predicting the mean training digit;
+    `predict` writes each digit's reconstruction."""
     train, test = mnist_pixels(data_dir, True), mnist_pixels(data_dir, False)
     mean_image = train.mean(0).clamp(1e-6, 1 - 1e-6)
     mean_image_loss = float(-(test * mean_image.log() + (1 - test) * (1 - mean_image).log()).flatten(1).sum(1).mean())
@@ -153,3 +154,16 @@ def test_mnist_vae_beats_the_mean_image_logs_both_terms_and_draws_grids(tmp_path
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0}).Reload()
     for name in ("val/reconstructions", "val/samples"):
         assert len({image.step for image in events.Images(name)}) == 3, name  # before training and at each epoch
+
+    digits = tmp_path / "digits"
+    digits.mkdir()
+    for index in range(2):
+        Image.fromarray((test[index] * 255).to(torch.uint8).numpy()).save(digits / f"{index}.png")
+    predicted = run_command("predict", f"run={run_dir}", f"inputs={digits}", cwd=tmp_path, data_dir=tmp_path)
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    with (run_dir / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(float(row["loss_reconstruction"]) < mean_image_loss for row in rows), rows
+    for row in rows:
+        with Image.open(row["reconstruction"]) as image:
+            assert (image.mode, image.size) == ("L", (28, 28))
