@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from decltrain.datasets.base import DataSplits, LoaderSettings
 from decltrain.models import VAE
 from decltrain.models.vae import VAEOutput
-from decltrain.trainer.commands import build
+from decltrain.trainer.commands import build, export
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tasks.reconstruction import Reconstruction
 from tests.helpers.commands import run_command, run_train
@@ -126,6 +126,12 @@ def test_a_model_or_data_that_do_not_fit_fail_at_start_in_one_line(model, task, 
     with pytest.raises(UserError, match="does not fit") as raised:
         build.check_model_fits(model, task, splits)
     assert expected in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_export_refuses_a_vae_in_one_line_naming_its_several_outputs(tmp_path):
+    images = image_splits().val.tensors[0]
+    with pytest.raises(UserError, match="export-model exports models whose output is one tensor; VAE returns a VAEOutput"):
+        export.verify(VAE(SHAPE), lambda inputs: inputs, images, 1e-4, tmp_path / "model.pt")
 
 
 def test_an_unknown_reconstruction_loss_names_the_choices():
