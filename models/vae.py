@@ -4,7 +4,7 @@ The encoder gives the mean and log-variance of a Gaussian over the code; while t
 drawn from it (the reparameterization trick), in eval mode it is the mean, so an evaluation is
 deterministic and draws nothing from the run's random numbers. The decoder's outputs are logits of
 each pixel (the `reconstruction` task's `bce`) or the pixels themselves (its `mse`). `decode` maps
-codes drawn from the prior, a standard Gaussian, to new images.
+codes (`code_size` values) drawn from the prior, a standard Gaussian, to new images.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class VAE(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], code_size: int = 16, hidden_size: int = 400) -> None:
         super().__init__()
         size = math.prod(input_shape)
+        self.code_size = code_size
         self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(size, hidden_size), nn.ReLU(),
                                      nn.Linear(hidden_size, 2 * code_size))
         self.decoder = nn.Sequential(nn.Linear(code_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, size),

@@ -103,6 +103,16 @@ def test_the_grid_holds_the_inputs_over_their_reconstructions_and_the_prior_samp
     assert torch.equal(grids[0]["samples"], grids[1]["samples"])
 
 
+def test_samples_are_a_grid_of_eight_a_row_drawn_from_the_prior_with_the_seed_given():
+    task, model = Reconstruction(), VAE(SHAPE, code_size=4, hidden_size=32).eval()
+    with torch.no_grad():
+        grid, again, other = task.samples(model, 16, 0), task.samples(model, 16, 0), task.samples(model, 16, 1)
+    assert grid.dtype == torch.uint8 and grid.shape == (3, 2 * 8 + 3 * 2, 8 * 8 + 9 * 2)
+    assert torch.equal(grid, again) and not torch.equal(grid, other)
+    with pytest.raises(UserError, match="model HalfAutoencoder cannot draw samples: that takes a VAE"):
+        task.samples(HalfAutoencoder(), 16, 0)
+
+
 def test_predict_gives_each_input_its_reconstruction_as_an_image_and_its_loss():
     task, model = Reconstruction(), VAE(SHAPE, code_size=4, hidden_size=32).eval()
     images = image_splits().val.tensors[0][:3]

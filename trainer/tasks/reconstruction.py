@@ -1,14 +1,15 @@
 """Reconstruction: an autoencoder gives its inputs back; a VAE also keeps its codes close to the prior.
 
 Batches are images (or (images, labels) pairs, the labels unused). An autoencoder returns the
-reconstruction; a VAE returns (reconstruction, mean, log_variance) of its code's Gaussian and has a
-`decode(code)` method, as models/vae.py has. The loss per sample is the reconstruction term
+reconstruction; a VAE returns (reconstruction, mean, log_variance) of its code's Gaussian and has
+`decode(code)` and `code_size`, as models/vae.py has. The loss per sample is the reconstruction term
 (`bce`: binary cross-entropy of the output logits against inputs in [0, 1]; `mse`: squared error),
 summed over the pixels, plus, for a VAE, `beta` times the KL divergence of the code's Gaussian from
 the standard one: the negative ELBO when `beta` is 1. Both terms are logged (`loss_reconstruction`,
 `loss_kl`, the latter as optimized: times `beta`; 0 for an autoencoder, which has no code
 distribution). Every evaluation also shows its first images over their reconstructions, and, for a
-VAE, images decoded from fixed draws of the prior, so the grids compare across epochs.
+VAE, images decoded from fixed draws of the prior, so the grids compare across epochs; `samples`
+draws such a grid for `predict num_samples=`.
 """
 from __future__ import annotations
 
@@ -66,8 +67,7 @@ class Reconstruction:
         metrics["inputs"].update(images)
         metrics["reconstructions"].update(self.visible(rebuilt))
         if not metrics["samples"].update_called:  # once per evaluation; an autoencoder has no prior to draw from
-            metrics["samples"].update(rebuilt[:0] if code is None
-                                      else self.visible(self.samples(model, code[0].shape[1], code[0].device)))
+            metrics["samples"].update(rebuilt[:0] if code is None else self.decoded(model, self.shown, SAMPLES_SEED))
 
     def summarize(self, computed: dict[str, torch.Tensor]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         """The losses, a grid of the first inputs (top row) over their reconstructions, and the prior's samples."""
@@ -110,8 +110,8 @@ class Reconstruction:
             if mean.dim() != 2 or mean.shape != log_variance.shape or len(mean) != len(images):
                 return (f"outputs a mean {tuple(mean.shape)} and a log-variance {tuple(log_variance.shape)}, "
                         f"needs both ({len(images)}, code size)")
-            if not callable(getattr(unwrap(model), "decode", None)):
-                return "has no decode(code) method, which a VAE needs to draw images from the prior"
+            if not draws_samples(model):
+                return "has no decode(code) method or no code_size, which a VAE needs to draw images from the prior"
         return None
 
     def reconstruction_loss(self, rebuilt: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
@@ -125,11 +125,25 @@ class Reconstruction:
         """The model's outputs as images: pixel probabilities for `bce` (the outputs are logits), as they are for `mse`."""
         return rebuilt.float().sigmoid() if self.reconstruction == "bce" else rebuilt.float()
 
-    def samples(self, model: nn.Module, code_size: int, device: torch.device) -> torch.Tensor:
-        """The model's outputs for `shown` fixed draws from the prior, a standard Gaussian."""
-        draws = torch.randn(self.shown, code_size, generator=torch.Generator().manual_seed(SAMPLES_SEED))
-        decode: Callable[[torch.Tensor], torch.Tensor] = getattr(unwrap(model), "decode")  # checked at start
-        return decode(draws.to(device))
+    def samples(self, model: nn.Module, count: int, seed: int) -> torch.Tensor:
+        """A uint8 (C, H, W) grid (8 a row) of `count` images a VAE decodes from draws of the prior made with `seed`."""
+        return to_uint8(make_grid(self.decoded(model, count, seed).cpu(), normalize=True))
+
+    def decoded(self, model: nn.Module, count: int, seed: int) -> torch.Tensor:
+        """The images of `count` codes drawn from the prior, a standard Gaussian, with `seed`."""
+        vae = unwrap(model)
+        if not draws_samples(vae):
+            raise UserError(f"model {type(vae).__name__} cannot draw samples: that takes a VAE, with decode(code) "
+                            "and code_size (model=vae)")
+        draws = torch.randn(count, int(getattr(vae, "code_size")), generator=torch.Generator().manual_seed(seed))
+        decode: Callable[[torch.Tensor], torch.Tensor] = getattr(vae, "decode")
+        return self.visible(decode(draws.to(next(vae.parameters()).device)))
+
+
+def draws_samples(model: nn.Module) -> bool:
+    """Whether the model (under any DDP or compile wrapper) decodes codes of a known size, as a VAE does."""
+    vae = unwrap(model)
+    return callable(getattr(vae, "decode", None)) and isinstance(getattr(vae, "code_size", None), int)
 
 
 def images_of(batch: Any) -> torch.Tensor:
