@@ -22,6 +22,10 @@ Two modes (both by default):
   batch 16: `train config=segmentation_folder dataset.fake=true` against
   scripts/handwritten_segmentation.py (the same model, optimizer and data; both validate each epoch).
 
+* `text_gpt` (only when asked; scripts/text_gpt_benchmark.py): a character GPT, `train
+  config=text_gpt` against a nanoGPT-style loop (scripts/handwritten_gpt.py): training tokens/s,
+  compiled and in bf16 on a GPU.
+
 Where CUDA is visible (`--device auto`, the default, or `--device cuda`) the device tables of
 scripts/device_benchmark.py run instead: the same MNIST contenders on the GPU with samples/s and
 peak GPU memory, the compute-only limit, compile modes, and a compute-bound ResNet-18 job in fp32
@@ -31,6 +35,7 @@ and bf16. `--mode device --device cpu --quick` runs them on the CPU as a smoke t
     DATA_DIR=../shared/data python scripts/benchmark.py --quick      # a smoke run, seconds
     python scripts/benchmark.py --mode images --images 2500,10000      # the image-folder table
     python scripts/benchmark.py --mode segmentation --rounds 3 --epochs 4   # the U-Net job
+    python scripts/benchmark.py --mode text_gpt --device cpu --rounds 3 --epochs 3   # the character GPT
     DATA_DIR=../shared/data python scripts/benchmark.py --mode startup
 """
 from __future__ import annotations
@@ -48,6 +53,7 @@ import time
 from pathlib import Path
 
 import image_folder_benchmark
+import text_gpt_benchmark
 from bench_common import REPO, Contender, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch, toolkit
 from rich.console import Console
 from rich.table import Table
@@ -213,9 +219,10 @@ def machine() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Toolkit vs hand-written loop on MNIST (see the module docstring).")
-    parser.add_argument("--mode", choices=("all", "process", "overhead", "images", "startup", "device", "segmentation"),
+    parser.add_argument("--mode", choices=("all", "process", "overhead", "images", "startup", "device", "segmentation",
+                                           "text_gpt"),
                         default="all", help="all: process, overhead, images and startup on the CPU, or the device "
-                        "tables on CUDA; segmentation: the U-Net job (only when asked)")
+                        "tables on CUDA; segmentation, text_gpt: the U-Net job, the character GPT (only when asked)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the device tables train (scripts/device_benchmark.py); auto: CUDA when visible")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; medians are reported")
@@ -250,6 +257,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="benchmark-") as work:
         if args.mode == "segmentation":
             segmentation_mode(args, env, Path(work), console)
+        elif args.mode == "text_gpt":
+            text_gpt_benchmark.text_gpt_mode(args, env, Path(work), console)
         elif args.mode == "device" or (args.mode == "all" and args.device == "cuda"):
             from device_benchmark import device_mode  # scripts/ is on the path of this script
 

@@ -61,3 +61,27 @@ def test_asking_for_the_gpu_tables_without_a_gpu_is_one_line_at_once():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr == "benchmark: --device cuda, but torch sees no CUDA device here; use --device cpu (or auto)\n"
+
+
+@pytest.mark.slow
+def test_the_hand_written_gpt_loop_reports_its_epochs_and_the_rate_is_taken_after_the_first(tmp_path: Path,
+                                                                                          monkeypatch):
+    """The baseline of `--mode text_gpt`, tiny, on the CPU; its rate leaves out the warm-up epoch."""
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    from bench_common import Sample, json_lines
+    from text_gpt_benchmark import script_tokens_per_second
+
+    from decltrain.datasets.text_file import generated_text
+
+    text = tmp_path / "input.txt"
+    text.write_text(generated_text(200))
+    result = subprocess.run([sys.executable, "scripts/handwritten_gpt.py", "--text", str(text), "--epochs", "3",
+                             "--limit-batches", "2", "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+                             "--block-size", "16", "--batch-size", "4"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json_lines(result.stdout)
+    assert len(report["epoch_seconds"]) == 3 and report["steps_per_epoch"] == 2
+    assert 0 < report["train_loss"] < 10
+    sample = Sample(wall=1.0, peak_mib=1.0, report={**report, "epoch_seconds": [100.0, 2.0, 4.0]})
+    assert script_tokens_per_second(sample, tokens_per_step=64) == 48.0  # the median of 64 and 32 tokens/s

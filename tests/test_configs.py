@@ -85,3 +85,8 @@ def test_a_wrong_trainer_setting_fails_at_composition_naming_the_key(override, e
     with pytest.raises(ConfigCompositionException) as failure:
         compose_train(override)
     assert expected in str(failure.value.__cause__ or failure.value)
+
+
+def test_the_segmentation_experiment_takes_the_torchvision_model_its_header_offers():
+    model = compose_train("config=segmentation_folder", "model=torchvision_segmentation").model
+    assert set(model) == {"_target_", "name", "weights"}  # no U-Net setting left over to break its constructor

@@ -36,7 +36,7 @@ from decltrain.trainer.engine.precision import Precision
 from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.callbacks import OverflowAt
-from tests.helpers.commands import run_train, train_command
+from tests.helpers.commands import python_path, run_train, train_command
 from tests.helpers.paths import REPO
 from tests.helpers.trainers import make_trainer
 
@@ -143,7 +143,8 @@ def test_a_checkpoint_with_a_cuda_random_state_resumes_where_no_cuda_is_visible(
 
 
 def test_an_op_without_a_deterministic_kernel_stops_with_one_line_naming_it(tmp_path):
-    """On CUDA every ResNet hits this (adaptive pooling's backward); put_ has no deterministic CPU kernel."""
+    """On CUDA torchvision's segmentation models hit this (bilinear upsampling's backward); put_ has no
+    deterministic CPU kernel."""
     trainer = make_trainer(tmp_path, deterministic=True, max_epochs=1)
     model = trainer.model
 
@@ -203,7 +204,7 @@ STOP_AT_40 = ["+callbacks.stop._target_=tests.helpers.callbacks.SignalAtStep", "
 
 def train(*args: str, cwd: Path, data_dir: Path, **env: str):
     """The installed `train`; PYTHONPATH lets it import this module's test callbacks."""
-    return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir), "PYTHONPATH": str(REPO), **env})
+    return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir), "PYTHONPATH": python_path(REPO), **env})
 
 
 def last_state(run_dir: Path) -> dict:
@@ -243,13 +244,15 @@ def test_deterministic_mid_epoch_resume_with_augmentation_on_the_device_is_bit_i
 
 @pytest.mark.slow
 @pytest.mark.cuda
-def test_deterministic_resnet_on_cuda_is_refused_naming_the_op(tmp_path, data_dir):
-    result = train("config=cifar10_resnet18", "dataset.fake=true", "model.freeze_backbone=false",
-                   "trainer.fast_dev_run=true", "trainer.accelerator=cuda", "trainer.deterministic=true",
-                   cwd=tmp_path, data_dir=data_dir)
-    assert result.returncode == 2
-    assert "but the model uses adaptive_avg_pool2d_backward" in \
-        result.stdout + result.stderr
+def test_deterministic_bilinear_upsampling_on_cuda_is_refused_naming_the_op(tmp_path, data_dir):
+    # A ResNet trains deterministically on CUDA (its 1x1 adaptive pooling is a mean; seen on an H200,
+    # torch 2.11); the bilinear upsampling that ends torchvision's segmentation models has no
+    # deterministic backward there (torch.use_deterministic_algorithms' list).
+    result = train("config=segmentation_folder", "dataset.fake=true", "model=torchvision_segmentation",
+                   "model.name=lraspp_mobilenet_v3_large", "trainer.fast_dev_run=true", "trainer.accelerator=cuda",
+                   "trainer.deterministic=true", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "trainer.deterministic=true, but the model uses upsample_bilinear2d" in result.stdout + result.stderr
 
 
 @pytest.mark.slow

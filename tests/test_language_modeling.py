@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 
 import pytest
 
 from decltrain.datasets.text_file import generated_text
 from tests.helpers.commands import run_command, run_train
+from tests.helpers.text import unigram_loss
 
 SMALL = ("model.n_layer=2", "model.n_head=2", "model.n_embd=64", "model.dropout=0.0", "dataset.block_size=64",
          "dataset.batch_size=32", "optimizer.lr=3e-3", "scheduler.warmup_steps=10", "trainer.max_epochs=3")
-
-
-def unigram_loss(train: str, held_out: str) -> float:
-    """Cross-entropy (nats per character) on `held_out` of predicting the training text's character frequencies."""
-    counts = Counter(train)
-    return -sum(math.log(counts[char] / len(train)) for char in held_out) / len(held_out)
 
 
 @pytest.mark.slow

@@ -108,6 +108,13 @@ COMMANDS: dict[str, Run | Excluded] = {
         Excluded("tests/test_several_optimizers.py composes these overrides and steps the generator every other step"),
     "predict run=outputs/mnist_gan/<timestamp> num_samples=64":
         Excluded("tests/test_gan.py runs it on its shortened mnist_gan run"),
+    "train config=text_gpt model=hf_causal_lm task=model_loss dataset.path=input.txt":
+        Excluded("tests/test_hf_causal_lm.py runs it, smaller, on a generated text"),
+    "train config=text_gpt model=hf_causal_lm task=model_loss dataset.path=input.txt model.path=my_gpt2":
+        Excluded("needs a model folder; tests/test_hf_causal_lm.py builds the model from one it saves"),
+    "train config=mnist_vae": Excluded("tests/test_reconstruction.py runs it on the MNIST subset"),
+    "predict run=outputs/mnist_vae/<timestamp> inputs=digits":
+        Excluded("tests/test_reconstruction.py runs it on the run it trains"),
     "train config=mnist_cnn 'callbacks=[default,ema]'": SHORT,
     "train config=mnist_cnn 'callbacks=[default,swa]' callbacks.swa.swa_lr=1e-4": SHORT,
     "train config=mnist_cnn trainer.val_check_interval=20": SHORT,

@@ -17,7 +17,7 @@ import yaml
 from decltrain.trainer.engine import checkpoint
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.runs import from_folder, fresh_folder, run_lock, status
-from tests.helpers.commands import run_train
+from tests.helpers.commands import python_path, run_train
 from tests.helpers.resume import assert_bit_identical
 
 
@@ -127,7 +127,7 @@ def test_a_training_run_on_a_full_disk_ends_with_one_line_and_a_loadable_last_ch
 @pytest.mark.slow
 def test_resume_from_the_folder_alone_is_bit_identical_and_rerun_names_its_source(tmp_path, data_dir):
     """A run made with overrides, stopped by SIGTERM at step 4 of 6; `train resume=<folder>` finishes it."""
-    env = {"DATA_DIR": str(data_dir), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {"DATA_DIR": str(data_dir), "PYTHONPATH": python_path(Path(__file__).resolve().parents[1])}
     made = ["config=mnist_mlp", "optimizer.lr=3e-3", "trainer.max_epochs=2", *SHORT]
     whole = run_train(*made, "hydra.run.dir=whole", cwd=tmp_path, env=env)
     assert whole.returncode == 0, whole.stderr[-2000:]

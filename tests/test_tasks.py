@@ -20,25 +20,8 @@ from decltrain.trainer.errors import UserError
 from decltrain.trainer.tasks.classification import Classification
 from decltrain.trainer.tasks.model_loss import ModelLoss
 from tests.helpers.commands import run_train
-from tests.helpers.data import synthetic_splits
-from tests.helpers.trainers import TinyNet, make_trainer
-
-
-class RecordingLogger:
-    """The metrics the Trainer logs, by name."""
-
-    def __init__(self) -> None:
-        self.logged: dict[str, list[float]] = {}
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        for name, value in metrics.items():
-            self.logged.setdefault(name, []).append(value)
-
-    def log_image(self, name: str, image: torch.Tensor, step: int) -> None:
-        self.logged.setdefault(name, []).append(float(image.float().mean()))
-
-    def flush(self) -> None:
-        pass
+from tests.helpers.data import mnist_pixels, synthetic_splits
+from tests.helpers.trainers import RecordingLogger, TinyNet, make_trainer
 
 
 class LossOwningNet(nn.Module):
@@ -163,10 +146,8 @@ def test_images_with_a_labels_csv_are_multilabel(tmp_path, cache):
 @pytest.mark.slow
 def test_a_model_that_computes_its_own_loss_learns_to_reconstruct_digits(tmp_path, data_dir):
     """`config=mnist_autoencoder` (task=model_loss): the test reconstruction error beats the mean image's."""
-    import torchvision
-
     def normalized(train: bool) -> torch.Tensor:
-        return (torchvision.datasets.MNIST(str(data_dir), train=train).data.float() / 255 - 0.1307) / 0.3081
+        return (mnist_pixels(data_dir, train) - 0.1307) / 0.3081
 
     mean_image_error = float(((normalized(False) - normalized(True).mean(0)) ** 2).mean())
     result = run_train("config=mnist_autoencoder", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path / 'run'}",

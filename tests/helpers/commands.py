@@ -22,6 +22,11 @@ def run_train(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout:
                           text=True, timeout=timeout)
 
 
+def python_path(*folders: Path) -> str:
+    """PYTHONPATH with `folders` first (a test's own callbacks), keeping what the environment had."""
+    return os.pathsep.join([*map(str, folders), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def run_command(name: str, *args: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
     """One of the installed run-folder commands (`evaluate`, `predict`, `export-model`)."""
     return run_train(*args, cwd=cwd, env={"DATA_DIR": str(data_dir)}, command=train_command(name))

@@ -1,5 +1,7 @@
-"""Synthetic data every working training loop can learn."""
+"""Synthetic data every working training loop can learn, and the real MNIST subset's pixels."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
@@ -19,3 +21,10 @@ def synthetic_splits(n: int = 256, features: int = 8, classes: int = 3, batch_si
 
     return DataSplits(train=split(n), val=split(n // 4), test=split(n // 4), num_classes=classes,
                       input_shape=(features,), loader=LoaderSettings(batch_size=batch_size), name="blobs")
+
+
+def mnist_pixels(data_dir: Path, train: bool) -> torch.Tensor:
+    """The MNIST subset's training or test images, (N, 28, 28) pixels in [0, 1], as its files hold them."""
+    import torchvision
+
+    return torchvision.datasets.MNIST(str(data_dir), train=train).data.float() / 255

@@ -27,6 +27,23 @@ class TinyNet(nn.Module):
         return self.net(x)
 
 
+class RecordingLogger:
+    """The metrics the Trainer logs, by name."""
+
+    def __init__(self) -> None:
+        self.logged: dict[str, list[float]] = {}
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        for name, value in metrics.items():
+            self.logged.setdefault(name, []).append(value)
+
+    def log_image(self, name: str, image: torch.Tensor, step: int) -> None:
+        self.logged.setdefault(name, []).append(float(image.float().mean()))
+
+    def flush(self) -> None:
+        pass
+
+
 def make_trainer(tmp_path: Path, callbacks: dict | None = None, splits: DataSplits | None = None,
                  lr: float = 0.05, model: nn.Module | None = None,
                  optimizer: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,

@@ -117,7 +117,11 @@ def onnx(model: nn.Module, example: torch.Tensor, path: Path) -> Runner:
 @torch.no_grad()
 def verify(model: nn.Module, runner: Runner, batch: torch.Tensor, tolerance: float, target: Path) -> float:
     """The largest absolute output difference; above `tolerance` the export is refused."""
-    expected = model.eval()(batch).float()
+    outputs = model.eval()(batch)
+    if not isinstance(outputs, torch.Tensor):
+        raise UserError(f"export-model exports models whose output is one tensor; {type(model).__name__} returns "
+                        f"a {type(outputs).__name__}")
+    expected = outputs.float()
     actual = runner(batch).float()
     if actual.shape != expected.shape:
         raise UserError(f"the exported {target.name} gives outputs of shape {tuple(actual.shape)} for a batch "

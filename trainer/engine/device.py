@@ -42,8 +42,9 @@ NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
 
 
 def explain_nondeterministic(error: BaseException) -> UserError | None:
-    """torch's refusal of an op under `trainer.deterministic=true` (e.g. adaptive pooling's backward
-    on CUDA, in every ResNet) as one line naming the op and the fix; None for any other error."""
+    """torch's refusal of an op under `trainer.deterministic=true` (e.g. bilinear upsampling's backward
+    on CUDA, at the end of torchvision's segmentation models) as one line naming the op and the fix;
+    None for any other error."""
     text = str(error)
     if not isinstance(error, RuntimeError) or NO_DETERMINISTIC_KERNEL not in text:
         return None
