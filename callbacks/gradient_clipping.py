@@ -12,6 +12,7 @@ import torch
 from torch.distributed.tensor import DTensor
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
+from decltrain.trainer.engine.optimizers import UNNAMED, metric_name, trained_parameters
 from decltrain.trainer.errors import UserError
 
 
@@ -19,6 +20,8 @@ class GradientClipping(Callback):
     """`algorithm=norm` rescales to a total 2-norm of at most `value`; `value` clamps each element.
 
     With `value: null` nothing is clipped and the gradient norm is still logged on logging steps.
+    A task's several optimizers are each clipped on their own before their step, and each norm is
+    logged under the optimizer's name (`train/grad_norm_generator`).
     """
 
     def __init__(self, value: float | None = None, algorithm: str = "norm") -> None:
@@ -28,12 +31,14 @@ class GradientClipping(Callback):
             raise UserError(f"callbacks.gradient_clipping.value={value} must be positive (or null for no clipping)")
         self.value = value
         self.algorithm = algorithm
-        self._norm: torch.Tensor | None = None  # measured before the step, logged after it
+        self._norms: dict[str, torch.Tensor] = {}  # measured before each step, logged after it, by metric name
 
     def on_before_optimizer_step(self, trainer: TrainerView) -> None:
         if self.value is None and not trainer.should_log:
             return
-        params = [p for p in trainer.model.parameters() if p.grad is not None]
+        name = trainer.optimizer_name
+        stepped = None if name == UNNAMED else {id(param) for param in trained_parameters(trainer.optimizer)}
+        params = [p for p in trainer.model.parameters() if p.grad is not None and (stepped is None or id(p) in stepped)]
         if not params:
             return
         norm = total_norm(params)  # before clipping: what the loss landscape produced
@@ -43,12 +48,12 @@ class GradientClipping(Callback):
             else:
                 torch.nn.utils.clip_grad_value_(params, self.value)
         if trainer.should_log:
-            self._norm = norm
+            self._norms[metric_name("train/grad_norm", name)] = norm
 
     def on_train_batch_end(self, trainer: TrainerView) -> None:
-        if self._norm is not None:
-            trainer.log_metrics({"train/grad_norm": self._norm.item()})
-            self._norm = None
+        if self._norms:
+            trainer.log_metrics({metric: norm.item() for metric, norm in self._norms.items()})
+            self._norms = {}
 
 
 def total_norm(params: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -1,8 +1,10 @@
-"""Logs the learning rate of each parameter group (`train/lr`, or `train/lr/group<i>` for several groups)."""
+"""Logs the learning rate of each parameter group (`train/lr`, or `train/lr/group<i>` for several
+groups); a task's several optimizers each under their name (`train/lr_generator`)."""
 from __future__ import annotations
 
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
+from decltrain.trainer.engine.optimizers import metric_name
 
 
 class LearningRateMonitor(Callback):
@@ -15,8 +17,11 @@ class LearningRateMonitor(Callback):
             self._log(trainer)
 
     def _log(self, trainer: TrainerView) -> None:
-        groups = trainer.optimizer.param_groups
-        if len(groups) == 1:
-            trainer.log_metrics({"train/lr": groups[0]["lr"]})
-        else:
-            trainer.log_metrics({f"train/lr/group{i}": group["lr"] for i, group in enumerate(groups)})
+        rates: dict[str, float] = {}
+        for name, optimizer in trainer.optimizers.items():
+            metric, groups = metric_name("train/lr", name), optimizer.param_groups
+            if len(groups) == 1:
+                rates[metric] = groups[0]["lr"]
+            else:
+                rates.update({f"{metric}/group{i}": group["lr"] for i, group in enumerate(groups)})
+        trainer.log_metrics(rates)

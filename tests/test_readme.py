@@ -103,6 +103,11 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=text_gpt dataset.path=input.txt": SHORT,
     "train config=text_gpt dataset.path=texts/ dataset.tokenizer=bpe": SHORT,
     'predict run=outputs/text_gpt/<timestamp> prompt="ROMEO:" max_new_tokens=200 temperature=0.8 top_k=40': AS_IS,
+    "train config=mnist_gan": Excluded("tests/test_gan.py runs it shortened (the time budget of the slow tests)"),
+    "train config=mnist_gan optimizer.generator.lr=1e-4 task.generator_every=2":
+        Excluded("tests/test_several_optimizers.py composes these overrides and steps the generator every other step"),
+    "predict run=outputs/mnist_gan/<timestamp> num_samples=64":
+        Excluded("tests/test_gan.py runs it on its shortened mnist_gan run"),
     "train config=text_gpt model=hf_causal_lm task=model_loss dataset.path=input.txt":
         Excluded("tests/test_hf_causal_lm.py runs it, smaller, on a generated text"),
     "train config=text_gpt model=hf_causal_lm task=model_loss dataset.path=input.txt model.path=my_gpt2":

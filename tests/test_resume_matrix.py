@@ -24,7 +24,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from torchvision.transforms import v2
 
-from decltrain.callbacks import EarlyStopping, ModelCheckpoint
+from decltrain.callbacks import EarlyStopping, GradientClipping, LearningRateMonitor, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
 from decltrain.datasets import coco_detection
 from decltrain.datasets.base import LoaderSettings, TransformedSubset
@@ -39,6 +39,7 @@ from decltrain.trainer.tasks.detection import Detection
 from tests.helpers.callbacks import OverflowAt
 from tests.helpers.commands import run_train, train_command
 from tests.helpers.data import synthetic_splits
+from tests.helpers.gan import gan_trainer
 from tests.helpers.trainers import make_trainer
 
 pytestmark = pytest.mark.slow  # MNIST runs of `train`, and 42 synthetic runs stopped and resumed
@@ -226,6 +227,41 @@ def test_detection_sigterm_mid_epoch_resumes_exactly(tmp_path):
     assert resumed.global_step == 4
     assert_same_run(tmp_path / "run", tmp_path / "reference")
     assert {"train/loss_classifier", "train/loss_objectness", "val/map"} <= scalars(tmp_path / "run").keys()
+
+
+# ----------------------------------------- several optimizers: a GAN's discriminator, then its generator
+def gan_run(run_dir: Path, accumulate: int, stop: Callback | None = None):
+    """A DCGAN on random 8x8 images: 2 epochs of 4 batches, each optimizer clipped, both learning rates logged."""
+    callbacks = {"model_checkpoint": ModelCheckpoint(monitor="val/mean_image_gap", mode="min"),
+                 "gradient_clipping": GradientClipping(value=1.0), "lr_monitor": LearningRateMonitor()}
+    if stop is not None:
+        callbacks["stop"] = stop
+    return gan_trainer(run_dir, max_epochs=2, accumulate_grad_batches=accumulate, log_every_n_steps=1,
+                       callbacks=callbacks, loggers={"tensorboard": TensorBoardLogger(run_dir)})
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_gan_sigterm_mid_epoch_resumes_both_networks_and_both_optimizers_exactly(tmp_path, accumulate):
+    reference, run_dir = tmp_path / "reference", tmp_path / "run"
+    finish(gan_run(reference, accumulate))
+    steps = 4 // accumulate  # optimizer steps per epoch
+    started = time.time()
+    with pytest.raises(Preempted):
+        finish(gan_run(run_dir, accumulate, stop=SignalAt(steps + 1)))  # inside epoch 2
+    assert checkpoint.load(run_dir / "checkpoints" / "last.ckpt")["progress"]["global_step"] == steps + 1
+    time.sleep(max(0.0, math.floor(started) + 1 - time.time()))  # event files are named by the second: keep order
+    resumed = gan_run(run_dir, accumulate)
+    finish(resumed, run_dir / "checkpoints" / "last.ckpt")
+    assert resumed.global_step == 2 * steps
+    assert_same_run(run_dir, reference)
+    files, expected = checkpoint_files(run_dir), checkpoint_files(reference)
+    for name in files:
+        for optimizer in ("discriminator", "generator"):
+            saved, wanted = files[name]["optimizer"][optimizer], expected[name]["optimizer"][optimizer]
+            assert saved["param_groups"] == wanted["param_groups"], (name, optimizer)
+            assert all(torch.equal(saved["state"][index][key], wanted["state"][index][key])
+                       for index in wanted["state"] for key in wanted["state"][index]), (name, optimizer)
+    assert {"train/grad_norm_generator", "train/lr_discriminator", "train/loss_generator"} <= scalars(run_dir).keys()
 
 
 # ------------------------------------------------------------- the user's path: `train` on MNIST

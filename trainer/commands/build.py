@@ -28,7 +28,8 @@ from decltrain.trainer.runs.run_folder import RunFolder
 from decltrain.trainer.tracking.loggers import Logger
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
-from decltrain.trainer.engine.task import Task, check_task
+from decltrain.trainer.engine.optimizers import UNNAMED
+from decltrain.trainer.engine.task import SeveralOptimizers, Task, check_task
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:
@@ -168,28 +169,75 @@ def optimizer(cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     layout fixed, so checkpoints resume across an unfreeze. `optimizer.param_groups` gives
     groups the model names (`model.param_groups()`, e.g. backbone/head) their own settings.
     """
+    names = optimizer_names(cfg)
+    if names:
+        raise UserError(f"config `optimizer` names several optimizers ({_listed(names)}), which only `train` "
+                        "with a task that names them uses (task=gan); here one is stepped: give optimizer one "
+                        "_target_ (e.g. optimizer=adam)")
     group_settings = cfg.optimizer.get("param_groups")
     # `optimizer.param_groups` is a mapping (group name -> settings) in every config
     settings = cast(dict[str, Any], OmegaConf.to_container(group_settings, resolve=True)) if group_settings else {}
-    return _optimizer_over(cfg, _param_groups(model, settings))
+    return _optimizer_over(_without_param_groups(cfg.optimizer), "optimizer", _param_groups(model, settings))
 
 
-def _optimizer_over(cfg: DictConfig, params: list[Any]) -> torch.optim.Optimizer:
-    node = cfg.optimizer.copy()
+def optimizers(cfg: DictConfig, model: nn.Module,
+               objective: Task) -> torch.optim.Optimizer | dict[str, torch.optim.Optimizer]:
+    """The run's optimizer; for a task with several (trainer/engine/task.py's `SeveralOptimizers`),
+    each `optimizer.<name>` the task names, over the parameters the task gives it."""
+    if not isinstance(objective, SeveralOptimizers):
+        return optimizer(cfg, model)
+    parameters = objective.optimizer_parameters(model)
+    configured = optimizer_names(cfg)
+    missing = [name for name in parameters if name not in configured]
+    if missing:
+        has = f"{_listed(configured)} only" if configured else \
+            f"one optimizer ({cfg.optimizer.get('_target_', '?')}), not one per name"
+        raise UserError(f"task {type(objective).__name__} needs {_listed(missing)}; the config has {has}")
+    unused = [name for name in configured if name not in parameters]
+    if unused:
+        raise UserError(f"config {_listed(unused)}: task {type(objective).__name__} steps no optimizer of that "
+                        f"name; its optimizers are {_listed(list(parameters))}")
+    return {name: _optimizer_over(cfg.optimizer[name], f"optimizer.{name}", list(params))
+            for name, params in parameters.items()}
+
+
+def optimizer_names(cfg: DictConfig) -> list[str]:
+    """The names of a config's several optimizers (`optimizer.<name>._target_`); [] when it gives one."""
+    node = cfg.get("optimizer")
+    if not isinstance(node, DictConfig) or "_target_" in node:
+        return []
+    return [str(name) for name, value in node.items() if isinstance(value, DictConfig) and "_target_" in value]
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(f"optimizer.{name}" for name in names)
+
+
+def _without_param_groups(node: DictConfig) -> DictConfig:
+    node = node.copy()
     with open_dict(node):
         node.pop("param_groups", None)
-    factory = instantiate_node(node, "optimizer")
+    return node
+
+
+def _optimizer_over(node: DictConfig, key: str, params: list[Any]) -> torch.optim.Optimizer:
+    factory = instantiate_node(node, key)
     try:
         return factory(params)
     except (TypeError, ValueError) as err:
-        raise UserError(f"config `optimizer` ({cfg.optimizer._target_}): {err}") from None
+        raise UserError(f"config `{key}` ({node._target_}): {err}") from None
 
 
 def check_optimization(cfg: DictConfig) -> None:
     """The optimizer and scheduler settings tried on a stand-in parameter, so torch's own checks
     (a negative lr, betas out of range, a scheduler's arguments) fail before anything is built
-    or printed. Per-group settings (`optimizer.param_groups`) need the model: checked when it exists."""
-    lr_schedule(cfg, _optimizer_over(cfg, [nn.Parameter(torch.zeros(1))]))
+    or printed; a config's several optimizers each with its schedule. Per-group settings
+    (`optimizer.param_groups`) need the model: checked when it exists."""
+    names = optimizer_names(cfg)
+    nodes = {name: cfg.optimizer[name] for name in names} or {UNNAMED: _without_param_groups(cfg.optimizer)}
+    for name, node in nodes.items():
+        stand_in = [nn.Parameter(torch.zeros(1))]
+        lr_schedule(cfg, _optimizer_over(node, f"optimizer.{name}" if name else "optimizer", stand_in), name)
 
 
 def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,17 +255,28 @@ def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, 
     return [{"params": params, **(settings.get(name) or {})} for name, params in named.items() if params]
 
 
-def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer) -> LRSchedule:
-    sched = cfg.scheduler
+def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer, name: str = UNNAMED) -> LRSchedule:
+    """The `scheduler` group's schedule for `optim`; a named optimizer's is `scheduler.<name>` where
+    the config gives one, else its own copy of the `scheduler` group's."""
+    key = f"scheduler.{name}" if name and cfg.scheduler.get(name) is not None else "scheduler"
+    sched = cfg.scheduler[name] if key != "scheduler" else cfg.scheduler
     scheduler = None
     if sched.get("lr_scheduler") is not None:
-        factory = instantiate_node(sched.lr_scheduler, "scheduler.lr_scheduler")
+        factory = instantiate_node(sched.lr_scheduler, f"{key}.lr_scheduler")
         try:
             scheduler = factory(optim)
         except (TypeError, ValueError) as err:
-            raise UserError(f"config `scheduler.lr_scheduler` ({sched.lr_scheduler._target_}): {err}") from None
+            raise UserError(f"config `{key}.lr_scheduler` ({sched.lr_scheduler._target_}): {err}") from None
     return LRSchedule(optim, scheduler, interval=sched.get("interval", "epoch"),
                       monitor=sched.get("monitor"), warmup_steps=sched.get("warmup_steps", 0))
+
+
+def lr_schedules(cfg: DictConfig, optimizers: torch.optim.Optimizer | dict[str, torch.optim.Optimizer]
+                 ) -> LRSchedule | dict[str, LRSchedule]:
+    """The schedule of the run's optimizer, or one for each of a task's several."""
+    if isinstance(optimizers, dict):
+        return {name: lr_schedule(cfg, optim, name) for name, optim in optimizers.items()}
+    return lr_schedule(cfg, optimizers)
 
 
 def callbacks(cfg: DictConfig) -> dict[str, Callback]:

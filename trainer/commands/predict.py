@@ -4,7 +4,8 @@ Each input goes through the run's evaluation transform (`DataSplits.eval_transfo
 test split did. Images are first converted to the colour mode the model was trained on and, if
 the transform leaves them at another size, resized to the training size. `.txt` files give one
 input per non-empty line (text runs), `.csv` files one per row as {column: value} (table runs).
-An input that cannot be read or transformed is reported by name and skipped.
+An input that cannot be read or transformed is reported by name and skipped. A language model
+continues `prompt=` instead; a generative model (a GAN) draws `num_samples=` images into one PNG grid.
 """
 from __future__ import annotations
 
@@ -20,12 +21,13 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import default_collate
+from torchvision.io import write_png
 
 from decltrain.datasets.base import DataSplits
 from decltrain.trainer.commands import build, inference_record
 from decltrain.trainer.engine.device import resolve_device
 from decltrain.trainer.engine.placement import to_device
-from decltrain.trainer.engine.task import Generates, Task
+from decltrain.trainer.engine.task import Generates, Samples, Task
 from decltrain.trainer.errors import UserError, first_line
 from decltrain.trainer.runs.run_folder import RunFolder
 
@@ -37,13 +39,16 @@ INPUT_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, RuntimeErr
 
 def main(cfg: DictConfig, overrides: list[str]) -> list[dict[str, Any]]:
     run = RunFolder.open(cfg.run, overrides)
-    if cfg.prompt is None and cfg.inputs is None:
-        raise UserError("predict needs inputs=FILE|FOLDER|GLOB (or, for a language model, prompt=TEXT)")
-    files = find_inputs(str(cfg.inputs)) if cfg.prompt is None else []
+    if cfg.prompt is None and cfg.inputs is None and cfg.num_samples is None:
+        raise UserError("predict needs inputs=FILE|FOLDER|GLOB (or, for a language model, prompt=TEXT; for a "
+                        "generative model, num_samples=N)")
+    files = find_inputs(str(cfg.inputs)) if cfg.prompt is None and cfg.num_samples is None else []
     splits, model, task, _ = build.trained_model(run, cfg.ckpt, data_needed=inference_record.data_overridden(overrides))
     device = resolve_device(str(run.config.trainer.get("accelerator", "auto")))
     if cfg.prompt is not None:
         return [{"prompt": cfg.prompt, "text": generate(cfg, run, splits, model.to(device), task, device)}]
+    if cfg.num_samples is not None:
+        return [{"samples": str(draw_samples(cfg, run, model.to(device), task))}]
     names, tensors, skipped = [], [], []
 
     def skip(name: str, err: Exception) -> None:
@@ -90,6 +95,24 @@ def generate(cfg: DictConfig, run: RunFolder, splits: DataSplits, model: torch.n
     print(text)
     print(f"wrote the text to {target}")
     return text
+
+
+def draw_samples(cfg: DictConfig, run: RunFolder, model: torch.nn.Module, task: Task) -> Path:
+    """`num_samples=`: a grid of that many images of the run's generative model, drawn from the noise
+    of `noise_seed`, written as a PNG to `output` (default <run>/samples.png)."""
+    count = int(cfg.num_samples)
+    if not isinstance(task, Samples):
+        raise UserError(f"num_samples= draws images from a generative model; run {run.path} was trained with "
+                        f"task {type(task).__name__}: give inputs= instead")
+    if count < 1:
+        raise UserError(f"num_samples={count} must be at least 1 (e.g. num_samples=64: a grid of 8 rows)")
+    with torch.no_grad():
+        grid = task.samples(model, count, int(cfg.noise_seed))
+    target = Path(cfg.output) if cfg.output else run.path / "samples.png"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_png(grid, str(target))
+    print(f"wrote {count} samples to {target}")
+    return target
 
 
 def find_inputs(spec: str) -> list[Path]:

@@ -108,6 +108,8 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     if talks:
         inference_record.write(splits, run_dir)
     model, task = build.model_and_task(cfg, splits)
+    optimizers = build.optimizers(cfg, model, task)
+    lr_schedules = build.lr_schedules(cfg, optimizers)
     callbacks = build.callbacks(cfg)
     if talks:
         if full_config:
@@ -115,13 +117,11 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
         hydra = HydraConfig.get()
         print_start(start_summary.start_summary(cfg, run_dir, dict(hydra.runtime.choices), list(hydra.overrides.task),
                                                 model, list(callbacks)))
-    optimizer = build.optimizer(cfg, model)
-    lr_schedule = build.lr_schedule(cfg, optimizer)
     loggers = build.loggers(cfg, run_dir) if talks and not settings.fast_dev_run else {}
     config = cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
     for logger in loggers.values():
         logger.log_config(config)
-    trainer = Trainer(settings, model, splits, task, optimizer=optimizer, lr_schedule=lr_schedule,
+    trainer = Trainer(settings, model, splits, task, optimizer=optimizers, lr_schedule=lr_schedules,
                       callbacks=callbacks, loggers=loggers, run_dir=run_dir, config_yaml=config_yaml,
                       placement=placement)
     return trainer, ckpt_path, config

@@ -66,6 +66,7 @@ def step_fits(model: nn.Module, optimizer: torch.optim.Optimizer, task: Task, pr
                 loss, _ = total_loss(task.loss(model, samples))
             precision.backward(loss)
             precision.step(optimizer)
+            precision.update()
             optimizer.zero_grad(set_to_none=True)
             model.eval()
             with torch.no_grad(), precision.autocast():

@@ -9,7 +9,9 @@ Order of events in `Trainer.fit` (the loop itself is trainer/engine/loop.py):
           for each batch:
             on_train_batch_start
             forward, loss, backward                   (accumulated over micro-batches)
-            on_before_optimizer_step                  (gradients final and unscaled: clip here)
+            on_before_optimizer_step                  (gradients final and unscaled: clip here; a task
+                                                       with several optimizers: once before each one's
+                                                       step, `trainer.optimizer_name` says which)
             optimizer.step, scheduler (per step)
             on_train_batch_end
             [every val_check_interval steps, mid-epoch:
@@ -76,7 +78,15 @@ class TrainerView(Protocol):
     def model(self) -> nn.Module:
         """The training module, possibly wrapped (DDP, torch.compile): `unwrap` it for the plain one."""
     @property
-    def optimizer(self) -> torch.optim.Optimizer: ...
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer being stepped (in `on_before_optimizer_step`), else the run's only one."""
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer by name: a task's several (`optimizer.<name>`), or the only one under
+        `optimizers.UNNAMED` (trainer/engine/optimizers.py)."""
+    @property
+    def optimizer_name(self) -> str:
+        """The name of `optimizer`; `UNNAMED` for a run's only one."""
     @property
     def epoch(self) -> int:
         """The epoch being trained (0-based); during an epoch's end events, the one that ended."""
@@ -192,10 +202,11 @@ def check_sharding(callbacks: dict[str, Callback], sharded: bool) -> None:
                         f"trainer.strategy=fsdp; remove it (callbacks.{refusing[0]}=null) or use trainer.strategy=ddp")
 
 
-def check_monitors(callbacks: dict[str, Callback], lr_schedule: LRSchedule | None, available: Collection[str]) -> None:
-    """Every monitored name (callbacks, scheduler) is a metric the task produces: checked before training."""
+def check_monitors(callbacks: dict[str, Callback], lr_schedules: Collection[LRSchedule],
+                   available: Collection[str]) -> None:
+    """Every monitored name (callbacks, schedulers) is a metric the task produces: checked before training."""
     for monitor in [getattr(callback, "monitor", None) for callback in callbacks.values()]:
         if isinstance(monitor, Monitor):
             monitor.check(available)
-    if lr_schedule is not None:
+    for lr_schedule in lr_schedules:
         lr_schedule.check_monitor(available)

@@ -23,6 +23,7 @@ Invariants worth knowing when reading the loop:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from decltrain.trainer.engine import callback, checkpoint, data, distributed, ev
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import (configure_determinism, explain_nondeterministic, load_rng_state,
                                              rng_state)
+from decltrain.trainer.engine.optimizers import UNNAMED
 from decltrain.trainer.engine.placement import Placement
 from decltrain.trainer.engine.profiler import build_profiler
 from decltrain.trainer.engine.progress import Progress
@@ -52,14 +54,16 @@ log = logging.getLogger("decltrain")
 class Trainer:
     """A Trainer complete after construction: placed model, loaders, step, callbacks, loggers.
 
-    Without an `optimizer` it only evaluates (`evaluate`, `test`). `fit(ckpt_path)` restores a
-    checkpoint's full state before training. `config_yaml`, the resolved config, goes into every
-    checkpoint. `placement` (made from the settings unless given) lets a command refuse what this
+    Without an `optimizer` it only evaluates (`evaluate`, `test`). A task with several optimizers
+    (`SeveralOptimizers`) gets them as a dict by name, with a dict of schedules (a missing one: a
+    constant learning rate). `fit(ckpt_path)` restores a checkpoint's full state before training.
+    `config_yaml`, the resolved config, goes into every checkpoint. `placement` (made from the settings unless given) lets a command refuse what this
     machine cannot run before building.
     """
 
     def __init__(self, settings: TrainerSettings, model: nn.Module, splits: DataSplits, task: Task, *,
-                 optimizer: torch.optim.Optimizer | None = None, lr_schedule: LRSchedule | None = None,
+                 optimizer: torch.optim.Optimizer | Mapping[str, torch.optim.Optimizer] | None = None,
+                 lr_schedule: LRSchedule | Mapping[str, LRSchedule] | None = None,
                  callbacks: dict[str, Callback] | None = None, loggers: dict[str, Logger] | None = None,
                  run_dir: str | Path = ".", config_yaml: str = "", placement: Placement | None = None) -> None:
         self.settings = settings
@@ -76,21 +80,29 @@ class Trainer:
         self.is_global_zero = distributed.is_global_zero()
         self.config_yaml = config_yaml
 
-        placed = placement.wrap(model, optimizer)
+        optimizers = by_name(optimizer)
+        schedules = by_name(lr_schedule)
+        if UNNAMED not in optimizers and optimizers and self.world_size > 1:
+            # Its parts are called directly (model.generator(...)), past DDP's forward and its gradient sync.
+            raise UserError(f"task {type(task).__name__} steps several optimizers ({', '.join(optimizers)}), "
+                            "which runs in one process only; set trainer.devices=1")
+        placed = placement.wrap(model, optimizers.get(UNNAMED))
         self.model, self._eval_model = placed.train_module, placed.eval_module
-        self._optimizer, self.task, self.splits = optimizer, task, splits
-        self.lr_schedule = lr_schedule or (LRSchedule(optimizer, None) if optimizer else None)
+        self.task, self.splits = task, splits
+        self._optimizers = optimizers
+        self.lr_schedules = {name: schedules.get(name) or LRSchedule(opt, None) for name, opt in optimizers.items()}
+        self._stepping: str | None = None  # the optimizer being stepped, during on_before_optimizer_step
         self.train_loader, self.val_loader, self.test_loader = data.split_loaders(
             splits, settings.seed, self.device, settings.overfit_batches, self.world_size, distributed.rank())
         self.num_train_batches = data.num_batches(self.train_loader, settings.limits["train"])
         if self.num_train_batches == 0:
             raise UserError("the training set gives no batch: lower dataset.batch_size or "
                             "raise trainer.limit_train_batches")
-        self.step = None if optimizer is None else TrainStep(
-            placed, optimizer, task, self.precision, self.profiler, accumulate=settings.accumulate_grad_batches,
+        self.step = None if not optimizers else TrainStep(
+            placed, optimizers, task, self.precision, self.profiler, accumulate=settings.accumulate_grad_batches,
             num_batches=self.num_train_batches, nonfinite_loss=settings.nonfinite_loss, device=self.device)
         self.profiler.setup(self.device)
-        callback.check_monitors(self.callbacks, self.lr_schedule, metric_names(task, "val"))
+        callback.check_monitors(self.callbacks, list(self.lr_schedules.values()), metric_names(task, "val"))
         callback.check_sharding(self.callbacks, placement.shards)
 
         self.progress = Progress()
@@ -162,7 +174,7 @@ class Trainer:
 
     def _train_epoch(self) -> bool:
         """Trains the rest of the current epoch; True when all its batches were trained."""
-        step, _, schedule = self._training()
+        step, schedules = self._training()
         progress = self.progress
         self.model.train()
         self.train_loader.start_epoch(progress.epoch, progress.batch)  # resumed mid-epoch: never load them
@@ -172,15 +184,11 @@ class Trainer:
                 break
             if step.starts_group(progress.batch):
                 self._call("on_train_batch_start")
-            ends_group = step.forward_backward(self.placement.batch(batch), progress.batch, progress.step + 1)
+            ends_group = step.take(self.placement.batch(batch), progress.batch, progress.step + 1)
             progress.batch += 1
             if not ends_group:
                 continue
-            loss = step.end_group()
-            if loss is None:
-                self._skip_step()
-            else:
-                self._optimizer_step(step, schedule, loss)
+            self._optimizer_step(step, schedules)
             if self.time_budget.spent() and not self.should_stop:  # spent() first: under DDP, a collective
                 self.should_stop = True
                 if self.is_global_zero:
@@ -195,39 +203,58 @@ class Trainer:
                 break
         return progress.batch >= self.num_train_batches
 
-    def _optimizer_step(self, step: TrainStep, schedule: LRSchedule, loss: torch.Tensor) -> None:
+    def _optimizer_step(self, step: TrainStep, schedules: dict[str, LRSchedule]) -> None:
+        """The step of a finished group: each of its optimizers in turn (one, or a task's several)."""
         self.should_log = (self.global_step + 1) % self.log_every_n_steps == 0
-        step.unscale()
-        self._call("on_before_optimizer_step")
-        step.apply()
+        stepped = False
+        for name in step.phases(self.global_step + 1):
+            if step.end_phase(name, self.global_step + 1) is None:
+                log.warning("non-finite loss%s at step %d (epoch %d, batch %d): step skipped",
+                            f" of optimizer.{name}" if name else "", self.global_step + 1, self.epoch + 1,
+                            self.batch_idx)
+                continue
+            step.unscale(name)
+            self._stepping = name
+            self._call("on_before_optimizer_step")
+            self._stepping = None
+            step.apply(name)
+            stepped = True
+        step.end_step(stepped)
+        if not stepped:
+            self._skip_step()
+            return
         self.profiler.step()
         self.progress.step += 1
-        schedule.after_optimizer_step(self.global_step)
+        for schedule in schedules.values():
+            schedule.after_optimizer_step(self.global_step)
         if self.should_log:
+            loss, losses = step.pop_losses()
             self.last_loss = loss.item()  # the only host sync of a training step
             step.raise_if_nonfinite()
             self.log_metrics({"train/loss": self.last_loss, "train/epoch": self.epoch + 1,  # counted from 1, as logs are
-                              **{f"train/loss_{name}": part.item() for name, part in step.loss_parts.items()},
+                              **{name: value.item() for name, value in losses.items()},
                               **self.precision.report(self.global_step)})
+        else:
+            step.pop_losses()
         self._call("on_train_batch_end")
 
     def _skip_step(self) -> None:
-        """`nonfinite_loss=skip`: this group's gradients are dropped; the step does not count.
+        """`nonfinite_loss=skip`: every optimizer's loss of this group was non-finite, and its
+        gradients are dropped; the step does not count.
 
         `on_train_batch_end` still closes the `on_train_batch_start` of this group (with
         `global_step` unchanged); `on_before_optimizer_step` does not run.
         """
         self.should_log = False
-        log.warning("non-finite loss at step %d (epoch %d, batch %d): step skipped",
-                    self.global_step + 1, self.epoch + 1, self.batch_idx)
         self._call("on_train_batch_end")
 
     def _end_epoch(self) -> None:
         """Validation, the per-epoch scheduler and the end events of an epoch whose batches all trained."""
-        step, _, schedule = self._training()
+        step, schedules = self._training()
         metrics = self._validate() if (self.epoch + 1) % self.settings.check_val_every_n_epoch == 0 else {}
         step.raise_if_nonfinite()
-        schedule.after_epoch(self.global_step, metrics)
+        for schedule in schedules.values():
+            schedule.after_epoch(self.global_step, metrics)
         if metrics:
             self._call("on_validation_end", metrics)
         self.progress.epoch_ended = True  # checkpoints from here resume at the next epoch
@@ -316,15 +343,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ the checkpoint state
     @property
-    def optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer being stepped (callbacks read it during `fit`, when it always exists)."""
-        return self._training()[1]
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Every optimizer by name: a task's several, or the only one under `UNNAMED`."""
+        return self._optimizers
 
-    def _training(self) -> tuple[TrainStep, torch.optim.Optimizer, LRSchedule]:
-        if self.step is None or self._optimizer is None or self.lr_schedule is None:
+    @property
+    def optimizer_name(self) -> str:
+        """The name of `optimizer`: `UNNAMED` for a run's only one."""
+        if self._stepping is not None:
+            return self._stepping
+        if UNNAMED in self._optimizers or not self._optimizers:
+            return UNNAMED
+        raise UserError(f"task {type(self.task).__name__} steps several optimizers ({', '.join(self._optimizers)}) "
+                        "and none is being stepped now: a callback that reads trainer.optimizer here needs a run "
+                        "with one optimizer (read trainer.optimizers instead)")
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer being stepped (in `on_before_optimizer_step`), else the run's only one
+        (callbacks read it during `fit`, when it always exists)."""
+        self._training()
+        return self._optimizers[self.optimizer_name]
+
+    def _training(self) -> tuple[TrainStep, dict[str, LRSchedule]]:
+        if self.step is None:
             raise UserError("this Trainer was built without an optimizer: it can evaluate and test, not train "
                             "or save training checkpoints")
-        return self.step, self._optimizer, self.lr_schedule
+        return self.step, self.lr_schedules
 
     def _restore(self, ckpt_path: str | Path | None) -> None:
         """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
@@ -342,12 +387,14 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue exactly where the loop is now."""
-        _, optimizer, lr_schedule = self._training()
+        _, schedules = self._training()
         state = {
             "format_version": checkpoint.FORMAT_VERSION,
             "model": self.placement.weights(self.model),
-            "optimizer": self.placement.optimizer_state(self.model, optimizer),
-            "lr_schedule": lr_schedule.state_dict(),
+            # one optimizer's state as it is; several: by name (as are their schedules)
+            "optimizer": as_saved({name: self.placement.optimizer_state(self.model, optimizer)
+                                   for name, optimizer in self._optimizers.items()}),
+            "lr_schedule": as_saved({name: schedule.state_dict() for name, schedule in schedules.items()}),
             "precision": self.precision.state_dict(),
             "progress": self.progress.state_dict(),
             "callbacks": {name: cb.state_dict() for name, cb in self.callbacks.items()},
@@ -361,12 +408,20 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], source: str) -> None:
         """Restores `state` (read from `source`, which errors name): the loop continues where it was written."""
-        _, optimizer, lr_schedule = self._training()
+        _, schedules = self._training()
         checkpoint.check_format(state, source)
         self._call("on_load_checkpoint", state)
         checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
-        self.placement.load_optimizer_state(self.model, optimizer, state["optimizer"])
-        lr_schedule.load_state_dict(state["lr_schedule"])
+        saved_optimizers, saved_schedules = state["optimizer"], state["lr_schedule"]
+        for name, optimizer in self._optimizers.items():
+            if name != UNNAMED and name not in saved_optimizers:
+                held = "one optimizer's" if "param_groups" in saved_optimizers else \
+                    ", ".join(f"optimizer.{saved}" for saved in saved_optimizers)
+                raise UserError(f"checkpoint {source} holds no state of optimizer.{name}, only {held}: resume it "
+                                "with the optimizers it was written with")
+            self.placement.load_optimizer_state(self.model, optimizer,
+                                                saved_optimizers if name == UNNAMED else saved_optimizers[name])
+            schedules[name].load_state_dict(saved_schedules if name == UNNAMED else saved_schedules[name])
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
         self.time_budget.load_state_dict(state["time_budget"])
@@ -385,7 +440,7 @@ class Trainer:
 
         A state whose loss went non-finite is never written: the last good file stays.
         """
-        step, _, _ = self._training()
+        step, _ = self._training()
         step.raise_if_nonfinite()
         # A collective: callbacks save on every rank at the same step (also after a stop signal,
         # which the ranks agree on in `_raise_if_stop_requested`).
@@ -397,3 +452,15 @@ class Trainer:
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
                 checkpoint.save_atomic(state, Path(path))
+
+
+def as_saved(states: dict[str, Any]) -> Any:
+    """A checkpoint entry of every optimizer (or schedule): the only one's state as it is, several by name."""
+    return states[UNNAMED] if UNNAMED in states else states
+
+
+def by_name(given: Any) -> dict[str, Any]:
+    """One optimizer (or schedule) under `UNNAMED`, several as they are named; none: empty."""
+    if isinstance(given, Mapping):
+        return dict(given)
+    return {} if given is None else {UNNAMED: given}

@@ -1,7 +1,7 @@
 """Numeric precision: fp32, or autocast with bf16 (CPU, CUDA) or fp16 with a GradScaler (CUDA).
 
 With fp16 the scaler skips every optimizer step whose gradients overflowed and lowers the loss
-scale. Those skips are counted on the device (no host sync per step) and reported on logging
+scale; a task's several optimizers share the one scaler (`update`). Those skips are counted on the device (no host sync per step) and reported on logging
 steps: a log line when the count grew, `train/loss_scale` and `train/skipped_steps` in TensorBoard.
 """
 from __future__ import annotations
@@ -36,8 +36,9 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
+    def backward(self, loss: torch.Tensor, inputs: list[torch.Tensor] | None = None) -> None:
+        """The (scaled) backward; with `inputs`, gradients reach those tensors only."""
+        (self.scaler.scale(loss) if self.scaler else loss).backward(inputs=inputs)
 
     def unscale(self, optimizer: torch.optim.Optimizer) -> None:
         """Makes the gradients true gradients, so clipping and norm logging see real values."""
@@ -45,16 +46,25 @@ class Precision:
             self.scaler.unscale_(optimizer)
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Steps `optimizer` (after `unscale`); the scaler skips the step when gradients overflowed."""
+        """Steps `optimizer` (after `unscale`); the scaler skips the step when gradients overflowed.
+        `update` follows once the step's optimizers (one, or each of a task's several) all stepped."""
         if self.scaler:
             # What `unscale_` found, per device (1.0 = an inf/NaN gradient): the scaler's own record,
             # read before `update` clears it; torch has no public accessor for it.
             overflowed = sum(self.scaler._found_inf_per_device(optimizer).values())
             self.scaler.step(optimizer)
-            self.scaler.update()
             self.skipped_steps += overflowed.to(self.skipped_steps.device)
         else:
             optimizer.step()
+
+    def update(self) -> None:
+        """The loss scale for the next step: lowered when a stepped optimizer's gradients overflowed.
+
+        One scaler serves every optimizer, as PyTorch's AMP examples for several optimizers do:
+        each optimizer is unscaled and stepped on its own (an overflow skips only that
+        optimizer's step), and the scale is updated once per step, after all of them."""
+        if self.scaler:
+            self.scaler.update()
 
     def report(self, step: int) -> dict[str, float]:
         """fp16's loss scale and skipped steps, for a logging step; warns when steps were skipped since the last."""

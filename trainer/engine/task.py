@@ -11,7 +11,7 @@ state over DDP ranks before computing, so values cover the whole split.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -75,6 +75,36 @@ class Generates(Protocol):
     def generate(self, model: nn.Module, tokens: torch.Tensor, max_new_tokens: int, temperature: float,
                  top_k: int | None) -> torch.Tensor:
         """`tokens` (1, time) followed by `max_new_tokens` sampled tokens; the model is in eval mode."""
+        ...
+
+
+@runtime_checkable
+class SeveralOptimizers(Protocol):
+    """A task that trains parts of its model with optimizers of their own (a GAN: the generator and
+    the discriminator). Training then calls `optimizer_loss` once per optimizer that steps, never
+    `loss`; each optimizer steps before the next one's loss is computed. Runs in one process only."""
+
+    def optimizer_parameters(self, model: nn.Module) -> dict[str, Iterable[nn.Parameter]]:
+        """Each optimizer's name (its config is `optimizer.<name>`) and the parameters it steps."""
+        ...
+
+    def optimizers_at(self, step: int) -> list[str]:
+        """The optimizers that step at optimizer step `step` (1-based), in the order they step,
+        e.g. ["discriminator", "generator"], or the discriminator alone between generator steps."""
+        ...
+
+    def optimizer_loss(self, model: nn.Module, batch: Any, name: str) -> Loss:
+        """The loss optimizer `name` descends on this batch (training mode, under the run's
+        autocast), as `loss` returns one; its gradients reach `name`'s parameters only."""
+        ...
+
+
+@runtime_checkable
+class Samples(Protocol):
+    """A task whose model makes new samples from noise (`predict num_samples=64`), as a GAN's generator does."""
+
+    def samples(self, model: nn.Module, count: int, seed: int) -> torch.Tensor:
+        """A uint8 (C, H, W) grid of `count` samples drawn with `seed`; the model is in eval mode."""
         ...
 
 
