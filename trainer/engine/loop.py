@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.engine import callback, checkpoint, data, distributed, evaluation
+from decltrain.trainer.engine import callback, checkpoint, data, distributed, evaluation, sharded_checkpoint
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import (configure_determinism, explain_nondeterministic, load_rng_state,
                                              rng_state)
@@ -39,6 +39,7 @@ from decltrain.trainer.engine.profiler import build_profiler
 from decltrain.trainer.engine.progress import Progress
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.engine.shard_writer import ShardWriter
 from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.engine.stop_signals import StopSignals
 from decltrain.trainer.engine.task import Task, metric_names
@@ -79,6 +80,7 @@ class Trainer:
         placed = placement.wrap(model, optimizer)
         self.model, self._eval_model = placed.train_module, placed.eval_module
         self._optimizer, self.task, self.splits = optimizer, task, splits
+        self._shard_writer = ShardWriter(settings.fsdp.async_save) if placement.shards else None
         self.lr_schedule = lr_schedule or (LRSchedule(optimizer, None) if optimizer else None)
         self.train_loader, self.val_loader, self.test_loader = data.split_loaders(
             splits, settings.seed, self.device, settings.overfit_batches, self.world_size, distributed.rank())
@@ -149,6 +151,7 @@ class Trainer:
                     self._end_epoch()
         except BaseException as error:
             self._call("on_exception", error)
+            self.wait_for_checkpoint()
             explained = explain_nondeterministic(error)
             if explained:
                 raise explained from error
@@ -157,6 +160,7 @@ class Trainer:
             for logger in self.loggers.values():
                 logger.flush()
         self._call("on_fit_end")
+        self.wait_for_checkpoint()
         if self.is_global_zero:
             self.profiler.report()
 
@@ -279,7 +283,11 @@ class Trainer:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
         distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
-            checkpoint.load_weights(self.model, ckpt_path)
+            state = self._read_checkpoint(ckpt_path)
+            if sharded_checkpoint.KEY in state:
+                sharded_checkpoint.load(self.model, None, state[sharded_checkpoint.KEY])
+            else:
+                checkpoint.load_model_weights(self.model, state["model"], str(ckpt_path))
         metrics = self.evaluate(self.test_loader, "test")
         self.log_metrics(metrics)
         return metrics
@@ -329,7 +337,7 @@ class Trainer:
     def _restore(self, ckpt_path: str | Path | None) -> None:
         """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
         if ckpt_path is not None:
-            self.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
+            self.load_state_dict(self._read_checkpoint(ckpt_path), str(ckpt_path))
             log.info("resumed from %s: epoch %d, batch %d, step %d", ckpt_path, self.epoch + 1, self.batch_idx,
                      self.global_step)
         elif self.settings.init_from:
@@ -340,13 +348,24 @@ class Trainer:
                 f"; {label}: {', '.join(keys)}" for label, keys in
                 (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
 
+    def _read_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Checkpoint `path`; a sharded one assembled whole unless the model is sharded too (then each rank
+        reads its own shards from the folder under "shards")."""
+        return checkpoint.load(path, assemble=not self.placement.shards)
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the loop is now."""
-        _, optimizer, lr_schedule = self._training()
+        """Everything needed to continue exactly where the loop is now (sharded: gathered whole on rank 0,
+        a collective)."""
+        _, optimizer, _ = self._training()
+        return self._state_with({"model": self.placement.weights(self.model),
+                                 "optimizer": self.placement.optimizer_state(self.model, optimizer)})
+
+    def _state_with(self, weights: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint state around `weights` (the model and optimizer entries, none when sharded)."""
+        _, _, lr_schedule = self._training()
         state = {
             "format_version": checkpoint.FORMAT_VERSION,
-            "model": self.placement.weights(self.model),
-            "optimizer": self.placement.optimizer_state(self.model, optimizer),
+            **weights,
             "lr_schedule": lr_schedule.state_dict(),
             "precision": self.precision.state_dict(),
             "progress": self.progress.state_dict(),
@@ -364,8 +383,11 @@ class Trainer:
         _, optimizer, lr_schedule = self._training()
         checkpoint.check_format(state, source)
         self._call("on_load_checkpoint", state)
-        checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
-        self.placement.load_optimizer_state(self.model, optimizer, state["optimizer"])
+        if sharded_checkpoint.KEY in state:  # read by a sharded model: each rank its shards
+            sharded_checkpoint.load(self.model, optimizer, state[sharded_checkpoint.KEY])
+        else:
+            checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
+            self.placement.load_optimizer_state(self.model, optimizer, state["optimizer"])
         lr_schedule.load_state_dict(state["lr_schedule"])
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
@@ -381,19 +403,28 @@ class Trainer:
         load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Writes the full state atomically; only the global-zero process writes.
+        """Writes the full state atomically; only the global-zero process writes the file, and with a
+        sharded model every rank its shards (trainer/engine/sharded_checkpoint.py).
 
         A state whose loss went non-finite is never written: the last good file stays.
         """
-        step, _, _ = self._training()
+        step, optimizer, _ = self._training()
         step.raise_if_nonfinite()
         # A collective: callbacks save on every rank at the same step (also after a stop signal,
         # which the ranks agree on in `_raise_if_stop_requested`).
         rng_states = distributed.gather_object(rng_state())
         with self.profiler.section("checkpointing"):
-            if self.is_global_zero or self.placement.shards:  # gathering sharded weights is a collective
-                state = self.state_dict()
+            state = None
             if self.is_global_zero:
+                state = self._state_with({}) if self._shard_writer else self.state_dict()
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
+            if self._shard_writer is not None:
+                self._shard_writer.save(self.model, optimizer, Path(path), self.global_step, state)
+            elif state is not None:
                 checkpoint.save_atomic(state, Path(path))
+
+    def wait_for_checkpoint(self) -> None:
+        """Returns once the checkpoint file last saved exists (`trainer.fsdp.async_save` writes in the background)."""
+        if self._shard_writer is not None:
+            self._shard_writer.wait()

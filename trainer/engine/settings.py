@@ -40,6 +40,7 @@ class FsdpSettings:
     reshard_after_forward: bool = True  # free gathered parameters after forward (less memory, a second gather in backward)
     cpu_offload: bool = False  # parameters, gradients and optimizer state live on the CPU between uses
     activation_checkpointing: bool = False  # each shard unit recomputes its activations in backward
+    async_save: bool = False  # checkpoint shards are written in the background while training continues
 
 
 @dataclass(frozen=True)

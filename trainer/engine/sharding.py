@@ -5,11 +5,9 @@ Every rank holds 1/N of each parameter, its gradient and its optimizer state; a 
 backward. The parameters become DTensors, so the optimizer, built before sharding, is pointed
 at the sharded ones here (its param groups and their order stay as built).
 
-Checkpoints stay ordinary files: the state is consolidated on rank 0 with
-`torch.distributed.checkpoint.state_dict` (full tensors on the CPU), keyed as a one-process
-run keys it (the optimizer's state by parameter position, not name). So a sharded run's
-checkpoint resumes on any number of ranks, in one process, and loads in `evaluate`, `predict`,
-`export-model` and `trainer.init_from` like any other; loading reshards it on every rank.
+Checkpoints are written sharded (trainer/engine/sharded_checkpoint.py); here are the conversions
+between whole states, as one process holds them (the optimizer's state keyed by parameter
+position, not name), and sharded parameters: an ordinary checkpoint file loads onto the shards.
 """
 from __future__ import annotations
 
@@ -49,17 +47,33 @@ def shard(model: nn.Module, settings: FsdpSettings, param_dtype: torch.dtype | N
 
 def shard_units(model: nn.Module, class_names: list[str] | None) -> list[nn.Module]:
     """The modules of `model` named by class in `class_names`, innermost first; None: its direct
-    children with parameters."""
+    children with parameters, and the items of its lists and dicts of modules (which have no forward
+    of their own: GPT's `blocks`). Modules that hold a parameter tied to one outside them (GPT's
+    output layer and token embedding) are left to the root, which FSDP requires of a shared parameter."""
     if class_names is None:
-        return [child for child in model.children() if any(True for _ in child.parameters())]
-    present = {type(module).__name__ for module in model.modules()}
-    unknown = [name for name in class_names if name not in present]
-    if unknown:
-        raise UserError(f"trainer.fsdp.shard_modules names {', '.join(unknown)}, which model "
-                        f"{type(model).__name__} does not contain; it contains {', '.join(sorted(present))}")
-    # Inner units first: an outer unit then holds only what its inner units do not (FSDP's nesting order).
-    return [module for module in reversed(list(model.modules()))
-            if module is not model and type(module).__name__ in class_names]
+        units = [unit for child in model.children() for unit in _items(child) if any(True for _ in unit.parameters())]
+    else:
+        present = {type(module).__name__ for module in model.modules()}
+        unknown = [name for name in class_names if name not in present]
+        if unknown:
+            raise UserError(f"trainer.fsdp.shard_modules names {', '.join(unknown)}, which model "
+                            f"{type(model).__name__} does not contain; it contains {', '.join(sorted(present))}")
+        # Inner units first: an outer unit then holds only what its inner units do not (FSDP's nesting order).
+        units = [module for module in reversed(list(model.modules()))
+                 if module is not model and type(module).__name__ in class_names]
+    return [unit for unit in units if not _ties_outside(unit, model)]
+
+
+def _ties_outside(unit: nn.Module, model: nn.Module) -> bool:
+    """True when a parameter of `unit` is also registered in `model` under a name outside `unit`."""
+    prefix = next(name for name, module in model.named_modules() if module is unit) + "."
+    inside = {id(param) for param in unit.parameters()}
+    return any(id(param) in inside and not name.startswith(prefix)
+               for name, param in model.named_parameters(remove_duplicate=False))
+
+
+def _items(module: nn.Module) -> list[nn.Module]:
+    return list(module.children()) if isinstance(module, (nn.ModuleList, nn.ModuleDict)) else [module]
 
 
 def recompute_in_backward(module: nn.Module) -> None:
@@ -96,9 +110,14 @@ def load_full_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> Non
 def consolidated_optimizer(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """The full optimizer state on rank 0, keyed by position as `optimizer.state_dict()` keys it; a collective."""
     by_name: dict[str, Any] = dict(get_optimizer_state_dict(model, optimizer, options=_CONSOLIDATED))
-    if not by_name:
-        return {}
-    position = {name: index for index, name in enumerate(_parameter_names(model, optimizer))}
+    return keyed_by_position(by_name) if by_name else {}
+
+
+def keyed_by_position(by_name: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter name (torch.distributed.checkpoint's) keyed by position
+    instead, as `optimizer.state_dict()` keys it: the order of the names in its param groups."""
+    names = [name for group in by_name["param_groups"] for name in group["params"]]
+    position = {name: index for index, name in enumerate(names)}
     return {"state": {position[name]: value for name, value in by_name["state"].items()},
             "param_groups": [{**group, "params": [position[name] for name in group["params"]]}
                              for group in by_name["param_groups"]]}
