@@ -283,7 +283,7 @@ class Trainer:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
         distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
-            state = self._read_checkpoint(ckpt_path)
+            state = self.read_checkpoint(ckpt_path)
             if sharded_checkpoint.KEY in state:
                 sharded_checkpoint.load(self.model, None, state[sharded_checkpoint.KEY])
             else:
@@ -337,7 +337,7 @@ class Trainer:
     def _restore(self, ckpt_path: str | Path | None) -> None:
         """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
         if ckpt_path is not None:
-            self.load_state_dict(self._read_checkpoint(ckpt_path), str(ckpt_path))
+            self.load_state_dict(self.read_checkpoint(ckpt_path), str(ckpt_path))
             log.info("resumed from %s: epoch %d, batch %d, step %d", ckpt_path, self.epoch + 1, self.batch_idx,
                      self.global_step)
         elif self.settings.init_from:
@@ -348,7 +348,7 @@ class Trainer:
                 f"; {label}: {', '.join(keys)}" for label, keys in
                 (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
 
-    def _read_checkpoint(self, path: str | Path) -> dict[str, Any]:
+    def read_checkpoint(self, path: str | Path) -> dict[str, Any]:
         """Checkpoint `path`; a sharded one assembled whole unless the model is sharded too (then each rank
         reads its own shards from the folder under "shards")."""
         return checkpoint.load(path, assemble=not self.placement.shards)

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model
                                                      set_optimizer_state_dict)
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
+from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 from torch.utils.checkpoint import checkpoint
 
 from decltrain.trainer.engine.settings import FsdpSettings
@@ -43,6 +44,57 @@ def shard(model: nn.Module, settings: FsdpSettings, param_dtype: torch.dtype | N
             recompute_in_backward(unit)
         fully_shard(unit, **options)
     return fully_shard(model, **options)
+
+
+def materialize(model: nn.Module, device: torch.device) -> None:
+    """Each rank's shards of `model`, sharded while on the meta device, initialised on `device` as the
+    whole model would have been: for each module in registration order, its own parameters are made
+    whole in temporary tensors, its `reset_parameters` draws them from the global RNG, and each rank
+    keeps its slice. One module's parameters are whole at a time, never the whole model.
+
+    The RNG is drawn in the order a model built on a device draws it when each layer initialises
+    itself as it is built: then the weights are equal bit for bit. A model that initialises its
+    weights otherwise (its own init after building, pretrained weights) cannot be built on the meta
+    device; it declares `initializes_weights_itself = True` and is refused (`check_meta_init`).
+    """
+    model.to_empty(device=device)
+    for module in model.modules():
+        own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        if not own:
+            continue
+        reset = getattr(module, "reset_parameters", None)
+        if reset is None:
+            raise UserError(f"trainer.fsdp.meta_init=true: {type(module).__name__} of model {type(model).__name__} "
+                            "has no reset_parameters() to initialise its weights on the shards; set "
+                            "trainer.fsdp.meta_init=false")
+        shards = {name: param for name, param in module.named_parameters(recurse=False) if isinstance(param, DTensor)}
+        whole = {name: nn.Parameter(torch.empty(param.shape, dtype=param.dtype, device=device))
+                 for name, param in shards.items()}
+        module._parameters.update(whole)
+        try:
+            with torch.no_grad():
+                reset()
+        finally:
+            module._parameters.update(shards)
+        with torch.no_grad():
+            for name, param in shards.items():
+                param.to_local().copy_(_local_slice(whole[name], param))
+
+
+def check_meta_init(model: nn.Module) -> None:
+    """Refuses a model built on the meta device that `materialize` cannot initialise as it would have been."""
+    if getattr(model, "initializes_weights_itself", False):
+        raise UserError(f"trainer.fsdp.meta_init=true: model {type(model).__name__} initialises its weights itself "
+                        "after building its layers, which initialising each layer's shards cannot reproduce; "
+                        "set trainer.fsdp.meta_init=false")
+
+
+def _local_slice(whole: torch.Tensor, shard: DTensor) -> torch.Tensor:
+    """The part of `whole` that this rank's `shard` of it holds."""
+    shape, offset = compute_local_shape_and_global_offset(whole.shape, shard.device_mesh, shard.placements)
+    for dim, (length, start) in enumerate(zip(shape, offset)):
+        whole = whole.narrow(dim, start, length)
+    return whole
 
 
 def shard_units(model: nn.Module, class_names: list[str] | None) -> list[nn.Module]:
