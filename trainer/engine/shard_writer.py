@@ -17,7 +17,7 @@ from decltrain.trainer.engine.sharded_checkpoint import FOLDER, KEY
 
 
 class _Save(NamedTuple):
-    written: Any  # a Future while the shards are written in the background
+    written: Any  # what dcp.async_save returned (a Future) while the shards are written in the background
     hidden: Path  # the folder being written
     path: Path  # the checkpoint file that commits it
     state: dict[str, Any] | None  # the file's content (global zero only)
@@ -57,8 +57,9 @@ class ShardWriter:
             return
         written, hidden, path, state = self._pending
         self._pending = None
-        if isinstance(written, Future):
-            written.result()
+        upload = getattr(written, "upload_completion", written)  # DCP's AsyncSaveResponse, or a Future
+        if isinstance(upload, Future):
+            upload.result()
         if state is None:
             return
         folder = hidden.with_name(hidden.name[1:])
