@@ -10,6 +10,7 @@ An ordinary checkpoint is copied as it is read.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,6 +69,9 @@ def write_safetensors(weights: dict[str, torch.Tensor], path: Path) -> Path:
     tmp_name = checkpoint.temporary_sibling(path)
     try:
         save_file(tensors, str(tmp_name), metadata={"format": "pt"})
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp_name.chmod(0o666 & ~umask)  # safetensors creates its file readable by its owner only
         tmp_name.replace(path)
     except BaseException:
         tmp_name.unlink(missing_ok=True)
