@@ -132,7 +132,10 @@ def remove_unreferenced_shards(folder: Path) -> None:
     shard_root = folder / sharded_checkpoint.FOLDER
     if not shard_root.is_dir():
         return
-    named = {load(file, mmap=True, assemble=False).get(sharded_checkpoint.KEY) for file in folder.glob("*.ckpt")}
+    try:
+        named = {load(file, mmap=True, assemble=False).get(sharded_checkpoint.KEY) for file in folder.glob("*.ckpt")}
+    except UserError:  # a file that cannot be read may name any of them: all stay
+        return
     for candidate in shard_root.iterdir():
         if not candidate.name.startswith(".") and candidate not in named:
             shutil.rmtree(candidate, ignore_errors=True)
