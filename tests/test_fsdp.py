@@ -174,6 +174,7 @@ def killed(after: Callable[..., Any] | None = None) -> Callable[..., None]:
     return kill
 
 
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")  # DCP, saving in one process here
 def test_a_save_that_fails_while_writing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     """last.ckpt still loads the previous state; the leftovers are removed (hidden folders when a run starts in the
     folder, folders no file names at the next save)."""
