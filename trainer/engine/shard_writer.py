@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict
@@ -29,8 +30,14 @@ class ShardWriter:
     save, when a callback needs the file, and at the end of fit (`wait`)."""
 
     def __init__(self, asynchronous: bool) -> None:
+        """A collective with `asynchronous` under torch.distributed (all ranks make their writer)."""
         self.asynchronous = asynchronous
         self._pending: _Save | None = None
+        # The background thread's collectives (DCP's gather of what each rank wrote) get a process group of
+        # their own, so they never interleave with training's on the default one (as torchtitan does).
+        # Every rank is a member, so new_group gives a group (not its non-member marker).
+        self._group = cast(dist.ProcessGroup, dist.new_group(backend="gloo")) \
+            if asynchronous and dist.is_initialized() else None
 
     def save(self, model: nn.Module, optimizer: torch.optim.Optimizer, path: Path, step: int,
              state: dict[str, Any] | None) -> None:
@@ -41,7 +48,7 @@ class ShardWriter:
         hidden = path.parent / FOLDER / f".{name}"
         model_state, optimizer_state = get_state_dict(model, optimizer)
         shards = {"model": model_state, "optimizer": optimizer_state}
-        written = dcp.async_save(shards, checkpoint_id=hidden) if self.asynchronous \
+        written = dcp.async_save(shards, checkpoint_id=hidden, process_group=self._group) if self.asynchronous \
             else dcp.save(shards, checkpoint_id=hidden)
         self._pending = _Save(written, hidden, path, state)
         if not self.asynchronous:
