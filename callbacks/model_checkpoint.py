@@ -25,7 +25,8 @@ from typing import Any
 
 from decltrain.trainer.engine.callback import Callback, TrainerView
 from decltrain.trainer.engine.monitor import Monitor
-from decltrain.trainer.engine.checkpoint import fsync_dir, temporary_sibling
+from decltrain.trainer.engine.checkpoint import (fsync_dir, remove, remove_unfinished_shards,
+                                                  remove_unreferenced_shards, temporary_sibling)
 from decltrain.trainer.errors import Preempted
 from decltrain.trainer.runs import layout
 
@@ -72,6 +73,8 @@ class ModelCheckpoint(Callback):
         # Temporary files of a process that was killed mid-write: never a valid checkpoint.
         for stale in self.dir.glob(".*.tmp") if self._writes else ():
             stale.unlink(missing_ok=True)
+        if self._writes:
+            remove_unfinished_shards(self.dir)
 
     def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         if self.monitor is not None:
@@ -104,12 +107,12 @@ class ModelCheckpoint(Callback):
                              "checkpoint": written.name, **metrics}
             self._save(trainer, written)  # after the bookkeeping: the file holds its own admission
             if is_best:
-                self._publish(written, self._folder / layout.BEST)
+                self._publish(trainer, written, self._folder / layout.BEST)
             for name in dropped if self._writes else ():
-                (self._folder / name).unlink(missing_ok=True)
+                remove(self._folder / name)  # with the folder of its shards, which no other file names
         if self.save_last:
             if written is not None:
-                self._publish(written, self._folder / layout.LAST)
+                self._publish(trainer, written, self._folder / layout.LAST)
             else:
                 self._save(trainer, self._folder / layout.LAST)
 
@@ -140,7 +143,8 @@ class ModelCheckpoint(Callback):
         del self.top_k[self.save_top_k:]
         return dropped
 
-    def _publish(self, source: Path, target: Path) -> None:
+    def _publish(self, trainer: TrainerView, source: Path, target: Path) -> None:
+        trainer.wait_for_checkpoint()  # under trainer.fsdp.async_save the file may still be on its way
         if self._writes:
             _publish(source, target)
 
@@ -157,7 +161,8 @@ class ModelCheckpoint(Callback):
 
 
 def _publish(source: Path, target: Path) -> None:
-    """Makes `target` name the same bytes as `source`, atomically (hard link; copy if unsupported)."""
+    """Makes `target` name the same bytes as `source`, atomically (hard link; copy if unsupported); the shard
+    folder of a sharded checkpoint `target` named before is removed if no file names it any more."""
     tmp_name = temporary_sibling(target)
     try:
         os.link(source, tmp_name)
@@ -165,3 +170,4 @@ def _publish(source: Path, target: Path) -> None:
         shutil.copyfile(source, tmp_name)
     os.replace(tmp_name, target)
     fsync_dir(target.parent)
+    remove_unreferenced_shards(target.parent)

@@ -18,6 +18,9 @@ POSITIONS = ("learned", "rotary")
 
 
 class GPT(nn.Module):
+    # its weights are drawn after its layers are built (nanoGPT's init), not by each layer's reset_parameters
+    initializes_weights_itself = True
+
     def __init__(self, vocab_size: int, block_size: int = 256, n_layer: int = 6, n_head: int = 6, n_embd: int = 384,
                  dropout: float = 0.2, bias: bool = False, positions: str = "learned",
                  tie_weights: bool = True) -> None:

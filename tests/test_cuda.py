@@ -208,7 +208,8 @@ def train(*args: str, cwd: Path, data_dir: Path, **env: str):
 
 
 def last_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    """The run's last.ckpt, a sharded one (trainer.strategy=fsdp) read whole."""
+    return checkpoint.load(run_dir / "checkpoints" / "last.ckpt")
 
 
 def interrupted_and_resumed(args: list[str], tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:

@@ -133,7 +133,13 @@ COMMANDS: dict[str, Run | Excluded] = {
     "train config=mnist_cnn trainer.accumulate_grad_batches=4": SHORT,
     "train config=mnist_cnn trainer.devices=2": SHORT,
     "train config=mnist_cnn trainer.strategy=fsdp trainer.devices=2":
-        Excluded("tests/test_fsdp.py runs it, shortened, and evaluates the run in one process"),
+        Excluded("tests/test_fsdp.py trains text_gpt so (shortened), consolidates and evaluates it in one process"),
+    "train config=text_gpt dataset.path=input.txt trainer.strategy=fsdp trainer.devices=2 trainer.fsdp.async_save=true":
+        Excluded("tests/test_fsdp.py trains text_gpt sharded on two processes and resumes asynchronous checkpoints "
+                 "bit for bit"),
+    "consolidate-checkpoint outputs/mnist_cnn/<timestamp>": AS_IS,
+    "consolidate-checkpoint outputs/mnist_cnn/<timestamp>/checkpoints/best.ckpt --safetensors --output model.ckpt":
+        AS_IS,
     "train config=mnist_mlp trainer.strategy=fsdp trainer.devices=8 'trainer.fsdp.shard_modules=[Sequential]' "
     "trainer.fsdp.activation_checkpointing=true trainer.precision=bf16-mixed":
         Excluded("starts 8 processes; tests/test_fsdp.py trains sharded on two"),

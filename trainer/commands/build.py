@@ -5,6 +5,7 @@ Each builder turns a failure into a UserError that names the config key, so a ty
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from pathlib import Path
 import inspect
@@ -15,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
+from torch.utils._pytree import tree_map
 from torch.utils.data import default_collate
 
 from decltrain.trainer.commands import inference_record
@@ -68,9 +70,13 @@ def model(cfg: DictConfig, splits: DataSplits) -> nn.Module:
     return instantiate_node(cfg.model, "model", **_taken(cfg.model, metadata))
 
 
-def model_and_task(cfg: DictConfig, splits: DataSplits) -> tuple[nn.Module, Task]:
-    """The model and the task, checked to fit each other and the data before anything trains."""
-    built, objective = model(cfg, splits), task(cfg, splits)
+def model_and_task(cfg: DictConfig, splits: DataSplits,
+                    device: torch.device | None = None) -> tuple[nn.Module, Task]:
+    """The model (built on `device` if given: the meta device, see Placement.build_device) and the task,
+    checked to fit each other and the data before anything trains."""
+    with device or contextlib.nullcontext():
+        built = model(cfg, splits)
+    objective = task(cfg, splits)
     check_model_fits(built, objective, splits)
     return built, objective
 
@@ -117,6 +123,8 @@ def check_model_fits(model: nn.Module, task: Task, splits: DataSplits) -> None:
     task fails before training starts, in one line naming the model, the task and the shapes."""
     collate = splits.loader.collate_fn or default_collate
     batch = collate([splits.val[i] for i in range(min(2, len(cast(SizedDataset, splits.val))))])
+    if any(param.is_meta for param in model.parameters()):  # shapes only, no values: as the model's are
+        batch = tree_map(lambda leaf: leaf.to("meta") if isinstance(leaf, torch.Tensor) else leaf, batch)
     inputs = task.model_inputs(batch)
     shape = tuple(inputs.shape[1:]) if isinstance(inputs, torch.Tensor) else "?"
     was_training = model.training

@@ -107,7 +107,7 @@ def _prepare(cfg: DictConfig, run_dir: Path, talks: bool) -> tuple[Trainer, Path
     splits = build.data(cfg)
     if talks:
         inference_record.write(splits, run_dir)
-    model, task = build.model_and_task(cfg, splits)
+    model, task = build.model_and_task(cfg, splits, placement.build_device)
     optimizers = build.optimizers(cfg, model, task)
     lr_schedules = build.lr_schedules(cfg, optimizers)
     callbacks = build.callbacks(cfg)

@@ -68,7 +68,7 @@ EVENTS = (
 
 
 class TrainerView(Protocol):
-    """The trainer as callbacks see it: read-only properties, two settable attributes, two methods.
+    """The trainer as callbacks see it: read-only properties, two settable attributes, three methods.
 
     The engine's Trainer satisfies it structurally (it never names this class), so this module
     never imports the Trainer's: no import cycle, not even one under TYPE_CHECKING.
@@ -143,7 +143,10 @@ class TrainerView(Protocol):
     def log_metrics(self, metrics: dict[str, float]) -> None:
         """Logs scalars at the current `global_step` (rank 0 only; a no-op elsewhere)."""
     def save_checkpoint(self, path: str | Path) -> None:
-        """Writes the full state atomically; call it on every rank (a collective): only rank 0 writes."""
+        """Writes the full state atomically; call it on every rank (a collective): only rank 0 writes the file.
+        With `trainer.fsdp.async_save` the file may appear later: see `wait_for_checkpoint`."""
+    def wait_for_checkpoint(self) -> None:
+        """Returns once the file of the latest `save_checkpoint` exists (before linking or copying it)."""
 
 
 class Callback:

@@ -9,6 +9,8 @@ A checkpoint is one dict of plain tensors and containers:
   trainer/runs/config_drift.py).
   With weight averaging (EMA, SWA), "model" holds the averaged weights, the ones to evaluate
   and deploy, and "training_weights" the raw weights training continues from.
+A sharded run's file holds, instead of "model" and "optimizer", "shards": the folder of their
+shards beside it (trainer/engine/sharded_checkpoint.py); `load` reads them into one whole state.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from decltrain.trainer.engine import sharding
+from decltrain.trainer.engine import sharded_checkpoint, sharding
 from decltrain.trainer.errors import UserError
 
 FORMAT_VERSION = 2
@@ -90,8 +92,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(dir_fd)
 
 
-def load(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
-    """Reads a checkpoint with `weights_only=True`: a file from elsewhere cannot run code."""
+def load(path: str | os.PathLike, mmap: bool = False, assemble: bool = True) -> dict[str, Any]:
+    """Reads a checkpoint with `weights_only=True`: a file from elsewhere cannot run code.
+
+    A sharded checkpoint is `assemble`d: its shards read into whole "model" and "optimizer" states,
+    as one process holds them; without, "shards" is the path of its shard folder.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
@@ -102,9 +108,43 @@ def load(path: str | os.PathLike, mmap: bool = False) -> dict[str, Any]:
         reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
         raise UserError(f"checkpoint {path} is truncated or corrupt ({reason}); "
                         "use another checkpoint, e.g. checkpoints/last.ckpt of the run") from err
-    if not isinstance(state, dict) or "model" not in state:
+    if not isinstance(state, dict) or ("model" not in state and sharded_checkpoint.KEY not in state):
         raise UserError(f"checkpoint {path} is not a checkpoint of this toolkit (no 'model' key)")
+    if sharded_checkpoint.KEY in state:
+        state[sharded_checkpoint.KEY] = folder = path.parent / state[sharded_checkpoint.KEY]
+        if assemble:
+            state.update(sharded_checkpoint.read(folder))
+            del state[sharded_checkpoint.KEY]
     return state
+
+
+def remove(path: Path) -> None:
+    """Removes checkpoint file `path`, and its shard folder when no other file names it."""
+    path.unlink(missing_ok=True)
+    remove_unreferenced_shards(path.parent)
+
+
+def remove_unreferenced_shards(folder: Path) -> None:
+    """Removes the shard folders beside the checkpoint files of `folder` that none of them names.
+
+    Hidden ones (a save in flight) stay; `remove_unfinished_shards` removes those of a killed run.
+    """
+    shard_root = folder / sharded_checkpoint.FOLDER
+    if not shard_root.is_dir():
+        return
+    try:
+        named = {load(file, mmap=True, assemble=False).get(sharded_checkpoint.KEY) for file in folder.glob("*.ckpt")}
+    except UserError:  # a file that cannot be read may name any of them: all stay
+        return
+    for candidate in shard_root.iterdir():
+        if not candidate.name.startswith(".") and candidate not in named:
+            shutil.rmtree(candidate, ignore_errors=True)
+
+
+def remove_unfinished_shards(folder: Path) -> None:
+    """Removes the hidden shard folders in `folder`: saves of a process killed while writing them."""
+    for stale in (folder / sharded_checkpoint.FOLDER).glob(".*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def saved_config(path: str | os.PathLike) -> str:
@@ -113,7 +153,7 @@ def saved_config(path: str | os.PathLike) -> str:
     Memory-mapped, so the tensors are not read: a resumed run checks its config before building
     anything, and `Trainer.fit` reads the whole file afterwards.
     """
-    return str(load(path, mmap=True).get("config", ""))
+    return str(load(path, mmap=True, assemble=False).get("config", ""))
 
 
 def check_format(state: dict[str, Any], source: str) -> None:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from decltrain.datasets.base import DataSplits
-from decltrain.trainer.engine import callback, checkpoint, data, distributed, evaluation
+from decltrain.trainer.engine import callback, checkpoint, data, distributed, evaluation, sharded_checkpoint
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.device import (configure_determinism, explain_nondeterministic, load_rng_state,
                                              rng_state)
@@ -41,6 +41,7 @@ from decltrain.trainer.engine.profiler import build_profiler
 from decltrain.trainer.engine.progress import Progress
 from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
+from decltrain.trainer.engine.shard_writer import ShardWriter
 from decltrain.trainer.engine.step import TrainStep
 from decltrain.trainer.engine.stop_signals import StopSignals
 from decltrain.trainer.engine.task import Task, metric_names
@@ -92,6 +93,7 @@ class Trainer:
         self._optimizers = optimizers
         self.lr_schedules = {name: schedules.get(name) or LRSchedule(opt, None) for name, opt in optimizers.items()}
         self._stepping: str | None = None  # the optimizer being stepped, during on_before_optimizer_step
+        self._shard_writer = ShardWriter(settings.fsdp.async_save) if placement.shards else None
         self.train_loader, self.val_loader, self.test_loader = data.split_loaders(
             splits, settings.seed, self.device, settings.overfit_batches, self.world_size, distributed.rank())
         self.num_train_batches = data.num_batches(self.train_loader, settings.limits["train"])
@@ -161,6 +163,7 @@ class Trainer:
                     self._end_epoch()
         except BaseException as error:
             self._call("on_exception", error)
+            self.wait_for_checkpoint()
             explained = explain_nondeterministic(error)
             if explained:
                 raise explained from error
@@ -169,6 +172,7 @@ class Trainer:
             for logger in self.loggers.values():
                 logger.flush()
         self._call("on_fit_end")
+        self.wait_for_checkpoint()
         if self.is_global_zero:
             self.profiler.report()
 
@@ -306,7 +310,11 @@ class Trainer:
         """Tests the model, after loading the weights of `ckpt_path` when given."""
         distributed.barrier()  # under DDP, rank 0 has finished writing the checkpoint every rank reads
         if ckpt_path is not None:
-            checkpoint.load_weights(self.model, ckpt_path)
+            state = self.read_checkpoint(ckpt_path)
+            if sharded_checkpoint.KEY in state:
+                sharded_checkpoint.load(self.model, None, state[sharded_checkpoint.KEY])
+            else:
+                checkpoint.load_model_weights(self.model, state["model"], str(ckpt_path))
         metrics = self.evaluate(self.test_loader, "test")
         self.log_metrics(metrics)
         return metrics
@@ -374,7 +382,7 @@ class Trainer:
     def _restore(self, ckpt_path: str | Path | None) -> None:
         """The starting point of `fit`: a checkpoint's full state, else the `init_from` weights, else as built."""
         if ckpt_path is not None:
-            self.load_state_dict(checkpoint.load(ckpt_path), str(ckpt_path))
+            self.load_state_dict(self.read_checkpoint(ckpt_path), str(ckpt_path))
             log.info("resumed from %s: epoch %d, batch %d, step %d", ckpt_path, self.epoch + 1, self.batch_idx,
                      self.global_step)
         elif self.settings.init_from:
@@ -385,15 +393,26 @@ class Trainer:
                 f"; {label}: {', '.join(keys)}" for label, keys in
                 (("missing", missing), ("unexpected", unexpected), ("skipped (shape differs)", skipped)) if keys))
 
+    def read_checkpoint(self, path: str | Path) -> dict[str, Any]:
+        """Checkpoint `path`; a sharded one assembled whole unless the model is sharded too (then each rank
+        reads its own shards from the folder under "shards")."""
+        return checkpoint.load(path, assemble=not self.placement.shards)
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue exactly where the loop is now."""
-        _, schedules = self._training()
-        state = {
-            "format_version": checkpoint.FORMAT_VERSION,
+        """Everything needed to continue exactly where the loop is now (sharded: gathered whole on rank 0,
+        a collective)."""
+        return self._state_with({
             "model": self.placement.weights(self.model),
             # one optimizer's state as it is; several: by name (as are their schedules)
             "optimizer": as_saved({name: self.placement.optimizer_state(self.model, optimizer)
-                                   for name, optimizer in self._optimizers.items()}),
+                                   for name, optimizer in self._optimizers.items()})})
+
+    def _state_with(self, weights: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint state around `weights` (the model and optimizer entries, none when sharded)."""
+        _, schedules = self._training()
+        state = {
+            "format_version": checkpoint.FORMAT_VERSION,
+            **weights,
             "lr_schedule": as_saved({name: schedule.state_dict() for name, schedule in schedules.items()}),
             "precision": self.precision.state_dict(),
             "progress": self.progress.state_dict(),
@@ -411,17 +430,22 @@ class Trainer:
         _, schedules = self._training()
         checkpoint.check_format(state, source)
         self._call("on_load_checkpoint", state)
-        checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
-        saved_optimizers, saved_schedules = state["optimizer"], state["lr_schedule"]
-        for name, optimizer in self._optimizers.items():
-            if name != UNNAMED and name not in saved_optimizers:
-                held = "one optimizer's" if "param_groups" in saved_optimizers else \
-                    ", ".join(f"optimizer.{saved}" for saved in saved_optimizers)
-                raise UserError(f"checkpoint {source} holds no state of optimizer.{name}, only {held}: resume it "
-                                "with the optimizers it was written with")
-            self.placement.load_optimizer_state(self.model, optimizer,
-                                                saved_optimizers if name == UNNAMED else saved_optimizers[name])
-            schedules[name].load_state_dict(saved_schedules if name == UNNAMED else saved_schedules[name])
+        saved_schedules = state["lr_schedule"]
+        if sharded_checkpoint.KEY in state:  # read by a sharded model (one optimizer): each rank its shards
+            sharded_checkpoint.load(self.model, self._optimizers.get(UNNAMED), state[sharded_checkpoint.KEY])
+        else:
+            checkpoint.load_model_weights(self.model, checkpoint.training_weights(state), source)
+            saved_optimizers = state["optimizer"]
+            for name, optimizer in self._optimizers.items():
+                if name != UNNAMED and name not in saved_optimizers:
+                    held = "one optimizer's" if "param_groups" in saved_optimizers else \
+                        ", ".join(f"optimizer.{saved}" for saved in saved_optimizers)
+                    raise UserError(f"checkpoint {source} holds no state of optimizer.{name}, only {held}: resume "
+                                    "it with the optimizers it was written with")
+                self.placement.load_optimizer_state(self.model, optimizer,
+                                                    saved_optimizers if name == UNNAMED else saved_optimizers[name])
+        for name, schedule in schedules.items():
+            schedule.load_state_dict(saved_schedules if name == UNNAMED else saved_schedules[name])
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
         self.time_budget.load_state_dict(state["time_budget"])
@@ -436,7 +460,8 @@ class Trainer:
         load_rng_state(per_rank[distributed.rank()] if len(per_rank) == self.world_size else state["rng"])
 
     def save_checkpoint(self, path: str | Path) -> None:
-        """Writes the full state atomically; only the global-zero process writes.
+        """Writes the full state atomically; only the global-zero process writes the file, and with a
+        sharded model every rank its shards (trainer/engine/sharded_checkpoint.py).
 
         A state whose loss went non-finite is never written: the last good file stays.
         """
@@ -446,12 +471,20 @@ class Trainer:
         # which the ranks agree on in `_raise_if_stop_requested`).
         rng_states = distributed.gather_object(rng_state())
         with self.profiler.section("checkpointing"):
-            if self.is_global_zero or self.placement.shards:  # gathering sharded weights is a collective
-                state = self.state_dict()
+            state = None
             if self.is_global_zero:
+                state = self._state_with({}) if self._shard_writer else self.state_dict()
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
+            if self._shard_writer is not None:
+                self._shard_writer.save(self.model, self._optimizers.get(UNNAMED), Path(path), self.global_step, state)
+            elif state is not None:
                 checkpoint.save_atomic(state, Path(path))
+
+    def wait_for_checkpoint(self) -> None:
+        """Returns once the checkpoint file last saved exists (`trainer.fsdp.async_save` writes in the background)."""
+        if self._shard_writer is not None:
+            self._shard_writer.wait()
 
 
 def as_saved(states: dict[str, Any]) -> Any:

@@ -66,6 +66,11 @@ class Placement:
         self.channels_last = False
 
     @property
+    def build_device(self) -> torch.device | None:
+        """Where the model is built: the meta device (no memory) with `trainer.fsdp.meta_init`, else the default."""
+        return torch.device("meta") if self.fsdp is not None and self.fsdp.meta_init else None
+
+    @property
     def shards(self) -> bool:
         """True when the model is sharded over the ranks (trainer.strategy=fsdp in several processes)."""
         return self.fsdp is not None
@@ -75,18 +80,25 @@ class Placement:
 
         DDP wraps before compiling, as PyTorch recommends (the compiler then splits the graph at
         DDP's gradient buckets). Evaluation runs the module without DDP: ranks may hold shards
-        of unequal length, and DDP's forward may call collectives. FSDP shards `model` in place;
+        of unequal length, and DDP's forward may call collectives. FSDP shards `model` in place
+        (built on the meta device: then each rank initialises its shards);
         `optimizer`, built on its unsharded parameters, is pointed at the shards.
         """
         if self.sync_batchnorm and self.world_size > 1:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.channels_last = uses_channels_last(model, self.device)
         layout = torch.channels_last if self.channels_last else torch.preserve_format
-        model = model.to(self.device, memory_format=layout)  # type: ignore[call-overload]  # torch's overloads omit this pair
+        on_meta = any(param.is_meta for param in model.parameters())
+        if not on_meta:
+            model = model.to(self.device, memory_format=layout)  # type: ignore[call-overload]  # torch's overloads omit this pair
         ddp = fsdp = None
         if self.fsdp is not None:
             names = {id(param): name for name, param in model.named_parameters()}
+            if on_meta:
+                sharding.check_meta_init(model)
             fsdp = sharding.shard(model, self.fsdp, self.precision.dtype)
+            if on_meta:
+                sharding.materialize(model, self.device)
             if optimizer is not None:
                 sharding.adopt_sharded_parameters(optimizer, names, model)
         trained: nn.Module = model

@@ -40,6 +40,9 @@ class FsdpSettings:
     reshard_after_forward: bool = True  # free gathered parameters after forward (less memory, a second gather in backward)
     cpu_offload: bool = False  # parameters, gradients and optimizer state live on the CPU between uses
     activation_checkpointing: bool = False  # each shard unit recomputes its activations in backward
+    async_save: bool = False  # checkpoint shards are written in the background while training continues
+    # the model is built on the meta device and each rank initialises only its shards (see sharding.materialize)
+    meta_init: bool = False
 
 
 @dataclass(frozen=True)
