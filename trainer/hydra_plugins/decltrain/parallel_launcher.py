@@ -75,14 +75,21 @@ def _take_slot(free: "multiprocessing.Queue[dict[str, Any]]") -> None:
 def _run(job: bytes) -> bytes:
     """One job in a pool worker, as Hydra's basic launcher runs it in its own process.
 
-    `job` is (Hydra's singletons, its context, the task function, the job's config), pickled with
-    cloudpickle as Hydra's joblib and submitit launchers send them: the task function is
-    `@hydra.main`'s wrapped function and OmegaConf's resolvers are closures. The job's return
-    goes back the same way (its config holds classes of Hydra plugins that Hydra loaded twice).
+    `job` is (Hydra's singletons, its context, the task function, the sweep's config, the job's
+    overrides and number), pickled with cloudpickle as Hydra's joblib and submitit launchers send
+    them: the task function is `@hydra.main`'s wrapped function and OmegaConf's resolvers are
+    closures. The worker composes the job's config itself, as Hydra's joblib launcher does, so the
+    jobs' compositions run side by side rather than one after another before the first job starts.
+    The job's return goes back the same way (its config holds classes of Hydra plugins that Hydra
+    loaded twice).
     """
-    singleton_state, hydra_context, task_function, config = cloudpickle.loads(job)
+    singleton_state, hydra_context, task_function, sweep_config, overrides, number = cloudpickle.loads(job)
     Singleton.set_state(singleton_state)
     setup_globals()
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, overrides)
+    with open_dict(config):
+        config.hydra.job.id = number
+        config.hydra.job.num = number
     return cloudpickle.dumps(run_job(hydra_context=hydra_context, task_function=task_function, config=config,
                                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
 
@@ -116,18 +123,13 @@ class ParallelLauncher(Launcher):
         for slot in slots(workers, self.gpus_per_job, torch.cuda.device_count(), sorted(os.sched_getaffinity(0))):
             free.put(slot)
         log.info("Launching %d jobs, %d at a time", len(job_overrides), workers)
-        configs = []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            configs.append(sweep_config)
         state = Singleton.get_state()
         with _first_ctrl_c_left_to_the_jobs(), ProcessPoolExecutor(
                 workers, mp_context=context, initializer=_take_slot, initargs=(free,)) as pool:
-            jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, config)) for config in configs]
+            jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, self.config, list(overrides), idx))
+                    for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
             returns = _run_all(pool, jobs, workers)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
