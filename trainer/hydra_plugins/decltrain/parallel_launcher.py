@@ -104,6 +104,10 @@ class ParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        # Started by the first launch and kept for the next ones (the Optuna search launches a batch of
+        # trials at a time): its workers import torch once, not once per batch. Python shuts it down at exit.
+        self.pool: ProcessPoolExecutor | None = None
+        self.workers = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -111,28 +115,39 @@ class ParallelLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import torch  # only to count the GPUs (no CUDA initialisation)
-
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None  # setup()
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        workers = min(self.n_jobs, len(job_overrides))
-        context = multiprocessing.get_context("spawn")
-        free = context.Queue()
-        for slot in slots(workers, self.gpus_per_job, torch.cuda.device_count(), sorted(os.sched_getaffinity(0))):
-            free.put(slot)
-        log.info("Launching %d jobs, %d at a time", len(job_overrides), workers)
+        if self.pool is None:
+            self.workers = min(self.n_jobs, len(job_overrides))
+            self.pool = _pool(self.workers, self.gpus_per_job)
+        log.info("Launching %d jobs, %d at a time", len(job_overrides), min(self.workers, len(job_overrides)))
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
         state = Singleton.get_state()
-        with _first_ctrl_c_left_to_the_jobs(), ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_take_slot, initargs=(free,)) as pool:
-            jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, self.config, list(overrides), idx))
-                    for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
-            returns = _run_all(pool, jobs, workers)
+        jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, self.config, list(overrides), idx))
+                for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
+        with _first_ctrl_c_left_to_the_jobs():
+            try:
+                returns = _run_all(self.pool, jobs, self.workers)
+            except BaseException:  # a stop, or a worker that died: the sweep ends, and its pool with it
+                self.pool.shutdown(cancel_futures=True)
+                self.pool = None
+                raise
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
+
+
+def _pool(workers: int, gpus_per_job: int) -> ProcessPoolExecutor:
+    """`workers` processes, each of which takes its slot (GPUs or cores) when it starts."""
+    import torch  # only to count the GPUs (no CUDA initialisation)
+
+    context = multiprocessing.get_context("spawn")
+    free = context.Queue()
+    for slot in slots(workers, gpus_per_job, torch.cuda.device_count(), sorted(os.sched_getaffinity(0))):
+        free.put(slot)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_take_slot, initargs=(free,))
 
 
 def _run_all(pool: ProcessPoolExecutor, jobs: list[bytes], workers: int) -> list[JobReturn]:
