@@ -1,11 +1,11 @@
 """`hydra/launcher=parallel`: the jobs of a sweep, `n_jobs` at a time on this machine, each on its own devices.
 
-Built on Python's `concurrent.futures.ProcessPoolExecutor` rather than Hydra's joblib launcher:
-each of the pool's `n_jobs` worker processes takes one slot when it starts (its own GPUs through
-`CUDA_VISIBLE_DEVICES`, or on a CPU machine its share of the cores through the process's CPU
+Built on Python's `concurrent.futures.ProcessPoolExecutor` rather than Hydra's joblib or Ray
+launchers: each of the pool's `n_jobs` worker processes takes one slot when it starts (its own GPUs
+through `CUDA_VISIBLE_DEVICES`, or on a CPU machine its share of the cores through the process's CPU
 affinity and `OMP_NUM_THREADS`) and keeps it for every job it runs, so two running jobs never
-share a device. Joblib's workers have no such per-worker start-up hook, and a process pool needs
-no extra package. Jobs run as Hydra's basic launcher runs them (`run_job`, in the job's own
+share a device. Joblib's workers have no such per-worker start-up hook, Ray starts a cluster of
+its own for each sweep, and a process pool needs no extra package. Jobs run as Hydra's basic launcher runs them (`run_job`, in the job's own
 folder), so the sweep summary, a failed job that does not end the sweep, and the Optuna search
 (which launches `n_jobs` trials at a time) keep their behaviour. Ctrl-C reaches every running job,
 which stops at its step boundary and writes its checkpoint; the sweep then ends as a sequential
