@@ -5,11 +5,12 @@ launchers: each of the pool's `n_jobs` worker processes takes one slot when it s
 through `CUDA_VISIBLE_DEVICES`, or on a CPU machine its share of the cores through the process's CPU
 affinity and `OMP_NUM_THREADS`) and keeps it for every job it runs, so two running jobs never
 share a device. Joblib's workers have no such per-worker start-up hook, Ray starts a cluster of
-its own for each sweep, and a process pool needs no extra package. Jobs run as Hydra's basic launcher runs them (`run_job`, in the job's own
-folder), so the sweep summary, a failed job that does not end the sweep, and the Optuna search
-(which launches `n_jobs` trials at a time) keep their behaviour. Ctrl-C reaches every running job,
-which stops at its step boundary and writes its checkpoint; the sweep then ends as a sequential
-one does. For several machines the SLURM launcher stays the way.
+its own for each sweep, and a process pool needs no extra package. Jobs run as Hydra's basic
+launcher runs them (`run_job`, in the job's own folder), so the sweep summary, a failed job that
+does not end the sweep, and the Optuna search (which launches `n_jobs` trials at a time) keep
+their behaviour. Ctrl-C reaches every running job, which stops at its step boundary and writes
+its checkpoint; the sweep then ends as a sequential one does. For several machines the SLURM
+launcher stays the way.
 
 No `from __future__ import annotations`: Hydra loads plugin modules outside `sys.modules`, where
 dataclasses cannot resolve string annotations.
