@@ -14,7 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from decltrain.trainer.runs import catalog, optuna_trial
+from decltrain.trainer.runs import catalog, optuna_trial, status
 from hydra_plugins.decltrain import search_space
 from tests.helpers.commands import run_train, train_command
 
@@ -34,11 +34,13 @@ def test_search_space_from_hydra_sweep_syntax():
 
 @pytest.mark.slow
 def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir):
-    """Two good trials, then the search continues (same sweep folder) with a learning rate too
-    small to learn: the median pruner stops it after its first of two epochs."""
+    """Two good trials at once (hydra/launcher=parallel), then the search continues (same sweep
+    folder) with a learning rate too small to learn: the median pruner stops it after its first of
+    two epochs. Two workers, one trial left: the study gets exactly n_trials."""
     env = {"DATA_DIR": str(data_dir)}
     fixed = ("trainer.max_epochs=2", "trainer.limit_train_batches=10", "trainer.limit_val_batches=2",
-             "dataset.batch_size=64", "model.hidden=64", "model.dropout_fc=0.1")
+             "dataset.batch_size=64", "model.hidden=64", "model.dropout_fc=0.1", "hydra/launcher=parallel",
+             "hydra.launcher.n_jobs=2")
     good = run_train("-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=2", "optimizer.lr=3e-3", *fixed,
                      cwd=tmp_path, env=env)
     assert good.returncode == 0, good.stdout + good.stderr
@@ -46,6 +48,10 @@ def test_a_trial_that_cannot_learn_is_pruned_after_good_ones(tmp_path, data_dir)
     bad = run_train("-m", "hparams_search=mnist_optuna", "hydra.sweeper.n_trials=3", "optimizer.lr=1e-7", *fixed,
                     f"hydra.sweep.dir={sweep_dir}", cwd=tmp_path, env=env)
     assert bad.returncode == 0, bad.stdout + bad.stderr
+
+    first, second = (status.read(sweep_dir / f"{n}_mnist_cnn") or {} for n in range(2))
+    assert first["started"] < second["ended"] and second["started"] < first["ended"]  # the good trials ran together
+    assert first["pid"] != second["pid"]
 
     study = optuna.load_study(study_name="mnist_cnn", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
     trials = study.trials
@@ -79,11 +85,20 @@ def test_a_stopped_search_gives_its_trial_back_to_run_again(tmp_path):
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}", direction="maximize")
     study.tell(study.ask(space), 0.5)
     interrupted = study.ask(space)
-    with pytest.raises(SystemExit), _given_back_if_stopped(study, interrupted):
+    with pytest.raises(SystemExit), _given_back_if_stopped(study, [interrupted]):
         raise SystemExit(143)  # the job stopped by SIGTERM
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]
     assert _trials_done(study) == 1  # the interrupted trial does not count
     assert study.ask(space).params == interrupted.params
+
+
+def test_trials_asked_together_launch_in_runs_of_consecutive_numbers_so_each_folder_is_its_trial_s():
+    from types import SimpleNamespace
+
+    from hydra_plugins.decltrain.optuna_sweeper import _numbered_runs
+
+    trials = [SimpleNamespace(number=n) for n in (4, 5, 7, 8, 10)]  # another worker asked for 6 and 9
+    assert [[t.number for t in run] for run in _numbered_runs(trials)] == [[4, 5], [7, 8], [10]]
 
 
 # Optuna calls heartbeats experimental and meant for Study.optimize; the sweeper, which beats for
@@ -100,7 +115,7 @@ def test_only_a_trial_whose_worker_stopped_beating_is_failed_and_run_again(tmp_p
     space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
     dead, live = study.ask(space), study.ask(space)
     storage.record_heartbeat(dead._trial_id)  # its worker was killed after this beat
-    with _beating(storage, live._trial_id, 1):
+    with _beating(storage, [live._trial_id], 1):
         time.sleep(3.5)
         optuna.storages.fail_stale_trials(study)
         assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]

@@ -1,4 +1,6 @@
-"""The sweeper: one Optuna trial per job, asked for, launched and told its result in turn.
+"""The sweeper: one Optuna trial per job, asked for, launched and told its result in turn; under
+`hydra/launcher=parallel`, `n_jobs` trials at a time, asked for together, launched as one batch
+(the launcher runs them at once) and each told its result.
 
 The study lives in an SQLite file in the sweep folder (`optuna.db`), so running the same command
 again with `hydra.sweep.dir=<that folder>` continues an interrupted search: a trial the
@@ -123,30 +125,40 @@ class OptunaSweeper(Sweeper):
             if done + running >= self.n_trials:  # the last trials run in other workers: wait for them
                 time.sleep(min(self.heartbeat_interval, _WAIT_S))
                 continue
-            trial = study.ask(space)
-            chosen = [search_space.as_override(key, value) for key, value in trial.params.items()]
-            env = optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
-            overrides = [*fixed, *chosen,
-                         *(f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items())]
-            self.validate_batch_is_legal([overrides])
+            trials = [study.ask(space) for _ in range(min(_trials_at_once(self.launcher), self.n_trials - done - running))]
+            chosen = {trial.number: [search_space.as_override(key, value) for key, value in trial.params.items()]
+                      for trial in trials}
+            env = {trial.number: optuna_trial.environment(storage, self.study_name, trial._trial_id, pruner_config)
+                   for trial in trials}
+            pending = list(trials)  # asked and not yet told: given back if the search stops
             # A failed job fails its trial (train raises in a sweep: Hydra records it); a stop
-            # signal (exit 128 + signal) ends the search here, its trial left running to run again.
+            # signal (exit 128 + signal) ends the search here, its trials left running to run again.
             try:
-                with _beating(database, trial._trial_id, self.heartbeat_interval), _given_back_if_stopped(study, trial):
-                    result = self.launcher.launch([overrides], initial_job_idx=trial.number)[0]
-            except (SystemExit, KeyboardInterrupt):  # the summary of the trials so far, the stopped one marked
-                stopped = sweep_summary.interrupted(sweep_dir, [(trial.number, [*fixed, *chosen])])
-                sweep_summary.report([*self.records, *(dataclasses.replace(r, overrides=chosen) for r in stopped)],
+                with _beating(database, [trial._trial_id for trial in trials], self.heartbeat_interval), \
+                        _given_back_if_stopped(study, pending):
+                    for group in _numbered_runs(trials):
+                        batch = [[*fixed, *chosen[trial.number], *_env_set(env[trial.number])] for trial in group]
+                        self.validate_batch_is_legal(batch)
+                        for trial, result in zip(group, self.launcher.launch(batch, initial_job_idx=group[0].number)):
+                            self._told(study, trial, chosen[trial.number], result)
+                            pending.remove(trial)
+            except (SystemExit, KeyboardInterrupt):  # the summary of the trials so far, the stopped ones marked
+                stopped = sweep_summary.interrupted(
+                    sweep_dir, [(trial.number, [*fixed, *chosen[trial.number]]) for trial in pending])
+                sweep_summary.report([*self.records, *(dataclasses.replace(r, overrides=chosen[r.number]) for r in stopped)],
                                      sweep_dir)
                 raise
-            record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
-            trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
-            state, value = _tell(study, trial, result)
-            self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
-            log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
         self._report(study, sweep_dir)
         sweep_summary.report(self.records, sweep_dir)
         return self.records
+
+    def _told(self, study: Any, trial: Any, chosen: list[str], result: JobReturn) -> None:
+        """Tells the study how the trial's job ended and keeps its record for the sweep summary."""
+        record = dataclasses.replace(sweep_summary.JobRecord.of(result), overrides=chosen)
+        trial.set_user_attr(_RUN_DIR, record.folder)  # also for trials of an earlier, continued search
+        state, value = _tell(study, trial, result)
+        self.records.append(dataclasses.replace(record, status=_SUMMARY_STATUS[state], value=value))
+        log.info("trial %d %s%s", trial.number, state, f": {value:.6g}" if value is not None else "")
 
     def _report(self, study: Any, sweep_dir: Path) -> None:
         """Prints the best trial and writes it, with the records of every trial, to the sweep folder."""
@@ -184,6 +196,30 @@ def _interrupted(study: Any) -> set[int]:
     return set(study.user_attrs.get(_INTERRUPTED, [])) | retried
 
 
+def _trials_at_once(launcher: Any) -> int:
+    """How many trials the search asks for and launches together: `hydra.launcher.n_jobs` under
+    `hydra/launcher=parallel`, else one (each launch of the basic launcher runs its jobs in turn)."""
+    return max(1, int(getattr(launcher, "n_jobs", 1)))
+
+
+def _env_set(env: dict[str, str]) -> list[str]:
+    """Overrides that set the job's environment variables (Hydra's `hydra.job.env_set`)."""
+    return [f"+hydra.job.env_set.{name}={quote_override(value)}" for name, value in env.items()]
+
+
+def _numbered_runs(trials: list[Any]) -> list[list[Any]]:
+    """The trials in runs of consecutive numbers. A launch numbers its jobs (and their run folders,
+    `<number>_<experiment>`) from its first job on, so each launch takes one run; numbers have a gap
+    only where another worker on the same study asked for a trial in between."""
+    runs: list[list[Any]] = []
+    for trial in trials:
+        if runs and trial.number == runs[-1][-1].number + 1:
+            runs[-1].append(trial)
+        else:
+            runs.append([trial])
+    return runs
+
+
 def _retried_when_stale() -> dict[str, Any]:
     """RDBStorage's argument that queues a stale trial's parameters again (its name changed in Optuna 5)."""
     import optuna
@@ -195,18 +231,19 @@ def _retried_when_stale() -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _beating(storage: Any, trial_id: int, interval: int) -> Iterator[None]:
-    """Records the trial's heartbeat every `interval` seconds while its job runs, so other workers on the
-    study leave it alone; a trial whose heartbeat stops (its worker was killed) is failed and run again."""
+def _beating(storage: Any, trial_ids: list[int], interval: int) -> Iterator[None]:
+    """Records the trials' heartbeats every `interval` seconds while their jobs run, so other workers on the
+    study leave them alone; a trial whose heartbeat stops (its worker was killed) is failed and run again."""
     stop = threading.Event()
 
     def beat() -> None:
         while True:
-            storage.record_heartbeat(trial_id)
+            for trial_id in trial_ids:
+                storage.record_heartbeat(trial_id)
             if stop.wait(interval):
                 return
 
-    thread = threading.Thread(target=beat, name=f"optuna-heartbeat-{trial_id}", daemon=True)
+    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
     thread.start()
     try:
         yield
@@ -216,18 +253,20 @@ def _beating(storage: Any, trial_id: int, interval: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _given_back_if_stopped(study: Any, trial: Any) -> Iterator[None]:
-    """A search stopped during a trial (Ctrl-C, SIGTERM: the job exits) fails it and queues its parameters
-    again, so the same command continues the search with them."""
+def _given_back_if_stopped(study: Any, trials: list[Any]) -> Iterator[None]:
+    """A search stopped during its trials (Ctrl-C, SIGTERM: the jobs exit) fails those in `trials`
+    (the list as it is then: the trials not yet told) and queues their parameters again, so the
+    same command continues the search with them."""
     from optuna.trial import TrialState
 
     try:
         yield
     except (SystemExit, KeyboardInterrupt):
-        study.set_user_attr(_INTERRUPTED, [*study.user_attrs.get(_INTERRUPTED, []), trial.number])
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-        log.warning("trial %d was interrupted; a continued search runs its parameters again", trial.number)
+        study.set_user_attr(_INTERRUPTED, [*study.user_attrs.get(_INTERRUPTED, []), *(t.number for t in trials)])
+        for trial in trials:
+            study.tell(trial.number, state=TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            log.warning("trial %d was interrupted; a continued search runs its parameters again", trial.number)
         raise
 
 

@@ -1,15 +1,16 @@
 """`hydra/launcher=parallel`: the jobs of a sweep, `n_jobs` at a time on this machine, each on its own devices.
 
-Built on Python's `concurrent.futures.ProcessPoolExecutor` rather than Hydra's joblib launcher:
-each of the pool's `n_jobs` worker processes takes one slot when it starts (its own GPUs through
-`CUDA_VISIBLE_DEVICES`, or on a CPU machine its share of the cores through the process's CPU
+Built on Python's `concurrent.futures.ProcessPoolExecutor` rather than Hydra's joblib or Ray
+launchers: each of the pool's `n_jobs` worker processes takes one slot when it starts (its own GPUs
+through `CUDA_VISIBLE_DEVICES`, or on a CPU machine its share of the cores through the process's CPU
 affinity and `OMP_NUM_THREADS`) and keeps it for every job it runs, so two running jobs never
-share a device. Joblib's workers have no such per-worker start-up hook, and a process pool needs
-no extra package. Jobs run as Hydra's basic launcher runs them (`run_job`, in the job's own
-folder), so the sweep summary, a failed job that does not end the sweep, and the Optuna search
-(which launches `n_jobs` trials at a time) keep their behaviour. Ctrl-C reaches every running job,
-which stops at its step boundary and writes its checkpoint; the sweep then ends as a sequential
-one does. For several machines the SLURM launcher stays the way.
+share a device. Joblib's workers have no such per-worker start-up hook, Ray starts a cluster of
+its own for each sweep, and a process pool needs no extra package. Jobs run as Hydra's basic
+launcher runs them (`run_job`, in the job's own folder), so the sweep summary, a failed job that
+does not end the sweep, and the Optuna search (which launches `n_jobs` trials at a time) keep
+their behaviour. Ctrl-C reaches every running job, which stops at its step boundary and writes
+its checkpoint; the sweep then ends as a sequential one does. For several machines the SLURM
+launcher stays the way.
 
 No `from __future__ import annotations`: Hydra loads plugin modules outside `sys.modules`, where
 dataclasses cannot resolve string annotations.
@@ -75,14 +76,21 @@ def _take_slot(free: "multiprocessing.Queue[dict[str, Any]]") -> None:
 def _run(job: bytes) -> bytes:
     """One job in a pool worker, as Hydra's basic launcher runs it in its own process.
 
-    `job` is (Hydra's singletons, its context, the task function, the job's config), pickled with
-    cloudpickle as Hydra's joblib and submitit launchers send them: the task function is
-    `@hydra.main`'s wrapped function and OmegaConf's resolvers are closures. The job's return
-    goes back the same way (its config holds classes of Hydra plugins that Hydra loaded twice).
+    `job` is (Hydra's singletons, its context, the task function, the sweep's config, the job's
+    overrides and number), pickled with cloudpickle as Hydra's joblib and submitit launchers send
+    them: the task function is `@hydra.main`'s wrapped function and OmegaConf's resolvers are
+    closures. The worker composes the job's config itself, as Hydra's joblib launcher does, so the
+    jobs' compositions run side by side rather than one after another before the first job starts.
+    The job's return goes back the same way (its config holds classes of Hydra plugins that Hydra
+    loaded twice).
     """
-    singleton_state, hydra_context, task_function, config = cloudpickle.loads(job)
+    singleton_state, hydra_context, task_function, sweep_config, overrides, number = cloudpickle.loads(job)
     Singleton.set_state(singleton_state)
     setup_globals()
+    config = hydra_context.config_loader.load_sweep_config(sweep_config, overrides)
+    with open_dict(config):
+        config.hydra.job.id = number
+        config.hydra.job.num = number
     return cloudpickle.dumps(run_job(hydra_context=hydra_context, task_function=task_function, config=config,
                                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
 
@@ -97,6 +105,10 @@ class ParallelLauncher(Launcher):
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
+        # Started by the first launch and kept for the next ones (the Optuna search launches a batch of
+        # trials at a time): its workers import torch once, not once per batch. Python shuts it down at exit.
+        self.pool: ProcessPoolExecutor | None = None
+        self.workers = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -104,33 +116,39 @@ class ParallelLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import torch  # only to count the GPUs (no CUDA initialisation)
-
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None  # setup()
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        workers = min(self.n_jobs, len(job_overrides))
-        context = multiprocessing.get_context("spawn")
-        free = context.Queue()
-        for slot in slots(workers, self.gpus_per_job, torch.cuda.device_count(), sorted(os.sched_getaffinity(0))):
-            free.put(slot)
-        log.info("Launching %d jobs, %d at a time", len(job_overrides), workers)
-        configs = []
+        if self.pool is None:
+            self.workers = min(self.n_jobs, len(job_overrides))
+            self.pool = _pool(self.workers, self.gpus_per_job)
+        log.info("Launching %d jobs, %d at a time", len(job_overrides), min(self.workers, len(job_overrides)))
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            configs.append(sweep_config)
         state = Singleton.get_state()
-        with _first_ctrl_c_left_to_the_jobs(), ProcessPoolExecutor(
-                workers, mp_context=context, initializer=_take_slot, initargs=(free,)) as pool:
-            jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, config)) for config in configs]
-            returns = _run_all(pool, jobs, workers)
+        jobs = [cloudpickle.dumps((state, self.hydra_context, self.task_function, self.config, list(overrides), idx))
+                for idx, overrides in enumerate(job_overrides, start=initial_job_idx)]
+        with _first_ctrl_c_left_to_the_jobs():
+            try:
+                returns = _run_all(self.pool, jobs, self.workers)
+            except BaseException:  # a stop, or a worker that died: the sweep ends, and its pool with it
+                self.pool.shutdown(cancel_futures=True)
+                self.pool = None
+                raise
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return returns
+
+
+def _pool(workers: int, gpus_per_job: int) -> ProcessPoolExecutor:
+    """`workers` processes, each of which takes its slot (GPUs or cores) when it starts."""
+    import torch  # only to count the GPUs (no CUDA initialisation)
+
+    context = multiprocessing.get_context("spawn")
+    free = context.Queue()
+    for slot in slots(workers, gpus_per_job, torch.cuda.device_count(), sorted(os.sched_getaffinity(0))):
+        free.put(slot)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_take_slot, initargs=(free,))
 
 
 def _run_all(pool: ProcessPoolExecutor, jobs: list[bytes], workers: int) -> list[JobReturn]:
