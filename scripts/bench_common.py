@@ -48,6 +48,11 @@ def run_child(command: list[str], env: dict[str, str], cwd: Path) -> tuple[Sampl
     return Sample(wall, usage.ru_maxrss / 1024), text
 
 
+def installed(name: str) -> str:
+    """A console script of the toolkit: beside this Python first (a virtual environment not activated), then on PATH."""
+    return shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name) or name
+
+
 def json_lines(text: str) -> dict:
     """The JSON objects a script printed, merged, with `epoch_seconds` collected in order."""
     merged: dict = {"epoch_seconds": []}
@@ -73,7 +78,7 @@ def toolkit(*overrides: str, config: str = "mnist_cnn", metric: str = "test/acc"
     """`train config=<config>` with `overrides` (e.g. trainer.accelerator=cuda); its test `metric` is reported as `test_acc`."""
     def run(args: argparse.Namespace, env: dict[str, str], work: Path, index: int) -> Sample:
         run_dir = Path(tempfile.mkdtemp(prefix=f"toolkit_{index}_", dir=work)) / "run"
-        command = [shutil.which("train") or "train", f"config={config}", f"trainer.max_epochs={args.epochs}",
+        command = [installed("train"), f"config={config}", f"trainer.max_epochs={args.epochs}",
                    *overrides, f"hydra.run.dir={run_dir}"]
         if args.limit_batches:
             command += [f"trainer.limit_train_batches={args.limit_batches}", "trainer.limit_val_batches=2"]

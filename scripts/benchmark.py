@@ -45,7 +45,6 @@ import importlib.util
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -54,14 +53,15 @@ from pathlib import Path
 
 import image_folder_benchmark
 import text_gpt_benchmark
-from bench_common import REPO, Contender, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch, toolkit
+from bench_common import (REPO, Contender, Sample, fmt, installed, json_lines, median_or_none, run_child, script,
+                          steady_epoch, toolkit)
 from rich.console import Console
 from rich.table import Table
 
 
 # ------------------------------------------------------------------------------ process mode
 def time_help(env: dict[str, str], rounds: int) -> float:
-    return statistics.median(run_child([shutil.which("train") or "train", "--help"], env, REPO)[0].wall
+    return statistics.median(run_child([installed("train"), "--help"], env, REPO)[0].wall
                              for _ in range(rounds))
 
 

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from bench_common import installed
+
 if TYPE_CHECKING:  # imported where used: `--help` and the JPEG writer need no torch
     import torch
 
@@ -187,8 +189,7 @@ def _timed(command: list[str], env: dict[str, str], cwd: Path) -> float:
 def startup_mode(args: argparse.Namespace, env: dict[str, str], console: Console, work: Path) -> None:
     """`train`'s start against importing torch, plainly and as `train` imports it (collector paused, then frozen:
     trainer/commands/console_script.py), since that alone changes the import and the exit by about a second."""
-    installed = shutil.which("train", path=str(Path(sys.executable).parent)) or shutil.which("train") or "train"
-    train = [installed, "config=mnist_cnn", "trainer.fast_dev_run=true"]
+    train = [installed("train"), "config=mnist_cnn", "trainer.fast_dev_run=true"]
     imports = {"python -c 'import torch, torchvision'": "import torch, torchvision",
                "the same, collector paused, then frozen": "import gc; gc.disable(); import torch, torchvision; "
                                                           "gc.freeze(); gc.enable()"}

@@ -477,7 +477,8 @@ class Trainer:
                 if len(rng_states) > 1:
                     state["rng_per_rank"] = rng_states
             if self._shard_writer is not None:
-                self._shard_writer.save(self.model, self._optimizers.get(UNNAMED), Path(path), self.global_step, state)
+                # sharded runs have one optimizer (several are refused in several processes)
+                self._shard_writer.save(self.model, self._optimizers[UNNAMED], Path(path), self.global_step, state)
             elif state is not None:
                 checkpoint.save_atomic(state, Path(path))
 

@@ -92,15 +92,19 @@ def report(records: Sequence[JobRecord], sweep_dir: str | Path) -> Path:
     counts = Counter(record.status for record in records)
     tally = [f"{counts.pop('done', 0)} done", f"{counts.pop('failed', 0)} failed",
              *(f"{count} {status}" for status, count in counts.items())]
-    table = _table(records, sweep_dir, f"sweep {sweep_dir}: {', '.join(tally)}")
+    # A line of its own, never wrapped into a table title: what readers (and grep) look for first.
+    heading = f"sweep {sweep_dir}: {', '.join(tally)}"
+    table = _table(records, sweep_dir)
     spread = over_repeats(records)
     lines = [f"{name}: mean {mean:.4f}, std {std:.4f} over {count} jobs" for name, (mean, std, count) in spread.items()]
     console = Console()
+    console.print(heading, highlight=False, soft_wrap=True)
     console.print(table)
     for line in lines:
         console.print(line, highlight=False)
     try:
         with (sweep_dir / SUMMARY_TEXT).open("w") as handle:
+            handle.write(heading + "\n")
             Console(file=handle, width=200, color_system=None).print(table)
             handle.writelines(line + "\n" for line in lines)
         (sweep_dir / SUMMARY_JSON).write_text(json.dumps([dataclasses.asdict(r) for r in records], indent=2) + "\n")
@@ -144,7 +148,7 @@ def _final_metrics(folder: Path) -> dict[str, float]:
     return {name: float(value) for name, value in {**best, **test}.items() if isinstance(value, (int, float))}
 
 
-def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
+def _table(records: Sequence[JobRecord], sweep_dir: Path) -> Table:
     """Columns: job, overrides, status, the monitored metric (named in its header), run folder, error.
 
     The error column shows what went wrong, up to the first "; " (our errors go on with how to fix
@@ -154,7 +158,7 @@ def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
     # The overrides every job shares go in the caption; each row shows what sets its job apart.
     common = set.intersection(*(set(record.overrides) for record in records)) if len(records) > 1 else set()
     shared = [override for override in records[0].overrides if override in common] if records else []
-    table = Table(title=title, caption=f"every job: {' '.join(shared)}" if shared else None)
+    table = Table(caption=f"every job: {' '.join(shared)}" if shared else None)
     header = next(iter(names)) if len(names) == 1 else "metric"
     for column in ("job", "overrides", "status", header, "run folder", "error"):
         table.add_column(column, justify="right" if column == "job" else "left", overflow="fold")
@@ -169,7 +173,7 @@ def _table(records: Sequence[JobRecord], sweep_dir: Path, title: str) -> Table:
 
 
 def _shown(folder: str, sweep_dir: Path) -> str:
-    """A job's folder relative to the sweep folder (named in the title) when it lies there."""
+    """A job's folder relative to the sweep folder (named in the heading) when it lies there."""
     relative = os.path.relpath(folder, sweep_dir.resolve())
     return folder if relative.startswith("..") else relative
 
