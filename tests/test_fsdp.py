@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,13 @@ from typing import Any
 import pytest
 import safetensors.torch
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 from torch.distributed.tensor import DTensor
 
 from decltrain.callbacks import EMA, GradientClipping, ModelCheckpoint
 from decltrain.datasets.text_file import generated_text
 from decltrain.trainer.commands import consolidate
-from decltrain.trainer.engine import checkpoint, distributed, shard_writer
+from decltrain.trainer.engine import checkpoint, shard_writer
 from decltrain.trainer.engine.callback import Callback
 from decltrain.trainer.engine.loop import Trainer
 from decltrain.trainer.engine.settings import TrainerSettings
@@ -29,7 +27,7 @@ from decltrain.trainer.errors import Preempted, UserError
 from tests.helpers.callbacks import SignalAtStep
 from tests.helpers.commands import run_command, run_train, train_command
 from tests.helpers.data import synthetic_splits
-from tests.helpers.distributed import free_port
+from tests.helpers.distributed import on_ranks
 from tests.helpers.resume import assert_bit_identical
 from tests.helpers.trainers import TinyNet, make_trainer
 
@@ -78,21 +76,9 @@ def reload(run_dir: Path, ckpt: Path, **kwargs: Any) -> dict[str, Any]:
     return {"model": state["model"], "optimizer": state["optimizer"]}
 
 
-def _worker(rank: int, world: int, port: int, run_dir: Path, job: Callable[..., Any], kwargs: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    distributed.init("cpu", world)
-    try:
-        torch.save(job(run_dir, devices=world, strategy="fsdp", **kwargs), run_dir / f"result{rank}.pt")
-    finally:
-        distributed.destroy()
-
-
 def on_two_ranks(job: Callable[..., Any], run_dir: Path, **kwargs: Any) -> list[Any]:
     """`job(run_dir, **kwargs)` on two sharded ranks; each rank's result."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    mp.spawn(_worker, args=(2, free_port(), run_dir, job, kwargs), nprocs=2, join=True)
-    return [torch.load(run_dir / f"result{rank}.pt", weights_only=False) for rank in range(2)]
+    return on_ranks(job, run_dir, strategy="fsdp", **kwargs)
 
 
 def assert_same_weights(results: list[dict], expected: dict[str, torch.Tensor]) -> None:

@@ -2,18 +2,16 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 from torch import nn
 
 from decltrain.callbacks import EarlyStopping, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
-from decltrain.trainer.engine import checkpoint
+from decltrain.trainer.engine import checkpoint, distributed
 from decltrain.trainer.runs import config_drift
 from decltrain.trainer.errors import UserError
 from decltrain.trainer.tracking.loggers import Logger
@@ -22,7 +20,7 @@ from decltrain.trainer.engine.scheduling import LRSchedule
 from decltrain.trainer.engine.settings import TrainerSettings
 from decltrain.trainer.tasks.classification import Classification
 from tests.helpers.data import synthetic_splits
-from tests.helpers.distributed import free_port
+from tests.helpers.distributed import on_ranks
 from tests.helpers.trainers import TinyNet, make_trainer
 
 STEPS_PER_EPOCH = 16  # synthetic_splits: 256 samples in batches of 16
@@ -178,32 +176,26 @@ def test_config_drift_refuses_what_changes_the_training(key, value):
 
 
 # ----------------------------------------------------------------- nonfinite_loss=skip under DDP
-def _skip_on_one_rank(rank: int, port: int, results: str) -> None:
+def _skip_on_one_rank(run_dir: Path, devices: int) -> tuple[int, bool]:
     """Rank 1's loss is NaN at its 3rd step only: both ranks must skip that step, and only that one."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        trainer = make_trainer(Path(os.devnull), max_epochs=1, nonfinite_loss="skip", seed=3)
-        loss, calls = trainer.task.loss, [0]
+    rank = distributed.rank()
+    trainer = make_trainer(run_dir / f"rank{rank}", devices=devices, max_epochs=1, nonfinite_loss="skip", seed=3)
+    loss, calls = trainer.task.loss, [0]
 
-        def poisoned(model, batch):
-            calls[0] += 1
-            value = loss(model, batch)
-            return value * math.nan if rank == 1 and calls[0] == 3 else value
+    def poisoned(model, batch):
+        calls[0] += 1
+        value = loss(model, batch)
+        return value * math.nan if rank == 1 and calls[0] == 3 else value
 
-        trainer.task.loss = poisoned
-        trainer.fit()
-        finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
-        (Path(results) / f"rank{rank}").write_text(f"{trainer.global_step} {finite}")
-    finally:
-        torch.distributed.destroy_process_group()
+    trainer.task.loss = poisoned
+    trainer.fit()
+    return trainer.global_step, all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
 
 
 @pytest.mark.slow
 def test_skip_under_ddp_every_rank_skips_the_same_step(tmp_path):
-    mp.spawn(_skip_on_one_rank, args=(free_port(), str(tmp_path)), nprocs=2)  # spawn: fork can hang in a busy process
     steps_per_rank = STEPS_PER_EPOCH // 2
-    assert [(tmp_path / f"rank{rank}").read_text() for rank in (0, 1)] == [f"{steps_per_rank - 1} True"] * 2
+    assert on_ranks(_skip_on_one_rank, tmp_path) == [(steps_per_rank - 1, True)] * 2
 
 
 def test_the_report_pairs_each_value_with_its_model(tmp_path):

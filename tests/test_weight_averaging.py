@@ -5,14 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from decltrain.callbacks import EMA, SWA, EarlyStopping, ModelCheckpoint
 from decltrain.trainer.engine.callback import Callback
-from decltrain.trainer.engine import checkpoint, distributed
+from decltrain.trainer.engine import checkpoint
 from tests.helpers.data import synthetic_splits
-from tests.helpers.distributed import free_port
+from tests.helpers.distributed import on_ranks
 from tests.helpers.resume import assert_bit_identical, stopped_then_resumed
 from tests.helpers.trainers import make_trainer
 
@@ -109,17 +108,9 @@ def test_swa_recomputes_batchnorm_statistics_for_the_average(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ DDP
-def _ddp_worker(rank: int, world: int, port: int, run_dir: Path) -> None:
-    import os
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    distributed.init("cpu", world)
-    try:
-        trainer = ema_train_blobs(run_dir, devices=world, batch_size=32)
-        torch.save({"val": trainer.callback_metrics,
-                    "model": checkpoint.unwrap(trainer.model).state_dict()}, run_dir / f"rank{rank}.pt")
-    finally:
-        distributed.destroy()
+def _ddp_ema(run_dir: Path, devices: int) -> dict:
+    trainer = ema_train_blobs(run_dir, devices=devices, batch_size=32)
+    return {"val": trainer.callback_metrics, "model": checkpoint.unwrap(trainer.model).state_dict()}
 
 
 def ema_train_blobs(run_dir: Path, batch_size: int, **kwargs):
@@ -135,10 +126,7 @@ def ema_train_blobs(run_dir: Path, batch_size: int, **kwargs):
 @pytest.mark.slow
 def test_ema_under_ddp_matches_one_process(tmp_path):
     one = ema_train_blobs(tmp_path / "one", batch_size=64)
-    (tmp_path / "two").mkdir()
-    mp.spawn(_ddp_worker, args=(2, free_port(), tmp_path / "two"), nprocs=2, join=True)
-    for rank in range(2):
-        result = torch.load(tmp_path / "two" / f"rank{rank}.pt", weights_only=True)
+    for result in on_ranks(_ddp_ema, tmp_path / "two"):
         assert result["val"] == pytest.approx(one.callback_metrics, abs=1e-5)
         for key, value in one.model.state_dict().items():
             torch.testing.assert_close(result["model"][key], value, atol=1e-5, rtol=1e-4)
