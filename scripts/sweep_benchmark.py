@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import installed
+
 
 def load_average() -> float:
     return os.getloadavg()[0]
@@ -34,7 +36,7 @@ def children_cpu_seconds() -> float:
 
 def sweep(n_jobs: int, batches: int, epochs: int, folder: Path) -> tuple[float, float]:
     """The sweep's wall time and processor time, in seconds."""
-    command = ["train", "-m", "config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", f"trainer.max_epochs={epochs}",
+    command = [installed("train"), "-m", "config=mnist_cnn", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", f"trainer.max_epochs={epochs}",
                f"trainer.limit_train_batches={batches}", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                "logger=none", "callbacks.progress_bar=null", "hydra/launcher=parallel",
                f"hydra.launcher.n_jobs={n_jobs}", f"hydra.sweep.dir={folder}"]
