@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
@@ -65,13 +66,31 @@ def json_lines(text: str) -> dict:
     return merged
 
 
-def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
-    """Epoch durations from TensorBoard: gaps between the per-epoch `val/loss` points (epochs 2..E)."""
+def _epoch_ends(run_dir: Path) -> tuple[Any, list[Any]]:
+    """The run's TensorBoard scalars, and its `val/loss` points at the ends of epochs, in order (the
+    point at step 0, the validation before training, is none: `trainer.validate_on_start`)."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    times = [event.wall_time for event in events.Scalars("val/loss")]
-    return [later - earlier for earlier, later in zip(times, times[1:])]
+    ends = [event for event in events.Scalars("val/loss") if event.step > 0] \
+        if "val/loss" in events.Tags()["scalars"] else []
+    return events, ends
+
+
+def toolkit_epoch_seconds(run_dir: Path) -> list[float]:
+    """Epoch durations from TensorBoard: gaps between the `val/loss` points of epoch ends (epochs 2..E)."""
+    _, ends = _epoch_ends(run_dir)
+    return [later.wall_time - earlier.wall_time for earlier, later in zip(ends, ends[1:])]
+
+
+def steady_training_rate(run_dir: Path) -> float | None:
+    """Median `perf/samples_per_sec` (training windows only, no validation) logged after the first
+    epoch (warm-up and compilation excluded); None when none was (fewer steps than the logging interval)."""
+    events, ends = _epoch_ends(run_dir)
+    if not ends or "perf/samples_per_sec" not in events.Tags()["scalars"]:
+        return None
+    rates = [event.value for event in events.Scalars("perf/samples_per_sec") if event.step > ends[0].step]
+    return statistics.median(rates) if rates else None
 
 
 def toolkit(*overrides: str, config: str = "mnist_cnn", metric: str = "test/acc") -> Contender:

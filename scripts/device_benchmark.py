@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench_common import (REPO, Contender, Sample, fmt, json_lines, median_or_none, run_child, script, steady_epoch,
-                          toolkit)
+                          steady_training_rate, toolkit)
 
 if TYPE_CHECKING:  # the parent process never imports torch; children import it where they use it
     import torch
@@ -181,21 +181,9 @@ def child(kind: str, job: Job, precision: str) -> Contender:
 def samples_per_sec(sample: Sample) -> float | None:
     """Steady training samples/s: samples of an epoch over the median steady epoch."""
     if "run_dir" in sample.report:  # the toolkit's epochs include validation: take its own training rate
-        return toolkit_training_rate(sample.report["run_dir"])
+        return steady_training_rate(sample.report["run_dir"])
     epoch, samples = steady_epoch(sample), sample.report.get("samples")
     return samples / epoch if epoch and samples else None
-
-
-def toolkit_training_rate(run_dir: Path) -> float | None:
-    """Median `perf/samples_per_sec` (validation excluded) logged after the first epoch."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
-    if not {"val/loss", "perf/samples_per_sec"} <= set(events.Tags()["scalars"]):
-        return None  # no rate was logged (fewer steps than trainer.log_every_n_steps): the table says "-"
-    first_epoch_end = events.Scalars("val/loss")[0].step
-    rates = [event.value for event in events.Scalars("perf/samples_per_sec") if event.step > first_epoch_end]
-    return statistics.median(rates) if rates else None
 
 
 def peak_mib(sample: Sample) -> float:

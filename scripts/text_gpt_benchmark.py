@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from bench_common import Contender, Sample, script, toolkit
+from bench_common import Contender, Sample, script, steady_training_rate, toolkit
 
 # (n_layer, n_head, n_embd, block_size, batch_size, sentences of generated text)
 SIZES = {"cuda": (6, 6, 384, 256, 64, 100_000),  # nanoGPT's shakespeare_char
@@ -27,12 +28,10 @@ SIZES = {"cuda": (6, 6, 384, 256, 64, 100_000),  # nanoGPT's shakespeare_char
 
 def toolkit_tokens_per_second(sample: Sample, block_size: int) -> float:
     """Median training rate after the first epoch, from the run's TensorBoard points."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(sample.report["run_dir"]), size_guidance={"scalars": 0}).Reload()
-    first_epoch_end = sorted(event.step for event in events.Scalars("val/loss"))[1]  # [0]: before training
-    rates = [event.value for event in events.Scalars("perf/samples_per_sec") if event.step > first_epoch_end]
-    return statistics.median(rates) * block_size
+    rate = steady_training_rate(sample.report["run_dir"])
+    if rate is None:
+        sys.exit("benchmark: the toolkit logged no training rate after its first epoch; run more epochs")
+    return rate * block_size
 
 
 def script_tokens_per_second(sample: Sample, tokens_per_step: int) -> float:
