@@ -266,8 +266,8 @@ def _param_groups(model: nn.Module, settings: dict[str, Any]) -> list[dict[str, 
 def lr_schedule(cfg: DictConfig, optim: torch.optim.Optimizer, name: str = UNNAMED) -> LRSchedule:
     """The `scheduler` group's schedule for `optim`; a named optimizer's is `scheduler.<name>` where
     the config gives one, else its own copy of the `scheduler` group's."""
-    key = f"scheduler.{name}" if name and cfg.scheduler.get(name) is not None else "scheduler"
-    sched = cfg.scheduler[name] if key != "scheduler" else cfg.scheduler
+    own = cfg.scheduler.get(name) if name else None
+    key, sched = (f"scheduler.{name}", own) if own is not None else ("scheduler", cfg.scheduler)
     scheduler = None
     if sched.get("lr_scheduler") is not None:
         factory = instantiate_node(sched.lr_scheduler, f"{key}.lr_scheduler")

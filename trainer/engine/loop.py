@@ -442,10 +442,9 @@ class Trainer:
                         ", ".join(f"optimizer.{saved}" for saved in saved_optimizers)
                     raise UserError(f"checkpoint {source} holds no state of optimizer.{name}, only {held}: resume "
                                     "it with the optimizers it was written with")
-                self.placement.load_optimizer_state(self.model, optimizer,
-                                                    saved_optimizers if name == UNNAMED else saved_optimizers[name])
+                self.placement.load_optimizer_state(self.model, optimizer, saved_entry(saved_optimizers, name))
         for name, schedule in schedules.items():
-            schedule.load_state_dict(saved_schedules if name == UNNAMED else saved_schedules[name])
+            schedule.load_state_dict(saved_entry(saved_schedules, name))
         self.precision.load_state_dict(state["precision"])
         self.progress.load_state_dict(state["progress"])
         self.time_budget.load_state_dict(state["time_budget"])
@@ -491,6 +490,11 @@ class Trainer:
 def as_saved(states: dict[str, Any]) -> Any:
     """A checkpoint entry of every optimizer (or schedule): the only one's state as it is, several by name."""
     return states[UNNAMED] if UNNAMED in states else states
+
+
+def saved_entry(saved: Any, name: str) -> Any:
+    """Optimizer (or schedule) `name`'s state in a checkpoint entry `as_saved` wrote."""
+    return saved if name == UNNAMED else saved[name]
 
 
 def by_name(given: Any) -> dict[str, Any]:

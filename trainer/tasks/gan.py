@@ -28,6 +28,7 @@ from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchvision.utils import make_grid
 
 from decltrain.trainer.errors import UserError
+from decltrain.trainer.tasks.kept_images import to_uint8
 from decltrain.trainer.tasks.supervised import scalars
 
 DISCRIMINATOR, GENERATOR = "discriminator", "generator"
@@ -108,8 +109,7 @@ class GAN:
         device = next(model.parameters()).device
         noise = torch.randn(count, self.latent_size, generator=torch.Generator().manual_seed(seed)).to(device)
         images = _generator(model)(noise).float().cpu()
-        grid = make_grid(images, nrow=8, normalize=True, value_range=(-1, 1))  # the generator's tanh range
-        return (grid * 255).round().to(torch.uint8)
+        return to_uint8(make_grid(images, nrow=8, normalize=True, value_range=(-1, 1)))  # the generator's tanh range
 
     def model_inputs(self, batch: Any) -> torch.Tensor:
         """The generator's input, one per image of the batch: noise, here zeros (what export traces with)."""

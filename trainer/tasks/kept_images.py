@@ -1,4 +1,5 @@
-"""The first few images an evaluation sees, as a torchmetrics "metric", so evaluation yields them for a grid.
+"""The first few images an evaluation sees, as a torchmetrics "metric", so evaluation yields them for a grid;
+and a grid as the uint8 image the loggers and `predict` take.
 
 Each rank keeps its first `count` images; over DDP ranks the kept images are gathered and the
 first `count` returned: (count, C, H, W) floats (none when it was only given empty batches).
@@ -26,3 +27,8 @@ class KeptImages(Metric):
 
     def compute(self) -> torch.Tensor:
         return dim_zero_cat(self.images)[:self.count].cpu()
+
+
+def to_uint8(grid: torch.Tensor) -> torch.Tensor:
+    """A grid of values in [0, 1] (torchvision's `make_grid(..., normalize=True)`) as uint8 pixels."""
+    return (grid * 255).round().to(torch.uint8)

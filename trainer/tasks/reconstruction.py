@@ -25,7 +25,7 @@ from torchvision.utils import make_grid
 
 from decltrain.trainer.engine.checkpoint import unwrap
 from decltrain.trainer.errors import UserError
-from decltrain.trainer.tasks.kept_images import KeptImages
+from decltrain.trainer.tasks.kept_images import KeptImages, to_uint8
 from decltrain.trainer.tasks.supervised import scalars
 
 RECONSTRUCTION_LOSSES = ("bce", "mse")
@@ -163,7 +163,3 @@ def kl_divergence(mean: torch.Tensor, log_variance: torch.Tensor) -> torch.Tenso
     """KL(N(mean, exp(log_variance)) || N(0, 1)) per sample, summed over the code."""
     mean, log_variance = mean.float(), log_variance.float()
     return 0.5 * (mean.pow(2) + log_variance.exp() - 1 - log_variance).sum(1)
-
-
-def to_uint8(grid: torch.Tensor) -> torch.Tensor:
-    return (grid * 255).round().to(torch.uint8)
