@@ -152,7 +152,7 @@ def test_an_unknown_reconstruction_loss_names_the_choices():
 @pytest.mark.slow
 def test_mnist_vae_beats_the_mean_image_logs_both_terms_and_draws_grids(tmp_path, data_dir):
     """`train config=mnist_vae`: the test loss (negative ELBO) is well below the loss of predicting the mean training digit;
-    `predict` writes each digit's reconstruction."""
+    `predict` writes each digit's reconstruction, and `predict num_samples=` a grid of draws from the prior."""
     train, test = mnist_pixels(data_dir, True), mnist_pixels(data_dir, False)
     mean_image = train.mean(0).clamp(1e-6, 1 - 1e-6)
     mean_image_loss = float(-(test * mean_image.log() + (1 - test) * (1 - mean_image).log()).flatten(1).sum(1).mean())
@@ -183,3 +183,7 @@ def test_mnist_vae_beats_the_mean_image_logs_both_terms_and_draws_grids(tmp_path
     for row in rows:
         with Image.open(row["reconstruction"]) as image:
             assert (image.mode, image.size) == ("L", (28, 28))
+    sampled = run_command("predict", f"run={run_dir}", "num_samples=16", cwd=tmp_path, data_dir=tmp_path)
+    assert sampled.returncode == 0, sampled.stdout + sampled.stderr
+    with Image.open(run_dir / "samples.png") as image:
+        assert image.size == (242, 62)  # two rows of 8 digits of 28 pixels, 2 apart
